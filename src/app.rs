@@ -1,0 +1,256 @@
+//! The native commands: train one method on a preset, or the default demo comparing IMM with flow
+//! matching. Writes config.json, metrics.jsonl, eval.json and samples.png per run.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::data2d::{Dataset, ToyData};
+use crate::eval::energy_distance;
+use crate::network::Network;
+use crate::plot::{Panel, scatter_grid};
+use crate::presets::Preset;
+use crate::trainer::{Method, Metrics, Observer, Trainer, fit};
+use crate::{Error, Rng};
+
+/// Where tensors live; chosen at run time, never by editing code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceChoice {
+    /// burn's Flex backend on the CPU (fastest for the small 2D networks).
+    Cpu,
+    /// wgpu on the best adapter found (Vulkan, Metal, DX12).
+    Wgpu,
+}
+
+impl DeviceChoice {
+    pub fn device(self) -> Result<Device, Error> {
+        match self {
+            DeviceChoice::Cpu => Ok(Device::flex()),
+            DeviceChoice::Wgpu => Device::wgpu_options()
+                .init()
+                .map_err(|e| Error::new(format!("no usable wgpu adapter ({e}); try --device cpu"))),
+        }
+    }
+}
+
+/// What to evaluate after training.
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalOptions {
+    /// Sampling step counts.
+    pub steps: Vec<usize>,
+    /// Generated and held-out points per energy distance.
+    pub samples: usize,
+}
+
+/// The outcome of one training run.
+pub struct Outcome {
+    pub method: &'static str,
+    pub floor: f64,
+    /// Energy distance by number of sampling steps.
+    pub energy: BTreeMap<usize, f64>,
+    pub samples: BTreeMap<usize, Vec<f32>>,
+    pub held_out: Vec<f32>,
+    pub seconds: f64,
+}
+
+const HELD_OUT_SEED: u64 = 0x4e1d_0u64;
+
+fn io_error(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::new(format!("cannot write {}: {e}", path.display()))
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<(), Error> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| io_error(path, e))?;
+    std::fs::write(path, text + "\n").map_err(|e| io_error(path, e))
+}
+
+/// Creates `dir` and checks that files can be written there.
+pub fn prepare_dir(dir: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::new(format!("cannot create output directory {}: {e}", dir.display())))?;
+    let probe = dir.join(".write-test");
+    File::create(&probe).map_err(|e| Error::new(format!("output directory {} is not writable: {e}", dir.display())))?;
+    std::fs::remove_file(&probe).map_err(|e| io_error(&probe, e))
+}
+
+/// Held-out data of the preset's distribution and the energy-distance floor: the distance between
+/// two independent samples of that size.
+pub fn held_out(preset: &Preset, n: usize) -> (Vec<f32>, f64) {
+    let mut data = ToyData::new(preset.toy, HELD_OUT_SEED);
+    let (a, b) = (data.sample(n), data.sample(n));
+    let floor = energy_distance(&a, &b, 2);
+    (a, floor)
+}
+
+struct Terminal {
+    bar: ProgressBar,
+    metrics: File,
+    metrics_path: PathBuf,
+    label: &'static str,
+    failed: Option<Error>,
+}
+
+impl Observer for Terminal {
+    fn on_step(&mut self, nimg: u64) {
+        self.bar.set_position(nimg);
+    }
+
+    fn on_log(&mut self, record: &Metrics) {
+        self.bar.println(format!(
+            "{:>4}  nimg {:>9}  loss {:.5}  {:.2} s/kimg",
+            self.label, record.nimg, record.loss, record.sec_per_kimg
+        ));
+        let line = serde_json::to_string(record).expect("metrics serialise");
+        if let Err(e) = writeln!(self.metrics, "{line}") {
+            self.failed.get_or_insert(io_error(&self.metrics_path, e));
+        }
+    }
+}
+
+/// Samples `n` points at each step count from one fixed noise, in chunks.
+pub fn sample_steps<N: Network, M: Method>(
+    method: &M,
+    net: &N,
+    steps: &[usize],
+    n: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<BTreeMap<usize, Vec<f32>>, Error> {
+    let mut rng = Rng::new(seed);
+    let z = rng.normal_vec(n * 2, method.sigma_data());
+    let mut out = BTreeMap::new();
+    for &k in steps {
+        let z = Tensor::<2>::from_data(TensorData::new(z.clone(), [n, 2]), device);
+        let x = method.sample(net, z, k, &mut rng)?;
+        let values = x.into_data().try_into_vec::<f32>().map_err(|e| Error::new(format!("reading samples: {e:?}")))?;
+        out.insert(k, values);
+    }
+    Ok(out)
+}
+
+/// Trains `method` on the preset's data, then evaluates the EMA weights and writes the run's files.
+pub fn train_and_evaluate<M: Method + Serialize + Clone>(
+    preset: &Preset,
+    method: M,
+    device_choice: DeviceChoice,
+    eval: &EvalOptions,
+    out: &Path,
+) -> Result<Outcome, Error> {
+    prepare_dir(out)?;
+    let config = json!({
+        "preset": preset.name,
+        "data": preset.toy,
+        "method": method.name(),
+        "method_config": method,
+        "net": preset.net,
+        "train": preset.train,
+        "eval": eval,
+        "device": device_choice,
+    });
+    write_json(&out.join("config.json"), &config)?;
+
+    let device = device_choice.device()?;
+    let train = preset.train.clone();
+    let net = preset.net.init(&mut Rng::new(train.seed), &device.clone().autodiff());
+    let label = method.name();
+    let mut trainer = Trainer::new(net, method.clone(), train.clone())?;
+    let mut data = ToyData::new(preset.toy, train.seed);
+
+    let metrics_path = out.join("metrics.jsonl");
+    let bar = ProgressBar::new(train.total_nimg);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>4} [{bar:32}] {human_pos}/{human_len} img  {elapsed} < {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(label);
+    let mut terminal = Terminal {
+        bar,
+        metrics: File::create(&metrics_path).map_err(|e| io_error(&metrics_path, e))?,
+        metrics_path,
+        label,
+        failed: None,
+    };
+    let start = Instant::now();
+    fit(&mut trainer, &mut data, || start.elapsed().as_secs_f64(), &mut terminal);
+    terminal.bar.finish_and_clear();
+    if let Some(e) = terminal.failed {
+        return Err(e);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+
+    let (held_out, floor) = held_out(preset, eval.samples);
+    let samples = sample_steps(&trainer.method, &trainer.ema, &eval.steps, eval.samples, train.seed ^ 0x5a3e, &device)?;
+    let energy: BTreeMap<usize, f64> =
+        samples.iter().map(|(&k, x)| (k, energy_distance(x, &held_out, 2))).collect();
+    let by_steps: BTreeMap<String, f64> = energy.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    write_json(
+        &out.join("eval.json"),
+        &json!({"metric": "energy_distance", "floor": floor, "steps": by_steps, "train_seconds": seconds,
+                "nimg": trainer.nimg, "params": trainer.ema.num_params()}),
+    )?;
+    let outcome = Outcome { method: label, floor, energy, samples, held_out, seconds };
+    scatter_grid(&[panels(&outcome)], &out.join("samples.png"))?;
+    Ok(outcome)
+}
+
+/// A row of panels: the held-out data, then the samples at each step count over it.
+pub fn panels(outcome: &Outcome) -> (String, Vec<Panel>) {
+    let color = if outcome.method == "imm" { [31, 119, 180] } else { [230, 120, 20] };
+    let mut row = vec![Panel {
+        title: "data".into(),
+        background: Vec::new(),
+        points: outcome.held_out.clone(),
+        color: [90, 90, 90],
+    }];
+    for (k, points) in &outcome.samples {
+        row.push(Panel {
+            title: format!("{k} step{} ed {:.4}", if *k == 1 { "" } else { "s" }, outcome.energy[k]),
+            background: outcome.held_out.clone(),
+            points: points.clone(),
+            color,
+        });
+    }
+    (outcome.method.to_uppercase(), row)
+}
+
+/// The default demo: IMM and flow matching with the same budget on one preset; prints a table and
+/// writes `out/eval.json`, `out/samples.png` and one folder per method.
+pub fn demo(preset: &Preset, device: DeviceChoice, eval: &EvalOptions, out: &Path) -> Result<(), Error> {
+    prepare_dir(out)?;
+    println!(
+        "Training IMM and flow matching on '{}' for {} images each (batch {}) on {:?}.",
+        preset.name, preset.train.total_nimg, preset.train.batch, device
+    );
+    let imm = train_and_evaluate(preset, preset.imm.clone(), device, eval, &out.join("imm"))?;
+    let fm = train_and_evaluate(preset, preset.fm.clone(), device, eval, &out.join("fm"))?;
+    let as_map = |o: &Outcome| -> BTreeMap<String, f64> { o.energy.iter().map(|(k, v)| (k.to_string(), *v)).collect() };
+    write_json(
+        &out.join("eval.json"),
+        &json!({"metric": "energy_distance", "floor": imm.floor, "imm": as_map(&imm), "fm": as_map(&fm)}),
+    )?;
+    scatter_grid(&[panels(&imm), panels(&fm)], &out.join("samples.png"))?;
+
+    println!("\nEnergy distance to held-out data (lower is better; floor = two data samples: {:.5})", imm.floor);
+    println!("{:>6}  {:>10}  {:>10}  {:>8}", "steps", "IMM", "FM", "FM/IMM");
+    for (k, e) in &imm.energy {
+        println!("{k:>6}  {e:>10.5}  {:>10.5}  {:>8.1}", fm.energy[k], fm.energy[k] / e);
+    }
+    println!(
+        "\nTraining took {:.0} s (IMM) and {:.0} s (FM). Wrote {}/eval.json and {}/samples.png.",
+        imm.seconds,
+        fm.seconds,
+        out.display(),
+        out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,211 @@
+//! The training loop. It knows a [`Method`] (a loss and a sampler), a [`Network`] and a
+//! [`Dataset`]; nothing here is specific to IMM.
+
+use std::collections::HashMap;
+
+use burn::module::{ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+#[cfg(not(target_family = "wasm"))]
+use crate::data2d::Dataset;
+use crate::network::Network;
+use crate::radam::RAdam;
+use crate::{Error, Rng};
+
+/// A generative training method: what the trainer minimises and how its models sample.
+pub trait Method {
+    /// Short name, as in metrics and file names.
+    fn name(&self) -> &'static str;
+
+    /// Fails when the method cannot train with this batch size.
+    fn check_batch(&self, batch: usize) -> Result<(), Error>;
+
+    /// Std of the prior the samplers start from, N(0, sigma_d^2 I).
+    fn sigma_data(&self) -> f64;
+
+    /// One stochastic estimate of the loss on a batch of data, drawing times and noise from `rng`.
+    ///
+    /// # Shapes
+    /// - x: [B, D]
+    /// - output: [1]
+    fn loss<N: Network>(&self, net: &N, x: Tensor<2>, rng: &mut Rng) -> Tensor<1>;
+
+    /// Samples from prior noise z with `steps` network evaluations; stochastic samplers draw from `rng`.
+    ///
+    /// # Shapes
+    /// - z: [B, D]
+    /// - output: [B, D]
+    fn sample<N: Network>(&self, net: &N, z: Tensor<2>, steps: usize, rng: &mut Rng) -> Result<Tensor<2>, Error>;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    Adam,
+    Radam,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub batch: usize,
+    /// Training length in images.
+    pub total_nimg: u64,
+    pub lr: f64,
+    pub optimizer: OptimizerKind,
+    /// EMA decay per step for the evaluation weights, warmed up as min(ema, (1 + n) / (10 + n)).
+    pub ema: f64,
+    /// One metrics record per this many images.
+    pub log_every_nimg: u64,
+    pub seed: u64,
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.batch == 0 || self.total_nimg == 0 || self.log_every_nimg == 0 {
+            return Err(Error::new("batch, training length and log interval must be positive"));
+        }
+        if !(self.lr > 0.0) || !(0.0..1.0).contains(&self.ema) {
+            return Err(Error::new(format!("need lr > 0 and 0 <= ema < 1, got lr = {} and ema = {}", self.lr, self.ema)));
+        }
+        Ok(())
+    }
+}
+
+/// One metrics record: a line of metrics.jsonl, a terminal line, a point on the page's chart.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Images seen so far.
+    pub nimg: u64,
+    /// Mean loss since the previous record.
+    pub loss: f64,
+    pub lr: f64,
+    /// Wall-clock seconds per thousand training images since the previous record.
+    pub sec_per_kimg: f64,
+}
+
+/// Float parameters of a module, flattened, by id.
+struct Collect(HashMap<ParamId, Tensor<1>>);
+
+impl ModuleVisitor for Collect {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let value = param.val().inner();
+        let n = value.shape().num_elements();
+        self.0.insert(param.id, value.reshape([n]));
+    }
+}
+
+/// ema <- beta ema + (1 - beta) current, matched by parameter id.
+struct EmaUpdate {
+    current: HashMap<ParamId, Tensor<1>>,
+    beta: f32,
+}
+
+impl ModuleMapper for EmaUpdate {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let Some(current) = self.current.remove(&param.id) else {
+            return param;
+        };
+        let beta = self.beta;
+        param.map(|ema| {
+            let shape = ema.shape();
+            ema.mul_scalar(beta) + current.reshape(shape).mul_scalar(1.0 - beta)
+        })
+    }
+}
+
+pub struct Trainer<N: Network, M: Method> {
+    /// The trained weights (autodiff).
+    pub net: N,
+    /// Their exponential moving average, for evaluation (no autodiff).
+    pub ema: N,
+    pub method: M,
+    pub config: TrainConfig,
+    /// Images seen.
+    pub nimg: u64,
+    steps: u64,
+    optim: ModuleOptimizer,
+    rng: Rng,
+}
+
+impl<N: Network, M: Method> Trainer<N, M> {
+    pub fn new(net: N, method: M, config: TrainConfig) -> Result<Self, Error> {
+        config.validate()?;
+        method.check_batch(config.batch)?;
+        let optim = match config.optimizer {
+            OptimizerKind::Adam => AdamConfig::new().with_epsilon(1e-8).init(),
+            OptimizerKind::Radam => ModuleOptimizer::from(RAdam::default()),
+        };
+        Ok(Self {
+            ema: net.valid(),
+            net,
+            method,
+            rng: Rng::new(config.seed ^ 0x7a1e),
+            config,
+            nimg: 0,
+            steps: 0,
+            optim,
+        })
+    }
+
+    /// One optimizer step on one batch; returns the batch loss, detached, still on the device.
+    ///
+    /// # Shapes
+    /// - x: [B, D]
+    /// - output: [1]
+    pub fn step(&mut self, x: Tensor<2>) -> Tensor<1> {
+        let batch = x.dims()[0] as u64;
+        let loss = self.method.loss(&self.net, x, &mut self.rng);
+        let grads = GradientsParams::from_grads(loss.backward(), &self.net);
+        self.net = self.optim.step(self.config.lr, self.net.clone(), grads);
+        self.steps += 1;
+        self.nimg += batch;
+        let n = self.steps as f64;
+        let beta = self.config.ema.min((1.0 + n) / (10.0 + n)) as f32;
+        let mut current = Collect(HashMap::new());
+        self.net.visit(&mut current);
+        self.ema = self.ema.clone().map(&mut EmaUpdate { current: current.0, beta });
+        loss.inner()
+    }
+}
+
+/// Receives progress from [`fit`].
+pub trait Observer {
+    fn on_step(&mut self, _nimg: u64) {}
+    fn on_log(&mut self, _record: &Metrics) {}
+}
+
+/// Trains until `config.total_nimg` images, reading the loss from the device once per record.
+/// `clock` gives seconds (the page and the terminal measure time differently).
+#[cfg(not(target_family = "wasm"))]
+pub fn fit<N: Network, M: Method>(
+    trainer: &mut Trainer<N, M>,
+    data: &mut impl Dataset,
+    clock: impl Fn() -> f64,
+    observer: &mut impl Observer,
+) {
+    let device = trainer.net.devices()[0].clone();
+    let (batch, total, every) = (trainer.config.batch, trainer.config.total_nimg, trainer.config.log_every_nimg);
+    let (mut loss_sum, mut count, mut since_nimg, mut since_time) = (None::<Tensor<1>>, 0u64, trainer.nimg, clock());
+    while trainer.nimg < total {
+        let loss = trainer.step(data.batch(batch, &device));
+        loss_sum = Some(match loss_sum {
+            Some(sum) => sum + loss,
+            None => loss,
+        });
+        count += 1;
+        observer.on_step(trainer.nimg);
+        if trainer.nimg / every != (trainer.nimg - batch as u64) / every || trainer.nimg >= total {
+            let loss = loss_sum.take().map_or(f64::NAN, |s| s.into_scalar::<f32>() as f64) / count as f64;
+            let now = clock();
+            observer.on_log(&Metrics {
+                nimg: trainer.nimg,
+                loss,
+                lr: trainer.config.lr,
+                sec_per_kimg: (now - since_time) / ((trainer.nimg - since_nimg) as f64 / 1000.0),
+            });
+            (count, since_nimg, since_time) = (0, trainer.nimg, now);
+        }
+    }
+}

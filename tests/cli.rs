@@ -1,0 +1,72 @@
+//! The command line: bad input gets one clear line and a non-zero exit; a short run writes its files.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn imm(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_imm")).args(args).current_dir(dir).output().expect("run imm")
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("imm-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn assert_clean_failure(args: &[&str], expected: &str) {
+    let dir = scratch("fail");
+    let out = imm(args, &dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} should fail");
+    assert!(stderr.contains(expected), "{args:?}: stderr lacks '{expected}':\n{stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "{args:?} panicked:\n{stderr}");
+    assert!(stderr.trim().lines().count() <= 4, "{args:?}: not a short message:\n{stderr}");
+}
+
+/// A short `train` on moons with `extra` options.
+fn train_with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["train", "--preset", "moons", "--kimg", "1", "--eval-samples", "10"];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    assert_clean_failure(&["train", "--preset", "nope"], "unknown preset 'nope'");
+    assert_clean_failure(&train_with(&["--batch", "100", "--particles", "8"]), "multiple of the number of particles");
+    assert_clean_failure(&train_with(&["--eval-steps", "0"]), "sampling step counts must be positive, got 0");
+    assert_clean_failure(&train_with(&["--eval-steps", "1,-2"]), "sampling step counts must be positive, got -2");
+    assert_clean_failure(&["train", "--preset", "moons", "--kimg", "-3"], "expected a positive number");
+    assert_clean_failure(&train_with(&["--eps", "0.9", "--t-max", "0.5"]), "0 <= eps < T < 1");
+    let blocker = scratch("blocker").join("a-file");
+    std::fs::write(&blocker, "x").unwrap();
+    let out_dir = blocker.join("run").to_string_lossy().into_owned();
+    assert_clean_failure(&train_with(&["--out", &out_dir]), "cannot create output directory");
+}
+
+#[test]
+fn a_short_run_writes_config_metrics_eval_and_plot() {
+    let dir = scratch("run");
+    let out = imm(
+        &["train", "--preset", "moons", "--kimg", "4", "--batch", "128", "--eval-samples", "200", "--eval-steps", "1,3", "--out", "run"],
+        &dir,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = dir.join("run");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["method"], "imm");
+    assert_eq!(config["train"]["batch"], 128);
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(!records.is_empty());
+    let last = records.last().unwrap();
+    assert_eq!(last["nimg"].as_u64(), Some(4096));
+    assert!(last["loss"].as_f64().unwrap().is_finite() && last["sec_per_kimg"].as_f64().unwrap() > 0.0);
+    let eval: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(eval["metric"], "energy_distance");
+    assert!(eval["floor"].as_f64().unwrap() > 0.0);
+    assert!(eval["steps"]["1"].as_f64().unwrap() > 0.0 && eval["steps"]["3"].as_f64().unwrap() > 0.0);
+    let png = std::fs::read(run.join("samples.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+}
