@@ -18,7 +18,19 @@ fi
 
 step() { echo; echo "== $* ($(date +%H:%M:%S))"; }
 
-step "native tests (release profile, Flex CPU backend)"
+# The wgpu test needs a Vulkan driver; without a GPU, Mesa's software one (lavapipe).
+if [ "$(uname)" = Linux ] && command -v apt-get >/dev/null \
+  && ! ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1; then
+  step "installing lavapipe (mesa-vulkan-drivers) for the wgpu test"
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get install -y -qq mesa-vulkan-drivers >/dev/null 2>&1 \
+    || { $sudo apt-get update -qq && $sudo apt-get install -y -qq mesa-vulkan-drivers; }
+fi
+# Mesa's window-system probing complains without it.
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/imm-xdg-$(id -u)}"
+mkdir -p -m 700 "$XDG_RUNTIME_DIR"
+
+step "native tests (release profile; Flex CPU backend, one wgpu test)"
 cargo test --release --locked
 
 step "library for wasm32-unknown-unknown"

@@ -105,10 +105,16 @@ impl Observer for Terminal {
     }
 
     fn on_log(&mut self, record: &Metrics) {
-        self.bar.println(format!(
-            "{:>4}  nimg {:>9}  loss {:.5}  {:.2} s/kimg",
+        let line = format!(
+            "{:>4}  nimg {:>9}  loss {:.5}  {:.3} s/kimg",
             self.label, record.nimg, record.loss, record.sec_per_kimg
-        ));
+        );
+        // A hidden bar (output not a terminal) drops its println: logs still get the line.
+        if self.bar.is_hidden() {
+            println!("{line}");
+        } else {
+            self.bar.println(line);
+        }
         let line = serde_json::to_string(record).expect("metrics serialise");
         if let Err(e) = writeln!(self.metrics, "{line}") {
             self.failed.get_or_insert(io_error(&self.metrics_path, e));

@@ -45,7 +45,7 @@ pub fn preset(name: &str) -> Result<Preset, Error> {
         imm: Imm {
             precond: precond.clone(),
             times: Times { schedule: Schedule::OtFm, eps, t_max, k: 12, min_gap: 0.0 },
-            particles: 8,
+            particles: 4,
             a: 1.0,
             b: 4.0,
             sampler: Sampler::Pushforward,

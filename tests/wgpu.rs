@@ -1,0 +1,55 @@
+//! The same model code on wgpu: the IMM loss and its gradients equal the CPU (Flex) backend's.
+//! Without a GPU this runs on lavapipe, Mesa's software Vulkan (scripts/test.sh installs it).
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Tensor, TensorData};
+use imm::Rng;
+use imm::loss::{GroupTimes, imm_loss};
+use imm::network::MlpConfig;
+use imm::presets::preset;
+
+/// Every float parameter's gradient, flattened, in visiting order.
+struct Grads<'a>(&'a GradientsParams, Vec<Vec<f32>>);
+
+impl ModuleVisitor for Grads<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let grad = self.0.get::<D>(param.id).expect("every parameter has a gradient");
+        self.1.push(grad.into_data().try_into_vec::<f32>().unwrap());
+    }
+}
+
+fn loss_and_grads(device: Device) -> (f32, Vec<Vec<f32>>) {
+    let device = device.autodiff();
+    let p = preset("moons").unwrap();
+    let net = MlpConfig::new().with_hidden(32).with_blocks(1).init(&mut Rng::new(1), &device);
+    let mut rng = Rng::new(2);
+    let (g, m) = (4, p.imm.particles);
+    let x = Tensor::<2>::from_data(TensorData::new(rng.normal_vec(g * m * 2, 0.5), [g * m, 2]), &device);
+    let eps = Tensor::<2>::from_data(TensorData::new(rng.normal_vec(g * m * 2, 0.5), [g * m, 2]), &device);
+    let groups: Vec<GroupTimes> = (0..g)
+        .map(|_| {
+            let (s, r, t) = p.imm.times.sample(&mut rng);
+            GroupTimes { s, r, t }
+        })
+        .collect();
+    let loss = imm_loss(&net, &p.imm.precond, x, eps, &groups, (p.imm.a, p.imm.b)).loss;
+    let grads = GradientsParams::from_grads(loss.backward(), &net);
+    let mut visitor = Grads(&grads, Vec::new());
+    net.visit(&mut visitor);
+    (loss.into_scalar::<f32>(), visitor.1)
+}
+
+#[test]
+fn imm_loss_and_gradients_on_wgpu_equal_the_cpu() {
+    let gpu = Device::wgpu_options().init().expect("a wgpu adapter (lavapipe without a GPU)");
+    let (loss_cpu, grads_cpu) = loss_and_grads(Device::flex());
+    let (loss_gpu, grads_gpu) = loss_and_grads(gpu);
+    assert!((loss_cpu - loss_gpu).abs() <= 1e-4 * loss_cpu.abs(), "loss {loss_cpu} vs {loss_gpu}");
+    assert_eq!(grads_cpu.len(), grads_gpu.len());
+    for (i, (a, b)) in grads_cpu.iter().zip(&grads_gpu).enumerate() {
+        let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(scale > 0.0 && err <= 1e-3 * scale, "parameter {i}: gradient error {err} over {scale}");
+    }
+}
