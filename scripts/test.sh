@@ -20,7 +20,7 @@ step() { echo; echo "== $* ($(date +%H:%M:%S))"; }
 
 # The wgpu test needs a Vulkan driver; without a GPU, Mesa's software one (lavapipe).
 if [ "$(uname)" = Linux ] && command -v apt-get >/dev/null \
-  && ! ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1; then
+  && ! compgen -G "/usr/share/vulkan/icd.d/*.json" >/dev/null && ! compgen -G "/etc/vulkan/icd.d/*.json" >/dev/null; then
   step "installing lavapipe (mesa-vulkan-drivers) for the wgpu test"
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get install -y -qq mesa-vulkan-drivers >/dev/null 2>&1 \
