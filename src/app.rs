@@ -32,6 +32,7 @@ pub enum DeviceChoice {
 }
 
 impl DeviceChoice {
+    /// The device; wgpu can be initialised once per process, so call this once.
     pub fn device(self) -> Result<Device, Error> {
         match self {
             DeviceChoice::Cpu => Ok(Device::flex()),
@@ -62,7 +63,7 @@ pub struct Outcome {
     pub seconds: f64,
 }
 
-const HELD_OUT_SEED: u64 = 0x4e1d_0u64;
+const HELD_OUT_SEED: u64 = 0x4e1d;
 
 fn io_error(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::new(format!("cannot write {}: {e}", path.display()))
@@ -147,7 +148,7 @@ pub fn sample_steps<N: Network, M: Method>(
 pub fn train_and_evaluate<M: Method + Serialize + Clone>(
     preset: &Preset,
     method: M,
-    device_choice: DeviceChoice,
+    (device, device_choice): (&Device, DeviceChoice),
     eval: &EvalOptions,
     out: &Path,
 ) -> Result<Outcome, Error> {
@@ -164,12 +165,13 @@ pub fn train_and_evaluate<M: Method + Serialize + Clone>(
     });
     write_json(&out.join("config.json"), &config)?;
 
-    let device = device_choice.device()?;
     let train = preset.train.clone();
-    let net = preset.net.init(&mut Rng::new(train.seed), &device.clone().autodiff());
+    // Independent streams for the initial weights and the data, both from the run's seed.
+    let mut seeds = Rng::new(train.seed);
+    let net = preset.net.init(&mut seeds.fork(), &device.clone().autodiff());
+    let mut data = ToyData::new(preset.toy, seeds.next_u64());
     let label = method.name();
     let mut trainer = Trainer::new(net, method.clone(), train.clone())?;
-    let mut data = ToyData::new(preset.toy, train.seed);
 
     let metrics_path = out.join("metrics.jsonl");
     let bar = ProgressBar::new(train.total_nimg);
@@ -195,7 +197,7 @@ pub fn train_and_evaluate<M: Method + Serialize + Clone>(
     let seconds = start.elapsed().as_secs_f64();
 
     let (held_out, floor) = held_out(preset, eval.samples);
-    let samples = sample_steps(&trainer.method, &trainer.ema, &eval.steps, eval.samples, train.seed ^ 0x5a3e, &device)?;
+    let samples = sample_steps(&trainer.method, &trainer.ema, &eval.steps, eval.samples, seeds.next_u64(), device)?;
     let energy: BTreeMap<usize, f64> =
         samples.iter().map(|(&k, x)| (k, energy_distance(x, &held_out, 2))).collect();
     let by_steps: BTreeMap<String, f64> = energy.iter().map(|(k, v)| (k.to_string(), *v)).collect();
@@ -231,14 +233,15 @@ pub fn panels(outcome: &Outcome) -> (String, Vec<Panel>) {
 
 /// The default demo: IMM and flow matching with the same budget on one preset; prints a table and
 /// writes `out/eval.json`, `out/samples.png` and one folder per method.
-pub fn demo(preset: &Preset, device: DeviceChoice, eval: &EvalOptions, out: &Path) -> Result<(), Error> {
+pub fn demo(preset: &Preset, choice: DeviceChoice, eval: &EvalOptions, out: &Path) -> Result<(), Error> {
     prepare_dir(out)?;
+    let device = choice.device()?;
     println!(
         "Training IMM and flow matching on '{}' for {} images each (batch {}) on {:?}.",
-        preset.name, preset.train.total_nimg, preset.train.batch, device
+        preset.name, preset.train.total_nimg, preset.train.batch, choice
     );
-    let imm = train_and_evaluate(preset, preset.imm.clone(), device, eval, &out.join("imm"))?;
-    let fm = train_and_evaluate(preset, preset.fm.clone(), device, eval, &out.join("fm"))?;
+    let imm = train_and_evaluate(preset, preset.imm.clone(), (&device, choice), eval, &out.join("imm"))?;
+    let fm = train_and_evaluate(preset, preset.fm.clone(), (&device, choice), eval, &out.join("fm"))?;
     let as_map = |o: &Outcome| -> BTreeMap<String, f64> { o.energy.iter().map(|(k, v)| (k.to_string(), *v)).collect() };
     write_json(
         &out.join("eval.json"),

@@ -159,6 +159,10 @@ impl Options {
         p.fm.validate()?;
         p.train.validate()?;
         p.imm.check_batch(p.train.batch)?;
+        // Fail before training, not after, when the grid cannot make one of the step counts.
+        for &steps in &self.eval_steps.0 {
+            p.imm.timesteps(steps)?;
+        }
         let eval = EvalOptions { steps: self.eval_steps.0.clone(), samples: self.eval_samples };
         Ok((p, eval))
     }
@@ -177,9 +181,10 @@ fn run(command: Command) -> Result<(), Error> {
                 MethodName::Fm => "fm",
             };
             let out = out.unwrap_or_else(|| PathBuf::from(format!("runs/{}-{method_name}", p.name)));
+            let device = (&options.device.device()?, options.device);
             let outcome = match method {
-                MethodName::Imm => train_and_evaluate(&p, p.imm.clone(), options.device, &eval, &out)?,
-                MethodName::Fm => train_and_evaluate(&p, p.fm.clone(), options.device, &eval, &out)?,
+                MethodName::Imm => train_and_evaluate(&p, p.imm.clone(), device, &eval, &out)?,
+                MethodName::Fm => train_and_evaluate(&p, p.fm.clone(), device, &eval, &out)?,
             };
             println!("Energy distance to held-out data (floor {:.5}):", outcome.floor);
             for (k, e) in &outcome.energy {

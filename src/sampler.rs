@@ -62,8 +62,7 @@ impl Grid {
             Grid::Eta(etas) => {
                 if etas.len() + 1 != steps {
                     return Err(Error::new(format!(
-                        "an explicit eta grid of {} values gives {} steps, not {steps}",
-                        etas.len(),
+                        "the eta grid {etas:?} gives {} steps, not {steps}",
                         etas.len() + 1
                     )));
                 }

@@ -39,6 +39,7 @@ fn bad_input_is_a_clear_error() {
     assert_clean_failure(&train_with(&["--eval-steps", "1,-2"]), "sampling step counts must be positive, got -2");
     assert_clean_failure(&["train", "--preset", "moons", "--kimg", "-3"], "expected a positive number");
     assert_clean_failure(&train_with(&["--eps", "0.9", "--t-max", "0.5"]), "0 <= eps < T < 1");
+    assert_clean_failure(&train_with(&["--grid", "eta:1.4", "--eval-steps", "2,4"]), "gives 2 steps, not 4");
     let blocker = scratch("blocker").join("a-file");
     std::fs::write(&blocker, "x").unwrap();
     let out_dir = blocker.join("run").to_string_lossy().into_owned();
