@@ -123,7 +123,7 @@ impl Observer for Terminal {
     }
 }
 
-/// Samples `n` points at each step count from one fixed noise, in chunks.
+/// Samples `n` points at each step count, all from the same prior noise.
 pub fn sample_steps<N: Network, M: Method>(
     method: &M,
     net: &N,
