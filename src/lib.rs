@@ -8,6 +8,8 @@
 
 pub mod data2d;
 pub mod eval;
+#[cfg(not(target_family = "wasm"))]
+pub mod golden;
 pub mod loss;
 pub mod method;
 pub mod network;
@@ -15,9 +17,12 @@ pub mod precond;
 pub mod presets;
 pub mod radam;
 mod rng;
+pub mod safetensors;
 pub mod sampler;
 pub mod schedule;
+pub mod songunet;
 pub mod trainer;
+pub mod weights;
 
 #[cfg(not(target_family = "wasm"))]
 pub mod app;

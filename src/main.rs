@@ -48,6 +48,15 @@ enum Command {
     },
     /// List the presets.
     Presets,
+    /// Check the network, losses, gradients, time maths and samplers against a golden file of the
+    /// official code (layout: shared/golden/README.md; manifest: same stem, .json).
+    Golden {
+        /// The golden .safetensors file.
+        file: PathBuf,
+        /// Compute device.
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+        device: DeviceChoice,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -191,6 +200,20 @@ fn run(command: Command) -> Result<(), Error> {
                 println!("{k:>3} step{}  {e:.5}", if *k == 1 { " " } else { "s" });
             }
             println!("Wrote {}/{{config.json, metrics.jsonl, eval.json, samples.png}}.", out.display());
+            Ok(())
+        }
+        Command::Golden { file, device } => {
+            let rows = imm::golden::check(&file, &device.device()?)?;
+            println!("{:<44} {:>11} {:>11} {:>9}", "tensor", "max abs err", "rel err", "tolerance");
+            for row in &rows {
+                let verdict = if row.ok() { "" } else { "  FAIL" };
+                println!("{:<44} {:>11.3e} {:>11.3e} {:>9.0e}{verdict}", row.name, row.max_abs, row.rel, row.tol);
+            }
+            let failed = rows.iter().filter(|r| !r.ok()).count();
+            if failed > 0 {
+                return Err(Error::new(format!("{failed} of {} tensors exceed their tolerance", rows.len())));
+            }
+            println!("all {} tensors within tolerance", rows.len());
             Ok(())
         }
         Command::Presets => {

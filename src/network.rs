@@ -127,3 +127,5 @@ impl Network for Mlp {
         self.output.forward(silu(h))
     }
 }
+
+impl crate::weights::Named for Mlp {}

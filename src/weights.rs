@@ -1,0 +1,172 @@
+//! Module parameters by name, in PyTorch's layouts: the bridge between burn modules and
+//! safetensors files. Linear weights are the only matrices in our networks; burn stores them
+//! [in, out] and PyTorch [out, in], so 2-D parameters are transposed on the way.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::{Tensor, TensorData};
+
+use crate::Error;
+use crate::safetensors::{Stored, Tensors};
+
+/// A module whose parameters have names outside burn (the official `state_dict` names).
+pub trait Named: Module {
+    /// The external name of the parameter at this module path (`a.b.weight`).
+    fn param_name(&self, path: &str) -> String {
+        path.to_string()
+    }
+}
+
+fn to_external<const D: usize>(t: Tensor<D>) -> Tensor<D> {
+    if D == 2 { t.transpose() } else { t }
+}
+
+struct Gather<'a, N: Named> {
+    net: &'a N,
+    /// Gather these gradients instead of the parameters.
+    grads: Option<&'a GradientsParams>,
+    path: Vec<String>,
+    out: BTreeMap<String, Stored>,
+}
+
+impl<N: Named> ModuleVisitor for Gather<'_, N> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let t = match self.grads {
+            Some(grads) => match grads.get::<D>(param.id) {
+                Some(grad) => grad,
+                None => return,
+            },
+            None => param.val(),
+        };
+        let t = to_external(t);
+        let shape = t.dims().to_vec();
+        let values = t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 parameters");
+        self.out.insert(self.net.param_name(&self.path.join(".")), Stored { shape, values });
+    }
+}
+
+/// Every float parameter under its external name, in the external layout.
+pub fn named_params<N: Named>(net: &N) -> BTreeMap<String, Stored> {
+    let mut gather = Gather { net, grads: None, path: Vec::new(), out: BTreeMap::new() };
+    net.visit(&mut gather);
+    gather.out
+}
+
+/// The gradients of `net`'s parameters under their external names; parameters without one are absent.
+pub fn named_grads<N: Named>(net: &N, grads: &GradientsParams) -> BTreeMap<String, Stored> {
+    let mut gather = Gather { net, grads: Some(grads), path: Vec::new(), out: BTreeMap::new() };
+    net.visit(&mut gather);
+    gather.out
+}
+
+struct Load<'a> {
+    names: &'a BTreeMap<String, String>,
+    source: &'a Tensors,
+    prefix: &'a str,
+    path: Vec<String>,
+    used: BTreeSet<String>,
+    problems: Vec<String>,
+}
+
+impl ModuleMapper for Load<'_> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let name = format!("{}{}", self.prefix, self.names[&self.path.join(".")]);
+        let Some(stored) = self.source.get(&name) else {
+            self.problems.push(format!("missing {name}"));
+            return param;
+        };
+        self.used.insert(name.clone());
+        let mut want = param.dims().to_vec();
+        if D == 2 {
+            want.reverse();
+        }
+        if stored.shape != want {
+            self.problems.push(format!("{name} has shape {:?}, the network needs {want:?}", stored.shape));
+            return param;
+        }
+        let require_grad = param.is_require_grad();
+        let values = stored.values.clone();
+        param.map(|old| {
+            let t = Tensor::<D>::from_data(TensorData::new(values, want), &old.device());
+            to_external(t).set_require_grad(require_grad)
+        })
+    }
+}
+
+/// Paths of every float parameter, mapped to their external names.
+struct Paths<'a, N: Named> {
+    net: &'a N,
+    path: Vec<String>,
+    names: BTreeMap<String, String>,
+}
+
+impl<N: Named> ModuleVisitor for Paths<'_, N> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, _param: &Param<Tensor<D>>) {
+        let path = self.path.join(".");
+        self.names.insert(path.clone(), self.net.param_name(&path));
+    }
+}
+
+/// Replaces every parameter of `net` with the tensor of the same external name in `source`,
+/// looked up as `prefix + name`, keeping parameter ids (so optimizer state still applies).
+/// Fails, listing the first problems, on missing tensors, wrong shapes, or unexpected tensors under
+/// the prefix (PyTorch's resampling-filter buffers excepted).
+pub fn load_named<N: Named>(net: N, source: &Tensors, prefix: &str, what: &str) -> Result<N, Error> {
+    let mut paths = Paths { net: &net, path: Vec::new(), names: BTreeMap::new() };
+    net.visit(&mut paths);
+    let names = paths.names;
+    let mut load = Load { names: &names, source, prefix, path: Vec::new(), used: BTreeSet::new(), problems: Vec::new() };
+    let net = net.map(&mut load);
+    let mut problems = load.problems;
+    for name in source.tensors.keys() {
+        if name.starts_with(prefix) && !load.used.contains(name) && !name.ends_with("resample_filter") {
+            problems.push(format!("unexpected {name}"));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(net);
+    }
+    let shown: Vec<&str> = problems.iter().take(4).map(String::as_str).collect();
+    Err(Error::new(format!(
+        "{what} does not fit this network ({} problem{}: {}{}); check the preset or config it was trained with",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" },
+        shown.join("; "),
+        if problems.len() > 4 { "; ..." } else { "" }
+    )))
+}
+
+/// The key prefix under which a file holds this network's parameters: none, or `model.` for a
+/// whole `IMMPrecond` state_dict.
+pub fn detect_prefix<N: Named>(net: &N, source: &Tensors) -> &'static str {
+    let mut paths = Paths { net, path: Vec::new(), names: BTreeMap::new() };
+    net.visit(&mut paths);
+    let first = paths.names.into_values().next().unwrap_or_default();
+    if source.get(&first).is_none() && source.get(&format!("model.{first}")).is_some() { "model." } else { "" }
+}
