@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, DeviceKind, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::json;
@@ -25,9 +25,11 @@ use crate::{Error, Rng};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceChoice {
+    /// A GPU through wgpu when one is found, else the CPU.
+    Auto,
     /// burn's Flex backend on the CPU (fastest for the small 2D networks).
     Cpu,
-    /// wgpu on the best adapter found (Vulkan, Metal, DX12).
+    /// wgpu on the best adapter found (Vulkan, Metal, DX12), a software one included.
     Wgpu,
 }
 
@@ -35,6 +37,14 @@ impl DeviceChoice {
     /// The device; wgpu can be initialised once per process, so call this once.
     pub fn device(self) -> Result<Device, Error> {
         match self {
+            DeviceChoice::Auto => {
+                for kind in [DeviceKind::DiscreteGpu(0), DeviceKind::IntegratedGpu(0)] {
+                    if let Ok(device) = Device::wgpu_options().device_kind(kind).init() {
+                        return Ok(device);
+                    }
+                }
+                Ok(Device::flex())
+            }
             DeviceChoice::Cpu => Ok(Device::flex()),
             DeviceChoice::Wgpu => Device::wgpu_options()
                 .init()
@@ -65,11 +75,11 @@ pub struct Outcome {
 
 const HELD_OUT_SEED: u64 = 0x4e1d;
 
-fn io_error(path: &Path, e: impl std::fmt::Display) -> Error {
+pub(crate) fn io_error(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::new(format!("cannot write {}: {e}", path.display()))
 }
 
-fn write_json(path: &Path, value: &impl Serialize) -> Result<(), Error> {
+pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> Result<(), Error> {
     let text = serde_json::to_string_pretty(value).map_err(|e| io_error(path, e))?;
     std::fs::write(path, text + "\n").map_err(|e| io_error(path, e))
 }
@@ -92,34 +102,60 @@ pub fn held_out(preset: &Preset, n: usize) -> (Vec<f32>, f64) {
     (a, floor)
 }
 
-struct Terminal {
+/// Progress bar, terminal lines and metrics.jsonl: what every run shows and keeps.
+pub struct Terminal {
     bar: ProgressBar,
     metrics: File,
     metrics_path: PathBuf,
     label: &'static str,
-    failed: Option<Error>,
 }
 
-impl Observer for Terminal {
-    fn on_step(&mut self, nimg: u64) {
-        self.bar.set_position(nimg);
+impl Terminal {
+    /// Appends to `metrics_path` (a resumed run continues its file).
+    pub fn new(label: &'static str, total_nimg: u64, metrics_path: PathBuf) -> Result<Self, Error> {
+        let bar = ProgressBar::new(total_nimg);
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>4} [{bar:32}] {human_pos}/{human_len} img  {elapsed} < {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(label);
+        let metrics = File::options()
+            .create(true)
+            .append(true)
+            .open(&metrics_path)
+            .map_err(|e| io_error(&metrics_path, e))?;
+        Ok(Self { bar, metrics, metrics_path, label })
     }
 
-    fn on_log(&mut self, record: &Metrics) {
-        let line = format!(
-            "{:>4}  nimg {:>9}  loss {:.5}  {:.3} s/kimg",
-            self.label, record.nimg, record.loss, record.sec_per_kimg
-        );
+    pub fn println(&self, line: &str) {
         // A hidden bar (output not a terminal) drops its println: logs still get the line.
         if self.bar.is_hidden() {
             println!("{line}");
         } else {
             self.bar.println(line);
         }
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl Observer for Terminal {
+    fn on_step<N: Network, M: Method>(&mut self, trainer: &Trainer<N, M>) -> Result<(), Error> {
+        self.bar.set_position(trainer.nimg);
+        Ok(())
+    }
+
+    fn on_log(&mut self, record: &Metrics) -> Result<(), Error> {
+        let line = format!(
+            "{:>4}  nimg {:>9}  loss {:.5}  {:.3} s/kimg",
+            self.label, record.nimg, record.loss, record.sec_per_kimg
+        );
+        self.println(&line);
         let line = serde_json::to_string(record).expect("metrics serialise");
-        if let Err(e) = writeln!(self.metrics, "{line}") {
-            self.failed.get_or_insert(io_error(&self.metrics_path, e));
-        }
+        writeln!(self.metrics, "{line}").map_err(|e| io_error(&self.metrics_path, e))
     }
 }
 
@@ -174,26 +210,13 @@ pub fn train_and_evaluate<M: Method + Serialize + Clone>(
     let mut trainer = Trainer::new(net, method.clone(), train.clone())?;
 
     let metrics_path = out.join("metrics.jsonl");
-    let bar = ProgressBar::new(train.total_nimg);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix:>4} [{bar:32}] {human_pos}/{human_len} img  {elapsed} < {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(label);
-    let mut terminal = Terminal {
-        bar,
-        metrics: File::create(&metrics_path).map_err(|e| io_error(&metrics_path, e))?,
-        metrics_path,
-        label,
-        failed: None,
-    };
+    // A fresh 2D run replaces the metrics of an earlier one in the same place.
+    File::create(&metrics_path).map_err(|e| io_error(&metrics_path, e))?;
+    let mut terminal = Terminal::new(label, train.total_nimg, metrics_path)?;
     let start = Instant::now();
-    fit(&mut trainer, &mut data, || start.elapsed().as_secs_f64(), &mut terminal);
-    terminal.bar.finish_and_clear();
-    if let Some(e) = terminal.failed {
-        return Err(e);
-    }
+    let result = fit(&mut trainer, &mut data, || start.elapsed().as_secs_f64(), &mut terminal);
+    terminal.finish();
+    result?;
     let seconds = start.elapsed().as_secs_f64();
 
     let (held_out, floor) = held_out(preset, eval.samples);

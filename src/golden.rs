@@ -149,7 +149,7 @@ pub fn check(path: &Path, device: &Device) -> Result<Vec<Row>, Error> {
     let mut rows = Vec::new();
     let ad = device.clone().autodiff();
     let net = golden.config()?.init(&mut Rng::new(0), &ad)?;
-    let net: SongUNet = load_named(net, &golden.tensors, "param.", &golden.what)?;
+    let net: SongUNet = load_named(net, &golden.tensors, "param.", &golden.what, None)?;
     let eval = net.valid();
 
     // Per-sample times, and the groups of M contiguous samples that share them.

@@ -160,10 +160,13 @@ pub fn read_cifar(bytes: &[u8], what: &str) -> Result<Images, Error> {
     Ok(Images { channels: 3, side: 32, pixels })
 }
 
-/// Random training batches of images in [-1, 1].
+/// Random training batches of images in [-1, 1]. The draw of each batch depends only on the seed
+/// and the number of images drawn before it, so a resumed run sees the batches it would have seen.
 pub struct ImageData {
     images: Images,
-    rng: Rng,
+    seed: u64,
+    /// Images drawn so far.
+    pub drawn: u64,
     /// Flip each image horizontally with probability 1/2.
     pub xflip: bool,
     /// Output side; smaller images sit in the middle of a -1 (black) border.
@@ -178,7 +181,7 @@ impl ImageData {
         if images.is_empty() {
             return Err(Error::new("the dataset is empty"));
         }
-        Ok(Self { images, rng: Rng::new(seed), xflip, side })
+        Ok(Self { images, seed, drawn: 0, xflip, side })
     }
 
     pub fn channels(&self) -> usize {
@@ -209,10 +212,12 @@ impl Dataset for ImageData {
     }
 
     fn sample(&mut self, n: usize) -> Vec<f32> {
+        let mut rng = Rng::new(self.seed ^ self.drawn.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        self.drawn += n as u64;
         let mut out = Vec::with_capacity(n * self.dim());
         for _ in 0..n {
-            let index = self.rng.below(self.images.len());
-            let flip = self.xflip && self.rng.below(2) == 1;
+            let index = rng.below(self.images.len());
+            let flip = self.xflip && rng.below(2) == 1;
             out.extend(self.image(index, flip));
         }
         out

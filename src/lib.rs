@@ -28,6 +28,8 @@ pub mod weights;
 #[cfg(not(target_family = "wasm"))]
 pub mod app;
 #[cfg(not(target_family = "wasm"))]
+pub mod app_images;
+#[cfg(not(target_family = "wasm"))]
 pub mod plot;
 
 use burn::tensor::{Device, Tensor, TensorData};

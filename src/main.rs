@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use imm::app::{DeviceChoice, EvalOptions, demo, train_and_evaluate};
 use imm::Error;
-use imm::presets::{Preset, names, preset};
+use imm::app::{DeviceChoice, EvalOptions, demo, train_and_evaluate};
+use imm::app_images::{ImageRun, SampleRequest, sample, train_images};
+use imm::presets::{IMAGE_PRESETS, ImagePreset, Preset, image_preset, names, preset};
 use imm::sampler::{Grid, Sampler};
 use imm::trainer::Method;
 
@@ -32,7 +33,8 @@ enum Command {
         #[command(flatten)]
         options: Options,
     },
-    /// Train one method on a preset, then evaluate it and plot its samples.
+    /// Train one method on a preset: 2D presets are then evaluated and plotted; image presets
+    /// write sample grids, EMA snapshots and resumable states as they go.
     Train {
         /// Preset to train on (see `imm presets`).
         #[arg(long)]
@@ -43,8 +45,47 @@ enum Command {
         /// Output directory [default: runs/PRESET-METHOD].
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Image presets: where the dataset files are (default: data/NAME, then the offline packages).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Image presets: continue the run in --out from its newest saved state.
+        #[arg(long)]
+        resume: bool,
+        /// Image presets: split each batch into this many parts (same update, less memory).
+        #[arg(long, allow_negative_numbers = true, value_parser = positive_usize)]
+        accumulate: Option<usize>,
         #[command(flatten)]
         options: Options,
+    },
+    /// Sample a trained image model into a PNG grid, or an .npz (uint8 [N, H, W, C]) for FID tools.
+    Sample {
+        /// Weights: an EMA snapshot of `imm train`, or safetensors under the official names.
+        #[arg(long)]
+        weights: PathBuf,
+        /// The image preset the weights belong to, when the file does not say (an exported checkpoint).
+        #[arg(long)]
+        preset: Option<String>,
+        /// Sampling steps.
+        #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = positive_usize)]
+        steps: usize,
+        /// IMM sampler [default: the one the model was trained with].
+        #[arg(long, value_enum)]
+        sampler: Option<Sampler>,
+        /// Sampling times: uniform, edm, or eta:V1,... (the paper's CIFAR-10 2 steps: eta:1.4).
+        #[arg(long, value_parser = grid)]
+        grid: Option<Grid>,
+        /// Seed of the prior noise: the same seed gives the same noise at every step count.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Number of samples.
+        #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = positive_usize)]
+        n: usize,
+        /// Output file: .png for a grid, .npz for the images.
+        #[arg(long, default_value = "samples.png")]
+        out: PathBuf,
+        /// Compute device.
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+        device: DeviceChoice,
     },
     /// List the presets.
     Presets,
@@ -106,9 +147,9 @@ struct Options {
     /// Generated and held-out points per energy distance.
     #[arg(long, default_value_t = 2000, allow_negative_numbers = true, value_parser = positive_usize)]
     eval_samples: usize,
-    /// Compute device.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
-    device: DeviceChoice,
+    /// Compute device [default: cpu for 2D presets, auto for images].
+    #[arg(long, value_enum)]
+    device: Option<DeviceChoice>,
 }
 
 #[derive(Clone)]
@@ -145,6 +186,34 @@ fn positive_usize(text: &str) -> Result<usize, String> {
 }
 
 impl Options {
+    /// An image preset with these overrides applied, validated.
+    fn apply_image(&self, mut p: ImagePreset, accumulate: Option<usize>) -> Result<ImagePreset, Error> {
+        let t = &mut p.train;
+        if let Some(kimg) = self.kimg {
+            t.total_nimg = (kimg * 1000.0).round().max(1.0) as u64;
+            t.log_every_nimg = t.log_every_nimg.min(t.total_nimg);
+            p.snapshot_every_nimg = p.snapshot_every_nimg.min(t.total_nimg);
+        }
+        t.batch = self.batch.unwrap_or(t.batch);
+        t.lr = self.lr.unwrap_or(t.lr);
+        t.seed = self.seed.unwrap_or(t.seed);
+        t.accumulate = accumulate.unwrap_or(t.accumulate);
+        p.imm.particles = self.particles.unwrap_or(p.imm.particles);
+        p.imm.times.k = self.k.unwrap_or(p.imm.times.k);
+        p.imm.times.eps = self.eps.unwrap_or(p.imm.times.eps);
+        p.imm.times.t_max = self.t_max.unwrap_or(p.imm.times.t_max);
+        (p.fm.eps, p.fm.t_max) = (p.imm.times.eps, p.imm.times.t_max);
+        p.imm.sampler = self.sampler.unwrap_or(p.imm.sampler);
+        if let Some(grid) = &self.grid {
+            (p.imm.grid, p.fm.grid) = (grid.clone(), grid.clone());
+        }
+        p.imm.validate()?;
+        p.fm.validate()?;
+        p.train.validate()?;
+        p.net.validate()?;
+        Ok(p)
+    }
+
     /// The preset with these overrides applied, validated.
     fn apply(&self, mut p: Preset) -> Result<(Preset, EvalOptions), Error> {
         let t = &mut p.train;
@@ -181,16 +250,31 @@ fn run(command: Command) -> Result<(), Error> {
     match command {
         Command::Demo { preset: name, out, options } => {
             let (p, eval) = options.apply(preset(&name)?)?;
-            demo(&p, options.device, &eval, &out)
+            demo(&p, options.device.unwrap_or(DeviceChoice::Cpu), &eval, &out)
         }
-        Command::Train { preset: name, method, out, options } => {
-            let (p, eval) = options.apply(preset(&name)?)?;
+        Command::Train { preset: name, method, out, data_dir, resume, accumulate, options } => {
             let method_name = match method {
                 MethodName::Imm => "imm",
                 MethodName::Fm => "fm",
             };
-            let out = out.unwrap_or_else(|| PathBuf::from(format!("runs/{}-{method_name}", p.name)));
-            let device = (&options.device.device()?, options.device);
+            let default_out = || PathBuf::from(format!("runs/{name}-{method_name}"));
+            if let Some(p) = image_preset(&name) {
+                let p = options.apply_image(p, accumulate)?;
+                let run = ImageRun { out: out.unwrap_or_else(default_out), data_dir, resume, steps: options.eval_steps.0.clone() };
+                let choice = options.device.unwrap_or(DeviceChoice::Auto);
+                let device = (&choice.device()?, choice);
+                return match method {
+                    MethodName::Imm => train_images(&p, p.imm.clone(), device, &run),
+                    MethodName::Fm => train_images(&p, p.fm.clone(), device, &run),
+                };
+            }
+            if resume || data_dir.is_some() || accumulate.is_some() {
+                return Err(Error::new("--resume, --data-dir and --accumulate apply to image presets only"));
+            }
+            let (p, eval) = options.apply(preset(&name)?)?;
+            let out = out.unwrap_or_else(default_out);
+            let choice = options.device.unwrap_or(DeviceChoice::Cpu);
+            let device = (&choice.device()?, choice);
             let outcome = match method {
                 MethodName::Imm => train_and_evaluate(&p, p.imm.clone(), device, &eval, &out)?,
                 MethodName::Fm => train_and_evaluate(&p, p.fm.clone(), device, &eval, &out)?,
@@ -201,6 +285,16 @@ fn run(command: Command) -> Result<(), Error> {
             }
             println!("Wrote {}/{{config.json, metrics.jsonl, eval.json, samples.png}}.", out.display());
             Ok(())
+        }
+        Command::Sample { weights, preset: name, steps, sampler, grid, seed, n, out, device } => {
+            let preset = match name {
+                Some(name) => Some(image_preset(&name).ok_or_else(|| {
+                    Error::new(format!("unknown image preset '{name}'; available: {}", IMAGE_PRESETS.join(", ")))
+                })?),
+                None => None,
+            };
+            let request = SampleRequest { weights, preset, steps, sampler, grid, seed, count: n, out };
+            sample(&request, &device.device()?)
         }
         Command::Golden { file, device } => {
             let rows = imm::golden::check(&file, &device.device()?)?;
@@ -217,7 +311,7 @@ fn run(command: Command) -> Result<(), Error> {
             Ok(())
         }
         Command::Presets => {
-            for name in names() {
+            for name in names().into_iter().chain(IMAGE_PRESETS) {
                 println!("{name}");
             }
             Ok(())

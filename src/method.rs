@@ -71,6 +71,10 @@ impl Method for Imm {
         Ok(())
     }
 
+    fn check_steps(&self, steps: usize) -> Result<(), Error> {
+        self.timesteps(steps).map(drop)
+    }
+
     fn sigma_data(&self) -> f64 {
         self.precond.sigma_data
     }
@@ -129,6 +133,10 @@ impl Method for FlowMatching {
 
     fn check_batch(&self, _batch: usize) -> Result<(), Error> {
         Ok(())
+    }
+
+    fn check_steps(&self, steps: usize) -> Result<(), Error> {
+        self.grid.timesteps(self.precond.schedule, self.eps, self.t_max, steps).map(drop)
     }
 
     fn sigma_data(&self) -> f64 {

@@ -9,7 +9,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use crate::Rng;
 
 /// A network G(c_in x_t, c_noise(t), c_noise(s)) on flattened samples; image networks reshape inside.
-pub trait Network: Module {
+pub trait Network: Module + crate::weights::Named {
     /// # Shapes
     /// - x: [B, D], already scaled by c_in(t)
     /// - c_t, c_s: [B], the time inputs (1000 t and 1000 s, or 1000 (t - s))

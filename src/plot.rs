@@ -1,4 +1,5 @@
-//! PNG scatter plots of 2D samples: a grid of labelled panels, written without a plotting library.
+//! PNG figures without a plotting library: scatter plots of 2D samples in labelled panels, and
+//! labelled rows of generated images.
 
 use std::path::Path;
 
@@ -88,6 +89,32 @@ pub fn scatter_grid(rows: &[(String, Vec<Panel>)], path: &Path) -> Result<(), Er
             canvas.rect(x0 + PANEL / 2, top, 1, PANEL, [225, 225, 225]);
             canvas.scatter(x0, top, &panel.background, [200, 200, 200]);
             canvas.scatter(x0, top, &panel.points, panel.color);
+        }
+    }
+    write_png(path, canvas.width, canvas.height, &canvas.rgb)
+}
+
+/// Rows of images, each row with a label at its left, written as an RGB PNG. Each row holds
+/// `values.len() / (channels * side^2)` images (C x side x side, in [-1, 1]), drawn `zoom`x.
+pub fn image_grid(rows: &[(String, Vec<f32>)], channels: usize, side: usize, zoom: usize, path: &Path) -> Result<(), Error> {
+    let per_image = channels * side * side;
+    let columns = rows.iter().map(|(_, v)| v.len() / per_image).max().unwrap_or(0);
+    let cell = side * zoom + 2;
+    let label = 16 + 6 * 2 * rows.iter().map(|(l, _)| l.chars().count()).max().unwrap_or(0);
+    let mut canvas = Canvas::new(label + columns * cell + MARGIN, rows.len() * cell + 2 * MARGIN);
+    for (r, (text, values)) in rows.iter().enumerate() {
+        let y0 = MARGIN + r * cell;
+        canvas.text(8, y0 + cell / 2 - 7, text, 2, [30, 30, 30]);
+        for (c, image) in values.chunks_exact(per_image).enumerate() {
+            let x0 = label + c * cell;
+            for y in 0..side * zoom {
+                for x in 0..side * zoom {
+                    let at = |ch: usize| image[(ch * side + y / zoom) * side + x / zoom];
+                    let byte = |v: f32| ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
+                    let rgb = if channels == 3 { [byte(at(0)), byte(at(1)), byte(at(2))] } else { [byte(at(0)); 3] };
+                    canvas.put(x0 + 1 + x, y0 + 1 + y, rgb);
+                }
+            }
         }
     }
     write_png(path, canvas.width, canvas.height, &canvas.rgb)

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use burn::module::{ModuleMapper, ModuleVisitor, Param, ParamId};
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::Tensor;
+use burn::optim::{AdamConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Bytes, Tensor};
 use serde::{Deserialize, Serialize};
 
 #[cfg(not(target_family = "wasm"))]
@@ -21,6 +21,9 @@ pub trait Method {
 
     /// Fails when the method cannot train with this batch size.
     fn check_batch(&self, batch: usize) -> Result<(), Error>;
+
+    /// Fails when the sampler cannot take this many steps (before any work is done).
+    fn check_steps(&self, steps: usize) -> Result<(), Error>;
 
     /// Std of the prior the samplers start from, N(0, sigma_d^2 I).
     fn sigma_data(&self) -> f64;
@@ -59,12 +62,25 @@ pub struct TrainConfig {
     /// One metrics record per this many images.
     pub log_every_nimg: u64,
     pub seed: u64,
+    /// Split each batch into this many equal parts and sum their gradients (same update, less memory).
+    #[serde(default = "one")]
+    pub accumulate: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl TrainConfig {
     pub fn validate(&self) -> Result<(), Error> {
-        if self.batch == 0 || self.total_nimg == 0 || self.log_every_nimg == 0 {
-            return Err(Error::new("batch, training length and log interval must be positive"));
+        if self.batch == 0 || self.total_nimg == 0 || self.log_every_nimg == 0 || self.accumulate == 0 {
+            return Err(Error::new("batch, training length, log interval and accumulation must be positive"));
+        }
+        if self.batch % self.accumulate != 0 {
+            return Err(Error::new(format!(
+                "the batch ({}) must split into {} equal parts for gradient accumulation",
+                self.batch, self.accumulate
+            )));
         }
         if !(self.lr > 0.0) || !(0.0..1.0).contains(&self.ema) {
             return Err(Error::new(format!("need lr > 0 and 0 <= ema < 1, got lr = {} and ema = {}", self.lr, self.ema)));
@@ -115,6 +131,14 @@ impl ModuleMapper for EmaUpdate {
     }
 }
 
+/// What, besides weights and optimizer moments, a resumed run needs to continue exactly.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub nimg: u64,
+    pub steps: u64,
+    pub rng: Rng,
+}
+
 pub struct Trainer<N: Network, M: Method> {
     /// The trained weights (autodiff).
     pub net: N,
@@ -132,7 +156,7 @@ pub struct Trainer<N: Network, M: Method> {
 impl<N: Network, M: Method> Trainer<N, M> {
     pub fn new(net: N, method: M, config: TrainConfig) -> Result<Self, Error> {
         config.validate()?;
-        method.check_batch(config.batch)?;
+        method.check_batch(config.batch / config.accumulate)?;
         let optim = match config.optimizer {
             OptimizerKind::Adam => AdamConfig::new().with_epsilon(1e-8).init(),
             OptimizerKind::Radam => ModuleOptimizer::from(RAdam::default()),
@@ -155,25 +179,68 @@ impl<N: Network, M: Method> Trainer<N, M> {
     /// - x: [B, D]
     /// - output: [1]
     pub fn step(&mut self, x: Tensor<2>) -> Tensor<1> {
-        let batch = x.dims()[0] as u64;
-        let loss = self.method.loss(&self.net, x, &mut self.rng);
-        let grads = GradientsParams::from_grads(loss.backward(), &self.net);
+        let [batch, d] = x.dims();
+        let parts = self.config.accumulate;
+        let (grads, loss) = if parts == 1 {
+            let loss = self.method.loss(&self.net, x, &mut self.rng);
+            (GradientsParams::from_grads(loss.backward(), &self.net), loss.inner())
+        } else {
+            let size = batch / parts;
+            let mut sum = GradientsAccumulator::new();
+            let mut total = None;
+            for i in 0..parts {
+                let loss = self.method.loss(&self.net, x.clone().slice([i * size..(i + 1) * size, 0..d]), &mut self.rng)
+                    .div_scalar(parts as f32);
+                sum.accumulate(&self.net, GradientsParams::from_grads(loss.backward(), &self.net));
+                total = Some(match total {
+                    Some(t) => t + loss.inner(),
+                    None => loss.inner(),
+                });
+            }
+            (sum.grads(), total.expect("at least one part"))
+        };
         self.net = self.optim.step(self.config.lr, self.net.clone(), grads);
         self.steps += 1;
-        self.nimg += batch;
+        self.nimg += batch as u64;
         let n = self.steps as f64;
         let beta = self.config.ema.min((1.0 + n) / (10.0 + n)) as f32;
         let mut current = Collect(HashMap::new());
         self.net.visit(&mut current);
         self.ema = self.ema.clone().map(&mut EmaUpdate { current: current.0, beta });
-        loss.inner()
+        loss
+    }
+
+    pub fn progress(&self) -> Progress {
+        Progress { nimg: self.nimg, steps: self.steps, rng: self.rng.clone() }
+    }
+
+    /// The optimizer's moments (burn's burnpack format), keyed by parameter id.
+    pub fn optimizer_bytes(&self) -> Result<Vec<u8>, Error> {
+        let bytes = self.optim.into_bytes().map_err(|e| Error::new(format!("cannot save the optimizer state: {e:?}")))?;
+        Ok(bytes.to_vec())
+    }
+
+    /// Continues from a saved state; `net` and `ema` must carry the parameter ids the optimizer
+    /// state was saved with.
+    pub fn resume(&mut self, net: N, ema: N, progress: Progress, optimizer: Vec<u8>) -> Result<(), Error> {
+        let optim = std::mem::replace(&mut self.optim, AdamConfig::new().init());
+        self.optim = optim
+            .from_bytes(Bytes::from_bytes_vec(optimizer))
+            .map_err(|e| Error::new(format!("the saved optimizer state is damaged: {e:?}")))?;
+        (self.net, self.ema) = (net, ema);
+        (self.nimg, self.steps, self.rng) = (progress.nimg, progress.steps, progress.rng);
+        Ok(())
     }
 }
 
-/// Receives progress from [`fit`].
+/// Receives progress from [`fit`]; an error stops training.
 pub trait Observer {
-    fn on_step(&mut self, _nimg: u64) {}
-    fn on_log(&mut self, _record: &Metrics) {}
+    fn on_step<N: Network, M: Method>(&mut self, _trainer: &Trainer<N, M>) -> Result<(), Error> {
+        Ok(())
+    }
+    fn on_log(&mut self, _record: &Metrics) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// Trains until `config.total_nimg` images, reading the loss from the device once per record.
@@ -184,7 +251,7 @@ pub fn fit<N: Network, M: Method>(
     data: &mut impl Dataset,
     clock: impl Fn() -> f64,
     observer: &mut impl Observer,
-) {
+) -> Result<(), Error> {
     let device = trainer.net.devices()[0].clone();
     let (batch, total, every) = (trainer.config.batch, trainer.config.total_nimg, trainer.config.log_every_nimg);
     let (mut loss_sum, mut count, mut since_nimg, mut since_time) = (None::<Tensor<1>>, 0u64, trainer.nimg, clock());
@@ -195,7 +262,7 @@ pub fn fit<N: Network, M: Method>(
             None => loss,
         });
         count += 1;
-        observer.on_step(trainer.nimg);
+        observer.on_step(trainer)?;
         if trainer.nimg / every != (trainer.nimg - batch as u64) / every || trainer.nimg >= total {
             let loss = loss_sum.take().map_or(f64::NAN, |s| s.into_scalar::<f32>() as f64) / count as f64;
             let now = clock();
@@ -204,8 +271,9 @@ pub fn fit<N: Network, M: Method>(
                 loss,
                 lr: trainer.config.lr,
                 sec_per_kimg: (now - since_time) / ((trainer.nimg - since_nimg) as f64 / 1000.0),
-            });
+            })?;
             (count, since_nimg, since_time) = (0, trainer.nimg, now);
         }
     }
+    Ok(())
 }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 
@@ -73,6 +73,7 @@ struct Load<'a> {
     names: &'a BTreeMap<String, String>,
     source: &'a Tensors,
     prefix: &'a str,
+    ids: Option<&'a BTreeMap<String, u64>>,
     path: Vec<String>,
     used: BTreeSet<String>,
     problems: Vec<String>,
@@ -104,10 +105,14 @@ impl ModuleMapper for Load<'_> {
         }
         let require_grad = param.is_require_grad();
         let values = stored.values.clone();
-        param.map(|old| {
+        let mut param = param.map(|old| {
             let t = Tensor::<D>::from_data(TensorData::new(values, want), &old.device());
             to_external(t).set_require_grad(require_grad)
-        })
+        });
+        if let Some(&id) = self.ids.and_then(|ids| ids.get(&self.names[&self.path.join(".")])) {
+            param.id = ParamId::from(id);
+        }
+        param
     }
 }
 
@@ -137,11 +142,20 @@ impl<N: Named> ModuleVisitor for Paths<'_, N> {
 /// looked up as `prefix + name`, keeping parameter ids (so optimizer state still applies).
 /// Fails, listing the first problems, on missing tensors, wrong shapes, or unexpected tensors under
 /// the prefix (PyTorch's resampling-filter buffers excepted).
-pub fn load_named<N: Named>(net: N, source: &Tensors, prefix: &str, what: &str) -> Result<N, Error> {
+/// With `ids` (external name -> parameter id, from [`param_ids`]) the parameters also take back the
+/// ids a saved optimizer state refers to.
+pub fn load_named<N: Named>(
+    net: N,
+    source: &Tensors,
+    prefix: &str,
+    what: &str,
+    ids: Option<&BTreeMap<String, u64>>,
+) -> Result<N, Error> {
     let mut paths = Paths { net: &net, path: Vec::new(), names: BTreeMap::new() };
     net.visit(&mut paths);
     let names = paths.names;
-    let mut load = Load { names: &names, source, prefix, path: Vec::new(), used: BTreeSet::new(), problems: Vec::new() };
+    let mut load =
+        Load { names: &names, source, prefix, ids, path: Vec::new(), used: BTreeSet::new(), problems: Vec::new() };
     let net = net.map(&mut load);
     let mut problems = load.problems;
     for name in source.tensors.keys() {
@@ -160,6 +174,33 @@ pub fn load_named<N: Named>(net: N, source: &Tensors, prefix: &str, what: &str) 
         shown.join("; "),
         if problems.len() > 4 { "; ..." } else { "" }
     )))
+}
+
+struct Ids<'a, N: Named> {
+    net: &'a N,
+    path: Vec<String>,
+    ids: BTreeMap<String, u64>,
+}
+
+impl<N: Named> ModuleVisitor for Ids<'_, N> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.ids.insert(self.net.param_name(&self.path.join(".")), param.id.val());
+    }
+}
+
+/// Parameter ids by external name: what the optimizer state is keyed by.
+pub fn param_ids<N: Named>(net: &N) -> BTreeMap<String, u64> {
+    let mut ids = Ids { net, path: Vec::new(), ids: BTreeMap::new() };
+    net.visit(&mut ids);
+    ids.ids
 }
 
 /// The key prefix under which a file holds this network's parameters: none, or `model.` for a

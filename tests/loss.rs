@@ -101,6 +101,8 @@ struct Scale {
     c: Param<Tensor<1>>,
 }
 
+impl imm::weights::Named for Scale {}
+
 impl Network for Scale {
     fn forward(&self, x: Tensor<2>, _c_t: Tensor<1>, _c_s: Tensor<1>) -> Tensor<2> {
         x * self.c.val().reshape([1, 1])

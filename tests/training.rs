@@ -68,3 +68,61 @@ fn flow_matching_trains_in_the_same_loop() {
     assert!(late < early, "flow-matching loss {early} -> {late}");
     assert!(after < before, "8-step energy distance {before} -> {after}");
 }
+
+/// A deterministic method (regress the input), so that one batch and the same batch in parts
+/// must give the same update.
+#[derive(Clone)]
+struct Regress;
+
+impl Method for Regress {
+    fn name(&self) -> &'static str {
+        "regress"
+    }
+    fn check_batch(&self, _batch: usize) -> Result<(), imm::Error> {
+        Ok(())
+    }
+    fn check_steps(&self, _steps: usize) -> Result<(), imm::Error> {
+        Ok(())
+    }
+    fn sigma_data(&self) -> f64 {
+        0.5
+    }
+    fn loss<N: imm::network::Network>(&self, net: &N, x: Tensor<2>, _rng: &mut Rng) -> Tensor<1> {
+        let [b, _] = x.dims();
+        let c = Tensor::<1>::from_data(TensorData::new(vec![300f32; b], [b]), &x.device());
+        (net.forward(x.clone(), c.clone(), c) - x).square().mean()
+    }
+    fn sample<N: imm::network::Network>(&self, _net: &N, z: Tensor<2>, _steps: usize, _rng: &mut Rng) -> Result<Tensor<2>, imm::Error> {
+        Ok(z)
+    }
+}
+
+#[test]
+fn gradient_accumulation_gives_the_same_update() {
+    let device = Device::flex().autodiff();
+    let p = preset("moons").unwrap();
+    let x = ToyData::new(p.toy, 1).batch(64, &device);
+    let params = |accumulate: usize| {
+        let mut config = p.train.clone();
+        config.batch = 64;
+        config.accumulate = accumulate;
+        let net = MlpConfig::new().with_hidden(32).with_blocks(1).init(&mut Rng::new(4), &device);
+        let mut trainer = Trainer::new(net, Regress, config).unwrap();
+        let loss = trainer.step(x.clone()).into_scalar::<f32>();
+        let values: Vec<f32> = imm::weights::named_params(&trainer.net).into_values().flat_map(|t| t.values).collect();
+        (loss, values)
+    };
+    let (loss_1, one) = params(1);
+    let (loss_4, four) = params(4);
+    assert!((loss_1 - loss_4).abs() < 1e-6 * loss_1.abs().max(1.0), "{loss_1} vs {loss_4}");
+    let fresh = MlpConfig::new().with_hidden(32).with_blocks(1).init(&mut Rng::new(4), &device);
+    let initial: Vec<f32> = imm::weights::named_params(&fresh).into_values().flat_map(|t| t.values).collect();
+    assert!(one.iter().zip(&initial).any(|(a, b)| (a - b).abs() > 1e-5), "the step changed the weights");
+    let max = one.iter().zip(&four).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(max < 1e-6, "parameters differ by {max}");
+    let mut bad = p.train.clone();
+    bad.batch = 64;
+    bad.accumulate = 5;
+    let net = MlpConfig::new().init(&mut Rng::new(4), &device);
+    assert!(Trainer::new(net, Regress, bad).is_err(), "64 does not split into 5 parts");
+}

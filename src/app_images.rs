@@ -1,0 +1,465 @@
+//! The native image trainer and sampler. A run directory holds `config.json`, `metrics.jsonl`,
+//! sample grids (`samples.png`, `samples/`), small EMA snapshots for sampling and the page
+//! (`snapshots/`), and the resumable training state (`checkpoints/state-NIMG/`: weights, EMA,
+//! optimizer moments, RNG and image count), each written to a temporary name and then renamed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::app::{DeviceChoice, Terminal, io_error, prepare_dir, write_json};
+use crate::images::ImageData;
+use crate::method::{FlowMatching, Imm};
+use crate::network::Network;
+use crate::plot::image_grid;
+use crate::presets::ImagePreset;
+use crate::safetensors::Tensors;
+use crate::sampler::{Grid, Sampler};
+use crate::songunet::{SongUNet, SongUNetConfig};
+use crate::trainer::{Method, Metrics, Observer, Progress, Trainer, fit};
+use crate::weights::{detect_prefix, load_named, named_params, param_ids};
+use crate::{Error, Rng};
+
+/// Images per row of a sample grid.
+const GRID_COLUMNS: usize = 10;
+/// Training states kept on disk (the newest ones).
+const KEEP_STATES: usize = 2;
+
+/// Where and how an image run goes.
+pub struct ImageRun {
+    pub out: PathBuf,
+    pub data_dir: Option<PathBuf>,
+    /// Continue from the newest state in `out/checkpoints`.
+    pub resume: bool,
+    /// Step counts shown in the sample grids.
+    pub steps: Vec<usize>,
+}
+
+/// Writes through a temporary file and a rename, so that a crash never leaves a half-written file.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, bytes).map_err(|e| io_error(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))
+}
+
+fn create_dir(dir: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))
+}
+
+/// The newest `state-NIMG` directory under `dir`, if any.
+fn latest_state(dir: &Path) -> Option<(u64, PathBuf)> {
+    states(dir).into_iter().last()
+}
+
+/// Complete training states under `dir`, oldest first (temporary `.partial` ones are not listed).
+fn states(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let nimg = name.strip_prefix("state-")?.parse::<u64>().ok()?;
+            Some((nimg, e.path()))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// What a weights file needs to be sampled on its own: stored as its `imm` metadata.
+fn card<M: Method + Serialize>(preset: &str, net: &SongUNetConfig, method: &M, nimg: u64) -> String {
+    json!({"preset": preset, "net": net, "method": method.name(), "method_config": method, "nimg": nimg}).to_string()
+}
+
+struct Saver<'a> {
+    terminal: Terminal,
+    out: &'a Path,
+    preset: &'a ImagePreset,
+    steps: &'a [usize],
+    every: u64,
+    next: u64,
+    /// Prior noise of the grids, the same at every snapshot.
+    z: Vec<f32>,
+    saved_at: u64,
+}
+
+impl Saver<'_> {
+    fn save<N: Network, M: Method + Serialize>(&mut self, trainer: &Trainer<N, M>) -> Result<(), Error> {
+        let (out, nimg) = (self.out, trainer.nimg);
+        let (channels, side) = (self.preset.net.in_channels, self.preset.side);
+
+        let device = trainer.ema.devices()[0].clone();
+        let mut rows = Vec::new();
+        for &k in self.steps {
+            let z = Tensor::<2>::from_data(TensorData::new(self.z.clone(), [GRID_COLUMNS, channels * side * side]), &device);
+            let x = trainer.method.sample(&trainer.ema, z, k, &mut Rng::new(nimg))?;
+            let values = x.into_data().try_into_vec::<f32>().map_err(|e| Error::new(format!("reading samples: {e:?}")))?;
+            rows.push((format!("{k} step{}", if k == 1 { "" } else { "s" }), values));
+        }
+        create_dir(&out.join("samples"))?;
+        let grid = out.join("samples").join(format!("{nimg:012}.png"));
+        image_grid(&rows, channels, side, 2, &grid)?;
+        let latest = out.join("samples.png");
+        std::fs::copy(&grid, latest.with_extension("partial")).map_err(|e| io_error(&latest, e))?;
+        std::fs::rename(latest.with_extension("partial"), &latest).map_err(|e| io_error(&latest, e))?;
+
+        let mut metadata = BTreeMap::new();
+        metadata.insert("imm".to_string(), card(self.preset.name, &self.preset.net, &trainer.method, nimg));
+        create_dir(&out.join("snapshots"))?;
+        let snapshot = out.join("snapshots").join(format!("ema-{nimg:012}.safetensors"));
+        write_atomic(&snapshot, &Tensors { tensors: named_params(&trainer.ema), metadata: metadata.clone() }.to_bytes())?;
+
+        // The resumable state: a directory made under a temporary name, then renamed.
+        let states_dir = out.join("checkpoints");
+        create_dir(&states_dir)?;
+        let tmp = states_dir.join(format!("state-{nimg:012}.partial"));
+        create_dir(&tmp)?;
+        let ids = serde_json::to_string(&param_ids(&trainer.net)).expect("ids serialise");
+        metadata.insert("param_ids".to_string(), ids);
+        let write = |name: &str, bytes: &[u8]| std::fs::write(tmp.join(name), bytes).map_err(|e| io_error(&tmp.join(name), e));
+        write("net.safetensors", &Tensors { tensors: named_params(&trainer.net), metadata: metadata.clone() }.to_bytes())?;
+        write("ema.safetensors", &Tensors { tensors: named_params(&trainer.ema), metadata }.to_bytes())?;
+        write("optimizer.bpk", &trainer.optimizer_bytes()?)?;
+        write("progress.json", serde_json::to_string_pretty(&trainer.progress()).expect("progress serialises").as_bytes())?;
+        let done = states_dir.join(format!("state-{nimg:012}"));
+        if done.exists() {
+            std::fs::remove_dir_all(&done).map_err(|e| io_error(&done, e))?;
+        }
+        std::fs::rename(&tmp, &done).map_err(|e| io_error(&done, e))?;
+        let all = states(&states_dir);
+        for (_, old) in &all[..all.len().saturating_sub(KEEP_STATES)] {
+            std::fs::remove_dir_all(old).map_err(|e| io_error(old, e))?;
+        }
+        self.saved_at = nimg;
+        self.terminal.println(&format!(
+            "     nimg {nimg:>9}  wrote {}, {} and {}",
+            grid.display(),
+            snapshot.display(),
+            done.display()
+        ));
+        Ok(())
+    }
+}
+
+impl Observer for Saver<'_> {
+    fn on_step<N: Network, M: Method>(&mut self, trainer: &Trainer<N, M>) -> Result<(), Error> {
+        self.terminal.on_step(trainer)
+    }
+
+    fn on_log(&mut self, record: &Metrics) -> Result<(), Error> {
+        self.terminal.on_log(record)
+    }
+}
+
+/// The run's configuration; a resumed run must match it (its length may change).
+fn run_config<M: Method + Serialize>(preset: &ImagePreset, method: &M) -> Value {
+    json!({
+        "preset": preset.name,
+        "data": preset.data,
+        "side": preset.side,
+        "xflip": preset.xflip,
+        "net": preset.net,
+        "method": method.name(),
+        "method_config": method,
+        "train": preset.train,
+        "snapshot_every_nimg": preset.snapshot_every_nimg,
+    })
+}
+
+fn differences(saved: &Value, current: &Value) -> Vec<String> {
+    // Length, logging and saving cadence may change between sessions; the maths may not.
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(train) = v.get_mut("train").and_then(Value::as_object_mut) {
+            train.remove("total_nimg");
+            train.remove("log_every_nimg");
+        }
+        if let Some(o) = v.as_object_mut() {
+            o.remove("device");
+            o.remove("snapshot_every_nimg");
+        }
+        v
+    };
+    let (saved, current) = (strip(saved), strip(current));
+    let keys = current.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+    keys.into_iter().filter(|k| saved.get(k) != current.get(k)).collect()
+}
+
+/// Trains `method` on the preset's images, saving grids, snapshots and states every
+/// `snapshot_every_nimg` images and at the end.
+pub fn train_images<M: Method + Serialize + Clone>(
+    preset: &ImagePreset,
+    method: M,
+    (device, choice): (&Device, DeviceChoice),
+    run: &ImageRun,
+) -> Result<(), Error> {
+    let out = &run.out;
+    prepare_dir(out)?;
+    for &k in &run.steps {
+        method.check_steps(k)?;
+    }
+    let config = run_config(preset, &method);
+    let config_path = out.join("config.json");
+    let latest = latest_state(&out.join("checkpoints"));
+    match (run.resume, &latest) {
+        (false, Some((_, dir))) => {
+            return Err(Error::new(format!(
+                "{} already holds a run (newest state {}); pass --resume to continue it, or choose another --out",
+                out.display(),
+                dir.display()
+            )));
+        }
+        (true, None) => {
+            return Err(Error::new(format!("nothing to resume in {}: it has no checkpoints/state-*", out.display())));
+        }
+        (true, Some(_)) => {
+            let text = std::fs::read_to_string(&config_path).map_err(|e| io_error(&config_path, e))?;
+            let saved: Value = serde_json::from_str(&text).map_err(|e| Error::new(format!("{} is damaged: {e}", config_path.display())))?;
+            let differ = differences(&saved, &config);
+            if !differ.is_empty() {
+                return Err(Error::new(format!(
+                    "the run in {} was started with a different {}; resume it with the options it was started with",
+                    out.display(),
+                    differ.join(", ")
+                )));
+            }
+        }
+        (false, None) => {
+            let mut with_device = config.clone();
+            with_device["device"] = json!(choice);
+            write_json(&config_path, &with_device)?;
+            std::fs::write(out.join("metrics.jsonl"), "").map_err(|e| io_error(&out.join("metrics.jsonl"), e))?;
+        }
+    }
+
+    let train = preset.train.clone();
+    let mut seeds = Rng::new(train.seed);
+    let images = preset.data.load(run.data_dir.as_deref())?;
+    let net = preset.net.init(&mut seeds.fork(), &device.clone().autodiff())?;
+    let mut data = ImageData::new(images, preset.side, preset.xflip, seeds.next_u64())?;
+    let mut trainer = Trainer::new(net, method, train.clone())?;
+    if let Some((_, dir)) = latest.filter(|_| run.resume) {
+        let what = dir.display().to_string();
+        let net_file = Tensors::read(&dir.join("net.safetensors"))?;
+        let ids: BTreeMap<String, u64> = net_file
+            .metadata
+            .get("param_ids")
+            .and_then(|t| serde_json::from_str(t).ok())
+            .ok_or_else(|| Error::new(format!("{what}/net.safetensors has no parameter ids")))?;
+        let net = load_named(trainer.net.clone(), &net_file, "", &what, Some(&ids))?;
+        let ema = load_named(trainer.ema.clone(), &Tensors::read(&dir.join("ema.safetensors"))?, "", &what, Some(&ids))?;
+        let progress_path = dir.join("progress.json");
+        let progress: Progress = std::fs::read_to_string(&progress_path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .ok_or_else(|| Error::new(format!("{} is missing or damaged", progress_path.display())))?;
+        let optimizer = std::fs::read(dir.join("optimizer.bpk")).map_err(|e| io_error(&dir.join("optimizer.bpk"), e))?;
+        trainer.resume(net, ema, progress, optimizer)?;
+        data.drawn = trainer.nimg;
+        println!("Resuming {} at {} images.", out.display(), trainer.nimg);
+    }
+
+    let label = trainer.method.name();
+    let every = preset.snapshot_every_nimg;
+    let dim = preset.net.in_channels * preset.side * preset.side;
+    let mut saver = Saver {
+        terminal: Terminal::new(label, train.total_nimg, out.join("metrics.jsonl"))?,
+        out,
+        preset,
+        steps: &run.steps,
+        every,
+        next: (trainer.nimg / every + 1) * every,
+        z: Rng::new(train.seed ^ 0x6e1d).normal_vec(GRID_COLUMNS * dim, trainer.method.sigma_data()),
+        saved_at: trainer.nimg,
+    };
+    println!(
+        "Training {} on {} ({} parameters) for {} images, batch {}, on {:?}.",
+        label,
+        preset.name,
+        burn::module::Module::num_params(&trainer.net),
+        train.total_nimg,
+        train.batch,
+        choice
+    );
+    let start = Instant::now();
+    let result = fit_saving(&mut trainer, &mut data, &start, &mut saver);
+    saver.terminal.finish();
+    result?;
+    println!(
+        "Trained to {} images in {:.0} s. Samples: {}; EMA weights: {}.",
+        trainer.nimg,
+        start.elapsed().as_secs_f64(),
+        out.join("samples.png").display(),
+        out.join("snapshots").display()
+    );
+    Ok(())
+}
+
+/// [`fit`] in stretches between snapshots, saving after each stretch and at the end.
+fn fit_saving<M: Method + Serialize + Clone>(
+    trainer: &mut Trainer<SongUNet, M>,
+    data: &mut ImageData,
+    start: &Instant,
+    saver: &mut Saver,
+) -> Result<(), Error> {
+    let total = trainer.config.total_nimg;
+    while trainer.nimg < total {
+        let end = saver.next.min(total);
+        trainer.config.total_nimg = end;
+        let result = fit(trainer, data, || start.elapsed().as_secs_f64(), saver);
+        trainer.config.total_nimg = total;
+        result?;
+        saver.save(trainer)?;
+        saver.next = (trainer.nimg / saver.every + 1) * saver.every;
+    }
+    if saver.saved_at != trainer.nimg {
+        saver.save(trainer)?;
+    }
+    Ok(())
+}
+
+/// What `imm sample` makes.
+pub struct SampleRequest {
+    pub weights: PathBuf,
+    /// Used when the weights file does not say how it was trained (e.g. an export of the official checkpoint).
+    pub preset: Option<ImagePreset>,
+    pub steps: usize,
+    pub sampler: Option<Sampler>,
+    pub grid: Option<Grid>,
+    pub seed: u64,
+    pub count: usize,
+    /// A .png grid or an .npz of uint8 images [N, H, W, C] under `arr_0`.
+    pub out: PathBuf,
+}
+
+/// Samples a weights file into a PNG grid or an .npz for FID tools.
+pub fn sample(request: &SampleRequest, device: &Device) -> Result<(), Error> {
+    let file = Tensors::read(&request.weights)?;
+    let what = request.weights.display().to_string();
+    let (net_config, method): (SongUNetConfig, Value) = match (file.metadata.get("imm"), &request.preset) {
+        (Some(text), _) => {
+            let card: Value = serde_json::from_str(text).map_err(|e| Error::new(format!("{what} has damaged metadata: {e}")))?;
+            let net = serde_json::from_value(card["net"].clone()).map_err(|e| Error::new(format!("{what}: bad network config: {e}")))?;
+            (net, card)
+        }
+        (None, Some(p)) => (p.net.clone(), json!({"method": "imm", "method_config": p.imm})),
+        (None, None) => {
+            return Err(Error::new(format!("{what} does not say which network it holds; pass --preset")));
+        }
+    };
+    let net = net_config.init(&mut Rng::new(0), device)?;
+    let prefix = detect_prefix(&net, &file);
+    let net = load_named(net, &file, prefix, &what, None)?;
+    let bad = |e: serde_json::Error| Error::new(format!("{what}: bad method config: {e}"));
+    let config = method["method_config"].clone();
+    let images = match method["method"].as_str() {
+        Some("fm") => {
+            let mut fm: FlowMatching = serde_json::from_value(config).map_err(bad)?;
+            fm.grid = request.grid.clone().unwrap_or(fm.grid);
+            generate(&fm, &net, &net_config, request, device)?
+        }
+        _ => {
+            let mut imm: Imm = serde_json::from_value(config).map_err(bad)?;
+            imm.grid = request.grid.clone().unwrap_or(imm.grid);
+            imm.sampler = request.sampler.unwrap_or(imm.sampler);
+            generate(&imm, &net, &net_config, request, device)?
+        }
+    };
+    let (c, side) = (net_config.in_channels, net_config.img_resolution);
+    let is_npz = request.out.extension().is_some_and(|e| e == "npz");
+    if is_npz {
+        write_atomic(&request.out, &npz_u8(&images, request.count, c, side))?;
+    } else {
+        let per_row = GRID_COLUMNS * c * side * side;
+        let rows: Vec<(String, Vec<f32>)> = images.chunks(per_row).map(|r| (String::new(), r.to_vec())).collect();
+        image_grid(&rows, c, side, 2, &request.out)?;
+    }
+    println!("Wrote {} samples ({} step{}) to {}.", request.count, request.steps, if request.steps == 1 { "" } else { "s" }, request.out.display());
+    Ok(())
+}
+
+/// `count` samples in batches, all from one seeded stream of prior noise.
+fn generate<M: Method>(method: &M, net: &SongUNet, config: &SongUNetConfig, request: &SampleRequest, device: &Device) -> Result<Vec<f32>, Error> {
+    const BATCH: usize = 256;
+    method.check_steps(request.steps)?;
+    let dim = config.in_channels * config.img_resolution * config.img_resolution;
+    let mut rng = Rng::new(request.seed);
+    let mut out = Vec::with_capacity(request.count * dim);
+    let mut done = 0;
+    while done < request.count {
+        let n = BATCH.min(request.count - done);
+        let z = Tensor::<2>::from_data(TensorData::new(rng.normal_vec(n * dim, method.sigma_data()), [n, dim]), device);
+        let x = method.sample(net, z, request.steps, &mut rng)?;
+        out.extend(x.into_data().try_into_vec::<f32>().map_err(|e| Error::new(format!("reading samples: {e:?}")))?);
+        done += n;
+    }
+    Ok(out)
+}
+
+/// An .npz (a stored zip) holding `arr_0`: uint8 images [N, H, W, C], as FID tools read them.
+fn npz_u8(images: &[f32], n: usize, c: usize, side: usize) -> Vec<u8> {
+    let mut body = Vec::with_capacity(n * c * side * side);
+    for image in images.chunks_exact(c * side * side) {
+        for y in 0..side {
+            for x in 0..side {
+                for ch in 0..c {
+                    let v = image[(ch * side + y) * side + x];
+                    body.push(((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8);
+                }
+            }
+        }
+    }
+    let mut header = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': ({n}, {side}, {side}, {c}), }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    npy.extend((header.len() as u16).to_le_bytes());
+    npy.extend(header.as_bytes());
+    npy.extend(body);
+
+    let name = b"arr_0.npy";
+    let mut crc = flate2::Crc::new();
+    crc.update(&npy);
+    let (crc, size) = (crc.sum(), npy.len() as u32);
+    // Fields shared by the local and the central header: version 2.0, no flags, stored, 1980-01-01.
+    let common = |v: &mut Vec<u8>| {
+        for half in [20u16, 0, 0, 0, 0x21] {
+            v.extend(half.to_le_bytes());
+        }
+        for word in [crc, size, size] {
+            v.extend(word.to_le_bytes());
+        }
+        v.extend((name.len() as u16).to_le_bytes());
+        v.extend(0u16.to_le_bytes());
+    };
+    let mut zip = 0x04034b50u32.to_le_bytes().to_vec();
+    common(&mut zip);
+    zip.extend(name);
+    zip.extend(&npy);
+    let central_at = zip.len() as u32;
+    zip.extend(0x02014b50u32.to_le_bytes());
+    zip.extend(20u16.to_le_bytes());
+    common(&mut zip);
+    for half in [0u16, 0, 0] {
+        zip.extend(half.to_le_bytes());
+    }
+    zip.extend(0u32.to_le_bytes());
+    zip.extend(0u32.to_le_bytes());
+    zip.extend(name);
+    let central_len = zip.len() as u32 - central_at;
+    zip.extend(0x06054b50u32.to_le_bytes());
+    for half in [0u16, 0, 1, 1] {
+        zip.extend(half.to_le_bytes());
+    }
+    zip.extend(central_len.to_le_bytes());
+    zip.extend(central_at.to_le_bytes());
+    zip.extend(0u16.to_le_bytes());
+    zip
+}

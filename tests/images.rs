@@ -1,0 +1,126 @@
+//! The image trainer end to end on a small synthetic IDX dataset: files of a run, resume that
+//! continues exactly, refusals that protect a run, and `imm sample` to PNG and .npz.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use imm::safetensors::Tensors;
+
+fn imm(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_imm")).args(args).current_dir(dir).output().expect("run imm")
+}
+
+fn ok(args: &[&str], dir: &Path) -> String {
+    let out = imm(args, dir);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{args:?} failed:\n{text}");
+    text
+}
+
+fn fails(args: &[&str], dir: &Path, expected: &str) {
+    let out = imm(args, dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} should fail");
+    assert!(stderr.contains(expected), "{args:?}: stderr lacks '{expected}':\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{args:?} panicked:\n{stderr}");
+}
+
+/// A scratch directory with 64 blurry synthetic "digits" (a bright square at varying places) as a
+/// gzipped IDX file.
+fn scratch_with_data(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("imm-images-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let mut bytes = Vec::new();
+    for v in [0x803u32, 64, 28, 28] {
+        bytes.extend(v.to_be_bytes());
+    }
+    for i in 0..64usize {
+        for y in 0..28usize {
+            for x in 0..28usize {
+                let (cx, cy) = (6 + i % 16, 6 + i / 4);
+                bytes.push(if x.abs_diff(cx) < 5 && y.abs_diff(cy) < 5 { 230 } else { 10 });
+            }
+        }
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &bytes).unwrap();
+    std::fs::write(dir.join("data/train-images-idx3-ubyte.gz"), gz.finish().unwrap()).unwrap();
+    dir
+}
+
+fn train_args<'a>(out: &'a str, kimg: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "train", "--preset", "mnist-tiny", "--data-dir", "data", "--out", out, "--kimg", kimg, "--batch", "16",
+        "--eval-steps", "1,2", "--device", "cpu",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+fn weights(path: &Path) -> Vec<f32> {
+    Tensors::read(path).unwrap().tensors.values().flat_map(|t| t.values.clone()).collect()
+}
+
+#[test]
+fn a_run_saves_resumes_exactly_and_samples() {
+    let dir = scratch_with_data("run");
+    // Straight through: 64 images.
+    ok(&train_args("straight", "0.064", &[]), &dir);
+    // Interrupted: 32 images, then resumed to 64.
+    ok(&train_args("split", "0.032", &[]), &dir);
+    fails(&train_args("split", "0.064", &[]), &dir, "pass --resume");
+    fails(&train_args("split", "0.064", &["--resume", "--lr", "0.1"]), &dir, "different train");
+    let resumed = ok(&train_args("split", "0.064", &["--resume"]), &dir);
+    assert!(resumed.contains("Resuming") && resumed.contains("at 32 images"), "{resumed}");
+
+    for file in ["config.json", "metrics.jsonl", "samples.png", "samples/000000000064.png"] {
+        assert!(dir.join("split").join(file).is_file(), "{file} missing");
+    }
+    let records = std::fs::read_to_string(dir.join("split/metrics.jsonl")).unwrap();
+    assert!(records.lines().count() >= 2, "metrics of both stretches are kept:\n{records}");
+    let states: Vec<_> = std::fs::read_dir(dir.join("split/checkpoints")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(states.len(), 2, "the two newest states: {states:?}");
+
+    let a = weights(&dir.join("straight/snapshots/ema-000000000064.safetensors"));
+    let b = weights(&dir.join("split/snapshots/ema-000000000064.safetensors"));
+    let init = weights(&dir.join("split/snapshots/ema-000000000032.safetensors"));
+    let diff = |x: &[f32], y: &[f32]| x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+    assert!(diff(&a, &init) > 1e-4, "training moved the weights");
+    assert!(diff(&a, &b) < 1e-5, "resumed run differs from the straight one by {}", diff(&a, &b));
+
+    let snapshot = dir.join("split/snapshots/ema-000000000064.safetensors");
+    let snapshot = snapshot.to_str().unwrap();
+    ok(&["sample", "--weights", snapshot, "--steps", "2", "--n", "12", "--out", "grid.png", "--device", "cpu"], &dir);
+    let png = std::fs::read(dir.join("grid.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+    ok(&["sample", "--weights", snapshot, "--steps", "1", "--n", "5", "--out", "s.npz", "--device", "cpu"], &dir);
+    let npz = std::fs::read(dir.join("s.npz")).unwrap();
+    assert!(npz.starts_with(b"PK\x03\x04") && npz.ends_with(&[0, 0]), "a zip archive");
+    let npy = npz.windows(6).position(|w| w == b"\x93NUMPY").expect("an .npy inside");
+    let header_len = u16::from_le_bytes([npz[npy + 8], npz[npy + 9]]) as usize;
+    let header = String::from_utf8_lossy(&npz[npy + 10..npy + 10 + header_len]);
+    assert!(header.contains("'shape': (5, 28, 28, 1)") && header.contains("'|u1'"), "{header}");
+    assert_eq!((10 + header_len) % 64, 0, "the .npy header pads the data to 64 bytes");
+    let data_end = npy + 10 + header_len + 5 * 28 * 28;
+    assert_eq!(&npz[data_end..data_end + 4], b"PK\x01\x02", "the central directory follows the pixels");
+
+    std::fs::write(dir.join("bad.safetensors"), b"not weights").unwrap();
+    fails(&["sample", "--weights", "bad.safetensors", "--device", "cpu"], &dir, "not a valid safetensors file");
+    fails(&["sample", "--weights", snapshot, "--steps", "0", "--device", "cpu"], &dir, "positive integer");
+    let mut foreign = Tensors::read(Path::new(snapshot)).unwrap();
+    foreign.metadata.clear();
+    std::fs::write(dir.join("foreign.safetensors"), foreign.to_bytes()).unwrap();
+    fails(&["sample", "--weights", "foreign.safetensors", "--device", "cpu"], &dir, "pass --preset");
+    fails(&["sample", "--weights", "foreign.safetensors", "--preset", "fmnist-small", "--device", "cpu"], &dir, "does not fit");
+    ok(&["sample", "--weights", "foreign.safetensors", "--preset", "mnist-tiny", "--n", "3", "--device", "cpu"], &dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn missing_data_names_where_to_get_it() {
+    let dir = scratch_with_data("missing");
+    fails(&["train", "--preset", "cifar10-paper", "--data-dir", "nowhere", "--device", "cpu"], &dir, "cifar-10-binary.tar.gz");
+    fails(&["train", "--preset", "moons", "--resume"], &dir, "image presets only");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
