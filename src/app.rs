@@ -34,20 +34,22 @@ pub enum DeviceChoice {
 }
 
 impl DeviceChoice {
-    /// The device; wgpu can be initialised once per process, so call this once.
-    pub fn device(self) -> Result<Device, Error> {
+    /// The device, and the choice `Auto` resolved to. wgpu can be initialised once per process, so
+    /// call this once.
+    pub fn device(self) -> Result<(Device, DeviceChoice), Error> {
         match self {
             DeviceChoice::Auto => {
                 for kind in [DeviceKind::DiscreteGpu(0), DeviceKind::IntegratedGpu(0)] {
                     if let Ok(device) = Device::wgpu_options().device_kind(kind).init() {
-                        return Ok(device);
+                        return Ok((device, DeviceChoice::Wgpu));
                     }
                 }
-                Ok(Device::flex())
+                Ok((Device::flex(), DeviceChoice::Cpu))
             }
-            DeviceChoice::Cpu => Ok(Device::flex()),
+            DeviceChoice::Cpu => Ok((Device::flex(), self)),
             DeviceChoice::Wgpu => Device::wgpu_options()
                 .init()
+                .map(|device| (device, self))
                 .map_err(|e| Error::new(format!("no usable wgpu adapter ({e}); try --device cpu"))),
         }
     }
@@ -258,7 +260,7 @@ pub fn panels(outcome: &Outcome) -> (String, Vec<Panel>) {
 /// writes `out/eval.json`, `out/samples.png` and one folder per method.
 pub fn demo(preset: &Preset, choice: DeviceChoice, eval: &EvalOptions, out: &Path) -> Result<(), Error> {
     prepare_dir(out)?;
-    let device = choice.device()?;
+    let (device, choice) = choice.device()?;
     println!(
         "Training IMM and flow matching on '{}' for {} images each (batch {}) on {:?}.",
         preset.name, preset.train.total_nimg, preset.train.batch, choice

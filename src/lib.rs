@@ -12,6 +12,7 @@ pub mod eval;
 pub mod golden;
 pub mod images;
 pub mod loss;
+mod md5;
 pub mod method;
 pub mod network;
 pub mod precond;

@@ -7,9 +7,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use imm::Error;
 use imm::app::{DeviceChoice, EvalOptions, demo, train_and_evaluate};
 use imm::app_images::{ImageRun, SampleRequest, sample, train_images};
+use imm::method::{FlowMatching, Imm};
 use imm::presets::{IMAGE_PRESETS, ImagePreset, Preset, image_preset, names, preset};
 use imm::sampler::{Grid, Sampler};
-use imm::trainer::Method;
+use imm::trainer::{Method, TrainConfig};
 
 /// Inductive Moment Matching: one- and few-step generative models trained from scratch.
 #[derive(Parser)]
@@ -186,61 +187,48 @@ fn positive_usize(text: &str) -> Result<usize, String> {
 }
 
 impl Options {
-    /// An image preset with these overrides applied, validated.
-    fn apply_image(&self, mut p: ImagePreset, accumulate: Option<usize>) -> Result<ImagePreset, Error> {
-        let t = &mut p.train;
+    /// Applies the overrides shared by every preset to its training set-up and both methods, then
+    /// validates them; `kimg` also caps the intervals that depend on the length.
+    fn override_common(&self, t: &mut TrainConfig, imm: &mut Imm, fm: &mut FlowMatching) -> Result<(), Error> {
         if let Some(kimg) = self.kimg {
             t.total_nimg = (kimg * 1000.0).round().max(1.0) as u64;
             t.log_every_nimg = t.log_every_nimg.min(t.total_nimg);
-            p.snapshot_every_nimg = p.snapshot_every_nimg.min(t.total_nimg);
         }
         t.batch = self.batch.unwrap_or(t.batch);
         t.lr = self.lr.unwrap_or(t.lr);
         t.seed = self.seed.unwrap_or(t.seed);
-        t.accumulate = accumulate.unwrap_or(t.accumulate);
-        p.imm.particles = self.particles.unwrap_or(p.imm.particles);
-        p.imm.times.k = self.k.unwrap_or(p.imm.times.k);
-        p.imm.times.eps = self.eps.unwrap_or(p.imm.times.eps);
-        p.imm.times.t_max = self.t_max.unwrap_or(p.imm.times.t_max);
-        (p.fm.eps, p.fm.t_max) = (p.imm.times.eps, p.imm.times.t_max);
-        p.imm.sampler = self.sampler.unwrap_or(p.imm.sampler);
+        imm.particles = self.particles.unwrap_or(imm.particles);
+        imm.times.k = self.k.unwrap_or(imm.times.k);
+        imm.times.eps = self.eps.unwrap_or(imm.times.eps);
+        imm.times.t_max = self.t_max.unwrap_or(imm.times.t_max);
+        (fm.eps, fm.t_max) = (imm.times.eps, imm.times.t_max);
+        imm.sampler = self.sampler.unwrap_or(imm.sampler);
         if let Some(grid) = &self.grid {
-            (p.imm.grid, p.fm.grid) = (grid.clone(), grid.clone());
+            (imm.grid, fm.grid) = (grid.clone(), grid.clone());
         }
-        p.imm.validate()?;
-        p.fm.validate()?;
-        p.train.validate()?;
+        imm.validate()?;
+        fm.validate()?;
+        t.validate()?;
+        // Fail before training, not after, when the grid cannot make one of the step counts.
+        for &steps in &self.eval_steps.0 {
+            imm.timesteps(steps)?;
+        }
+        Ok(())
+    }
+
+    /// An image preset with these overrides applied, validated.
+    fn apply_image(&self, mut p: ImagePreset, accumulate: Option<usize>) -> Result<ImagePreset, Error> {
+        p.train.accumulate = accumulate.unwrap_or(p.train.accumulate);
+        self.override_common(&mut p.train, &mut p.imm, &mut p.fm)?;
+        p.snapshot_every_nimg = p.snapshot_every_nimg.min(p.train.total_nimg);
         p.net.validate()?;
         Ok(p)
     }
 
-    /// The preset with these overrides applied, validated.
+    /// A 2D preset with these overrides applied, validated, and what to evaluate.
     fn apply(&self, mut p: Preset) -> Result<(Preset, EvalOptions), Error> {
-        let t = &mut p.train;
-        if let Some(kimg) = self.kimg {
-            t.total_nimg = (kimg * 1000.0).round().max(1.0) as u64;
-            t.log_every_nimg = t.log_every_nimg.min(t.total_nimg);
-        }
-        t.batch = self.batch.unwrap_or(t.batch);
-        t.lr = self.lr.unwrap_or(t.lr);
-        t.seed = self.seed.unwrap_or(t.seed);
-        p.imm.particles = self.particles.unwrap_or(p.imm.particles);
-        p.imm.times.k = self.k.unwrap_or(p.imm.times.k);
-        p.imm.times.eps = self.eps.unwrap_or(p.imm.times.eps);
-        p.imm.times.t_max = self.t_max.unwrap_or(p.imm.times.t_max);
-        (p.fm.eps, p.fm.t_max) = (p.imm.times.eps, p.imm.times.t_max);
-        p.imm.sampler = self.sampler.unwrap_or(p.imm.sampler);
-        if let Some(grid) = &self.grid {
-            (p.imm.grid, p.fm.grid) = (grid.clone(), grid.clone());
-        }
-        p.imm.validate()?;
-        p.fm.validate()?;
-        p.train.validate()?;
+        self.override_common(&mut p.train, &mut p.imm, &mut p.fm)?;
         p.imm.check_batch(p.train.batch)?;
-        // Fail before training, not after, when the grid cannot make one of the step counts.
-        for &steps in &self.eval_steps.0 {
-            p.imm.timesteps(steps)?;
-        }
         let eval = EvalOptions { steps: self.eval_steps.0.clone(), samples: self.eval_samples };
         Ok((p, eval))
     }
@@ -262,7 +250,8 @@ fn run(command: Command) -> Result<(), Error> {
                 let p = options.apply_image(p, accumulate)?;
                 let run = ImageRun { out: out.unwrap_or_else(default_out), data_dir, resume, steps: options.eval_steps.0.clone() };
                 let choice = options.device.unwrap_or(DeviceChoice::Auto);
-                let device = (&choice.device()?, choice);
+                let (device, choice) = choice.device()?;
+                let device = (&device, choice);
                 return match method {
                     MethodName::Imm => train_images(&p, p.imm.clone(), device, &run),
                     MethodName::Fm => train_images(&p, p.fm.clone(), device, &run),
@@ -274,7 +263,8 @@ fn run(command: Command) -> Result<(), Error> {
             let (p, eval) = options.apply(preset(&name)?)?;
             let out = out.unwrap_or_else(default_out);
             let choice = options.device.unwrap_or(DeviceChoice::Cpu);
-            let device = (&choice.device()?, choice);
+            let (device, choice) = choice.device()?;
+            let device = (&device, choice);
             let outcome = match method {
                 MethodName::Imm => train_and_evaluate(&p, p.imm.clone(), device, &eval, &out)?,
                 MethodName::Fm => train_and_evaluate(&p, p.fm.clone(), device, &eval, &out)?,
@@ -294,10 +284,10 @@ fn run(command: Command) -> Result<(), Error> {
                 None => None,
             };
             let request = SampleRequest { weights, preset, steps, sampler, grid, seed, count: n, out };
-            sample(&request, &device.device()?)
+            sample(&request, &device.device()?.0)
         }
         Command::Golden { file, device } => {
-            let rows = imm::golden::check(&file, &device.device()?)?;
+            let rows = imm::golden::check(&file, &device.device()?.0)?;
             println!("{:<44} {:>11} {:>11} {:>9}", "tensor", "max abs err", "rel err", "tolerance");
             for row in &rows {
                 let verdict = if row.ok() { "" } else { "  FAIL" };

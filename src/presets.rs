@@ -133,7 +133,7 @@ pub fn image_preset(name: &str) -> Option<ImagePreset> {
             net: unet(1, 28).with_model_channels(16).with_channel_mult(vec![1, 2, 2]).with_num_blocks(1).with_attn_resolutions(vec![7]),
             imm: imm(12),
             fm,
-            train: train(64, 40_000, 2e-3, OptimizerKind::Adam, 0.999, 2_000),
+            train: train(64, 60_000, 2e-3, OptimizerKind::Adam, 0.999, 2_000),
             snapshot_every_nimg: 10_000,
         },
         // A GPU-sized model for the page's Fashion-MNIST weights: padded to 32 px, levels 32/16/8.

@@ -181,24 +181,17 @@ impl<N: Network, M: Method> Trainer<N, M> {
     pub fn step(&mut self, x: Tensor<2>) -> Tensor<1> {
         let [batch, d] = x.dims();
         let parts = self.config.accumulate;
-        let (grads, loss) = if parts == 1 {
-            let loss = self.method.loss(&self.net, x, &mut self.rng);
-            (GradientsParams::from_grads(loss.backward(), &self.net), loss.inner())
-        } else {
-            let size = batch / parts;
-            let mut sum = GradientsAccumulator::new();
-            let mut total = None;
-            for i in 0..parts {
-                let loss = self.method.loss(&self.net, x.clone().slice([i * size..(i + 1) * size, 0..d]), &mut self.rng)
-                    .div_scalar(parts as f32);
-                sum.accumulate(&self.net, GradientsParams::from_grads(loss.backward(), &self.net));
-                total = Some(match total {
-                    Some(t) => t + loss.inner(),
-                    None => loss.inner(),
-                });
-            }
-            (sum.grads(), total.expect("at least one part"))
-        };
+        let size = batch / parts;
+        let mut sum = GradientsAccumulator::new();
+        let mut total: Option<Tensor<1>> = None;
+        for i in 0..parts {
+            let part = x.clone().slice([i * size..(i + 1) * size, 0..d]);
+            let loss = self.method.loss(&self.net, part, &mut self.rng).div_scalar(parts as f32);
+            sum.accumulate(&self.net, GradientsParams::from_grads(loss.backward(), &self.net));
+            let loss = loss.inner();
+            total = Some(total.map_or(loss.clone(), |t| t + loss));
+        }
+        let (grads, loss) = (sum.grads(), total.expect("at least one part"));
         self.net = self.optim.step(self.config.lr, self.net.clone(), grads);
         self.steps += 1;
         self.nimg += batch as u64;
