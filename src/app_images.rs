@@ -104,9 +104,7 @@ impl Saver<'_> {
         create_dir(&out.join("samples"))?;
         let grid = out.join("samples").join(format!("{nimg:012}.png"));
         image_grid(&rows, channels, side, 2, &grid)?;
-        let latest = out.join("samples.png");
-        std::fs::copy(&grid, latest.with_extension("partial")).map_err(|e| io_error(&latest, e))?;
-        std::fs::rename(latest.with_extension("partial"), &latest).map_err(|e| io_error(&latest, e))?;
+        write_atomic(&out.join("samples.png"), &std::fs::read(&grid).map_err(|e| io_error(&grid, e))?)?;
 
         let mut metadata = BTreeMap::new();
         metadata.insert("imm".to_string(), card(self.preset.name, &self.preset.net, &trainer.method, nimg));

@@ -3,7 +3,9 @@
 //! The five nouns: [`schedule`] (interpolant and time maths), [`precond`] (parameterisation of
 //! f_{s,t}), [`loss`] (IMM's MMD and flow matching), [`sampler`] (pushforward, restart, grids) and
 //! [`trainer`] (a loop that knows a [`trainer::Method`] but not which). [`method`] joins a loss and a
-//! sampler into a method; [`network`], [`data2d`] and [`presets`] supply the rest.
+//! sampler into a method; the networks ([`network`]'s MLP, [`songunet`]'s DDPM++), data
+//! ([`data2d`], [`images`]), weights on disk ([`safetensors`], [`weights`]) and [`presets`] supply
+//! the rest.
 //! References: [P] the paper, notes in `shared/docs/imm-algorithm.md`.
 
 pub mod data2d;

@@ -217,6 +217,9 @@ impl SongUNetConfig {
                 levels - 1
             )));
         }
+        if self.in_channels != self.out_channels {
+            return Err(Error::new("in_channels and out_channels must be equal: f adds the network's output to x_t"));
+        }
         if self.model_channels * self.channel_mult_noise < 4 || !(0.0..1.0).contains(&self.dropout) {
             return Err(Error::new("need at least 4 embedding channels and 0 <= dropout < 1"));
         }
@@ -367,10 +370,7 @@ impl Network for SongUNet {
             }
             x = block.forward(x, emb.clone());
         }
-        let out = self.dec_aux_conv.forward(silu(self.dec_aux_norm.forward(x)));
-        let out_d = out.shape().num_elements() / b;
-        debug_assert_eq!(out_d, d);
-        out.reshape([b, out_d])
+        self.dec_aux_conv.forward(silu(self.dec_aux_norm.forward(x))).reshape([b, d])
     }
 }
 
