@@ -116,11 +116,11 @@ impl ModuleMapper for Load<'_> {
     }
 }
 
-/// Paths of every float parameter, mapped to their external names.
+/// Every float parameter's module path, mapped to its external name and its id.
 struct Paths<'a, N: Named> {
     net: &'a N,
     path: Vec<String>,
-    names: BTreeMap<String, String>,
+    found: BTreeMap<String, (String, u64)>,
 }
 
 impl<N: Named> ModuleVisitor for Paths<'_, N> {
@@ -132,10 +132,16 @@ impl<N: Named> ModuleVisitor for Paths<'_, N> {
         self.path.pop();
     }
 
-    fn visit_float<const D: usize>(&mut self, _param: &Param<Tensor<D>>) {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let path = self.path.join(".");
-        self.names.insert(path.clone(), self.net.param_name(&path));
+        self.found.insert(path.clone(), (self.net.param_name(&path), param.id.val()));
     }
+}
+
+fn paths<N: Named>(net: &N) -> BTreeMap<String, (String, u64)> {
+    let mut paths = Paths { net, path: Vec::new(), found: BTreeMap::new() };
+    net.visit(&mut paths);
+    paths.found
 }
 
 /// Replaces every parameter of `net` with the tensor of the same external name in `source`,
@@ -151,9 +157,7 @@ pub fn load_named<N: Named>(
     what: &str,
     ids: Option<&BTreeMap<String, u64>>,
 ) -> Result<N, Error> {
-    let mut paths = Paths { net: &net, path: Vec::new(), names: BTreeMap::new() };
-    net.visit(&mut paths);
-    let names = paths.names;
+    let names: BTreeMap<String, String> = paths(&net).into_iter().map(|(path, (name, _))| (path, name)).collect();
     let mut load =
         Load { names: &names, source, prefix, ids, path: Vec::new(), used: BTreeSet::new(), problems: Vec::new() };
     let net = net.map(&mut load);
@@ -176,38 +180,14 @@ pub fn load_named<N: Named>(
     )))
 }
 
-struct Ids<'a, N: Named> {
-    net: &'a N,
-    path: Vec<String>,
-    ids: BTreeMap<String, u64>,
-}
-
-impl<N: Named> ModuleVisitor for Ids<'_, N> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        self.ids.insert(self.net.param_name(&self.path.join(".")), param.id.val());
-    }
-}
-
 /// Parameter ids by external name: what the optimizer state is keyed by.
 pub fn param_ids<N: Named>(net: &N) -> BTreeMap<String, u64> {
-    let mut ids = Ids { net, path: Vec::new(), ids: BTreeMap::new() };
-    net.visit(&mut ids);
-    ids.ids
+    paths(net).into_values().collect()
 }
 
 /// The key prefix under which a file holds this network's parameters: none, or `model.` for a
 /// whole `IMMPrecond` state_dict.
 pub fn detect_prefix<N: Named>(net: &N, source: &Tensors) -> &'static str {
-    let mut paths = Paths { net, path: Vec::new(), names: BTreeMap::new() };
-    net.visit(&mut paths);
-    let first = paths.names.into_values().next().unwrap_or_default();
+    let first = paths(net).into_values().next().map(|(name, _)| name).unwrap_or_default();
     if source.get(&first).is_none() && source.get(&format!("model.{first}")).is_some() { "model." } else { "" }
 }
