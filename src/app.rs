@@ -183,7 +183,7 @@ pub fn sample_steps<N: Network, M: Method>(
 }
 
 /// Trains `method` on the preset's data, then evaluates the EMA weights and writes the run's files.
-pub fn train_and_evaluate<M: Method + Serialize + Clone>(
+pub fn train_and_evaluate<M: Method + Serialize + Clone + Send>(
     preset: &Preset,
     method: M,
     (device, device_choice): (&Device, DeviceChoice),
@@ -216,7 +216,12 @@ pub fn train_and_evaluate<M: Method + Serialize + Clone>(
     File::create(&metrics_path).map_err(|e| io_error(&metrics_path, e))?;
     let mut terminal = Terminal::new(label, train.total_nimg, metrics_path)?;
     let start = Instant::now();
-    let result = fit(&mut trainer, &mut data, || start.elapsed().as_secs_f64(), &mut terminal);
+    // The 2D MLP's ops are too small for the CPU backend's threads: one thread trains it ~25% faster.
+    let one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .map_err(|e| Error::new(format!("cannot start a worker thread: {e}")))?;
+    let result = one_thread.install(|| fit(&mut trainer, &mut data, || start.elapsed().as_secs_f64(), &mut terminal));
     terminal.finish();
     result?;
     let seconds = start.elapsed().as_secs_f64();
