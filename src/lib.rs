@@ -1,7 +1,8 @@
 //! Inductive Moment Matching (Zhou, Ermon, Song, ICML 2025) on burn.
 //!
 //! The five nouns: [`schedule`] (interpolant and time maths), [`precond`] (parameterisation of
-//! f_{s,t}), [`loss`] (IMM's MMD and flow matching), [`sampler`] (pushforward, restart, grids) and
+//! f_{s,t}), [`loss`] (IMM's MMD, with fused WGSL kernels in [`fused`], and flow matching),
+//! [`sampler`] (pushforward, restart, grids) and
 //! [`trainer`] (a loop that knows a [`trainer::Method`] but not which). [`method`] joins a loss and a
 //! sampler into a method; the networks ([`network`]'s MLP, [`songunet`]'s DDPM++), data
 //! ([`data2d`], [`images`]), weights on disk ([`safetensors`], [`weights`]) and [`presets`] supply
@@ -10,6 +11,7 @@
 
 pub mod data2d;
 pub mod eval;
+pub mod fused;
 #[cfg(not(target_family = "wasm"))]
 pub mod golden;
 pub mod images;
@@ -33,7 +35,11 @@ pub mod app;
 #[cfg(not(target_family = "wasm"))]
 pub mod app_images;
 #[cfg(not(target_family = "wasm"))]
+pub mod bench;
+#[cfg(not(target_family = "wasm"))]
 pub mod plot;
+#[cfg(target_family = "wasm")]
+pub mod web;
 
 use burn::tensor::{Device, Tensor, TensorData};
 

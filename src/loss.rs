@@ -1,5 +1,6 @@
 //! Training losses: IMM's grouped Laplace-kernel MMD ([P] §4.1, Eq. 12, App. C.4/C.8/C.9) and the
-//! conditional flow-matching baseline. Plain burn tensor ops: the reference for fused kernels.
+//! conditional flow-matching baseline. `mmd_reference` is plain burn tensor ops, the reference for
+//! the fused kernels of `fused.rs`; `mmd` picks between them by device.
 
 use burn::tensor::Tensor;
 
@@ -41,13 +42,30 @@ fn distances(a: Tensor<3>, b: Tensor<3>) -> Tensor<3> {
     diff.square().sum_dim(3).reshape([g, m, m]).clamp_min(1e-8).sqrt()
 }
 
-/// Per-group MMD^2 as a V-statistic (diagonal included) with k(a, b) = exp(-w ||a - b|| / D).
+/// Per-group MMD^2 as a V-statistic (diagonal included) with k(a, b) = exp(-w ||a - b|| / D),
+/// differentiable in y_t; y_r is the stop-gradient target. Runs the fused WGSL kernels on wgpu
+/// devices (f32, M <= 16) and `mmd_reference` elsewhere.
 ///
 /// # Shapes
 /// - y_t, y_r: [G, M, D]
 /// - kernel_scale: [G], w = 1 / |c_out(s, t)| of the group
 /// - output: [G]
 pub fn mmd(y_t: Tensor<3>, y_r: Tensor<3>, kernel_scale: Tensor<1>) -> Tensor<1> {
+    let [_, m, _] = y_t.dims();
+    if m <= 16 && crate::fused::supported(&y_t.device(), y_t.dtype()) {
+        crate::fused::mmd(y_t, y_r, kernel_scale)
+    } else {
+        mmd_reference(y_t, y_r.detach(), kernel_scale)
+    }
+}
+
+/// `mmd` in plain burn tensor ops.
+///
+/// # Shapes
+/// - y_t, y_r: [G, M, D]
+/// - kernel_scale: [G]
+/// - output: [G]
+pub fn mmd_reference(y_t: Tensor<3>, y_r: Tensor<3>, kernel_scale: Tensor<1>) -> Tensor<1> {
     let [g, _, d] = y_t.dims();
     let scale = kernel_scale.reshape([g, 1, 1]).div_scalar(-(d as f32));
     let mean_k_minus_1 =

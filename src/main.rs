@@ -90,6 +90,11 @@ enum Command {
     },
     /// List the presets.
     Presets,
+    /// Print speed figures.
+    Bench {
+        #[command(subcommand)]
+        what: Bench,
+    },
     /// Check the network, losses, gradients, time maths and samplers against a golden file of the
     /// official code (layout: shared/golden/README.md; manifest: same stem, .json).
     Golden {
@@ -97,6 +102,29 @@ enum Command {
         file: PathBuf,
         /// Compute device.
         #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+        device: DeviceChoice,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// The fused WGSL MMD against the reference tensor ops: checks their agreement, then times
+    /// forward + backward of both (default: the paper's CIFAR-10 batch, B = 4096 as 1024 x 4).
+    Mmd {
+        /// Groups, G.
+        #[arg(long, default_value_t = 1024, allow_negative_numbers = true, value_parser = positive_usize)]
+        groups: usize,
+        /// Particles per group, M (1 to 16).
+        #[arg(long, default_value_t = 4, allow_negative_numbers = true, value_parser = positive_usize)]
+        particles: usize,
+        /// Dimension of a particle, D (3072 for 32 x 32 RGB).
+        #[arg(long, default_value_t = 3072, allow_negative_numbers = true, value_parser = positive_usize)]
+        dim: usize,
+        /// Timed repetitions.
+        #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = positive_usize)]
+        iters: usize,
+        /// Compute device (the fused kernels run on wgpu).
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Wgpu)]
         device: DeviceChoice,
     },
 }
@@ -299,6 +327,9 @@ fn run(command: Command) -> Result<(), Error> {
             }
             println!("all {} tensors within tolerance", rows.len());
             Ok(())
+        }
+        Command::Bench { what: Bench::Mmd { groups, particles, dim, iters, device } } => {
+            imm::bench::mmd(&device.device()?.0, [groups, particles, dim], iters)
         }
         Command::Presets => {
             for name in names().into_iter().chain(IMAGE_PRESETS) {

@@ -1,5 +1,8 @@
-//! The same model code on wgpu: the IMM loss and its gradients equal the CPU (Flex) backend's.
+//! The same model code on wgpu: the IMM loss and its gradients equal the CPU (Flex) backend's, and
+//! the fused MMD kernels equal the reference ops.
 //! Without a GPU this runs on lavapipe, Mesa's software Vulkan (scripts/test.sh installs it).
+
+use std::sync::OnceLock;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
@@ -8,6 +11,12 @@ use imm::Rng;
 use imm::loss::{GroupTimes, imm_loss};
 use imm::network::MlpConfig;
 use imm::presets::preset;
+
+/// The wgpu device, initialised once per process as wgpu requires.
+fn gpu() -> Device {
+    static GPU: OnceLock<Device> = OnceLock::new();
+    GPU.get_or_init(|| Device::wgpu_options().init().expect("a wgpu adapter (lavapipe without a GPU)")).clone()
+}
 
 /// Every float parameter's gradient, flattened, in visiting order.
 struct Grads<'a>(&'a GradientsParams, Vec<Vec<f32>>);
@@ -42,14 +51,34 @@ fn loss_and_grads(device: Device) -> (f32, Vec<Vec<f32>>) {
 
 #[test]
 fn imm_loss_and_gradients_on_wgpu_equal_the_cpu() {
-    let gpu = Device::wgpu_options().init().expect("a wgpu adapter (lavapipe without a GPU)");
     let (loss_cpu, grads_cpu) = loss_and_grads(Device::flex());
-    let (loss_gpu, grads_gpu) = loss_and_grads(gpu);
+    let (loss_gpu, grads_gpu) = loss_and_grads(gpu());
     assert!((loss_cpu - loss_gpu).abs() <= 1e-4 * loss_cpu.abs(), "loss {loss_cpu} vs {loss_gpu}");
     assert_eq!(grads_cpu.len(), grads_gpu.len());
     for (i, (a, b)) in grads_cpu.iter().zip(&grads_gpu).enumerate() {
         let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
         let err = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
         assert!(scale > 0.0 && err <= 1e-3 * scale, "parameter {i}: gradient error {err} over {scale}");
+    }
+}
+
+/// The fused WGSL MMD equals the reference ops in value and gradient, over shapes that are not
+/// multiples of the workgroup or tile sizes, every M from 1 to 16, and a clamped distance.
+#[test]
+fn fused_mmd_kernels_equal_the_reference() {
+    use burn::tensor::DType;
+    use imm::fused::{comparison, relative_error, supported, test_shapes};
+    let gpu = gpu();
+    assert!(supported(&gpu, DType::F32) && !supported(&Device::flex(), DType::F32));
+    let read = |t: Tensor<1>| t.into_data().try_into_vec::<f32>().unwrap();
+    let read3 = |t: Tensor<3>| t.into_data().try_into_vec::<f32>().unwrap();
+    for (i, shape) in test_shapes(7, 20, 300).into_iter().enumerate() {
+        let c = comparison(&gpu, shape, i as u64);
+        let (value, grad) = (read(c.fused.0), read3(c.fused.1));
+        let (want_value, want_grad) = (read(c.reference.0), read3(c.reference.1));
+        let (e_value, e_grad) = (relative_error(&value, &want_value), relative_error(&grad, &want_grad));
+        assert!(e_value <= 1e-4, "{shape:?}: MMD relative error {e_value}: {value:?} vs {want_value:?}");
+        assert!(e_grad <= 1e-4, "{shape:?}: gradient relative error {e_grad}");
+        assert!(grad.iter().any(|&v| v != 0.0), "{shape:?}: the gradient is all zero");
     }
 }

@@ -1,0 +1,42 @@
+// A static server of the project root on 127.0.0.1 with the MIME types the page needs (.wasm,
+// .mjs). Run directly (scripts/web.sh serve) it listens on $PORT or 8080; tests import `serve`.
+import { createServer } from 'node:http';
+import { readFile } from 'node:fs/promises';
+import { extname, join, normalize, resolve, sep } from 'node:path';
+import { pathToFileURL } from 'node:url';
+
+const ROOT = resolve(new URL('..', import.meta.url).pathname);
+const TYPES = {
+  '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '.mjs': 'text/javascript',
+  '.css': 'text/css', '.wasm': 'application/wasm', '.json': 'application/json', '.png': 'image/png',
+  '.svg': 'image/svg+xml',
+};
+
+export function serve(port = 0) {
+  const server = createServer(async (req, res) => {
+    const path = normalize(decodeURIComponent(new URL(req.url, 'http://localhost').pathname));
+    const file = join(ROOT, path.endsWith('/') ? join(path, 'index.html') : path);
+    if (file !== ROOT && !file.startsWith(ROOT + sep)) {
+      res.writeHead(403).end();
+      return;
+    }
+    try {
+      const body = await readFile(file);
+      res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream' }).end(body);
+    } catch {
+      res.writeHead(404).end();
+    }
+  });
+  return new Promise((ok, fail) => {
+    server.once('error', fail);
+    server.listen(port, '127.0.0.1', () => ok(server));
+  });
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const port = Number(process.env.PORT ?? 8080);
+  serve(port).then(
+    () => console.log(`serving ${ROOT} at http://127.0.0.1:${port}/ (Ctrl-C stops)`),
+    (e) => { console.error(`cannot listen on 127.0.0.1:${port}: ${e.message}`); process.exit(1); },
+  );
+}

@@ -1,0 +1,96 @@
+//! Benchmarks that print figures (`imm bench ...`); speed targets are checked here, never in tests.
+
+use std::time::Instant;
+
+use burn::tensor::{DType, Device, Distribution, Tensor, TensorData};
+
+use crate::Error;
+use crate::fused::{REFERENCE_CHUNK_BYTES, comparison, mmd_reference_chunked, relative_error, supported};
+
+/// The largest relative error the fused MMD may have against the reference.
+pub const MMD_TOLERANCE: f32 = 1e-4;
+
+fn sync(device: &Device) -> Result<(), Error> {
+    device.sync().map_err(|e| Error::new(format!("device error: {e:?}")))
+}
+
+fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, Error> {
+    let data = t.try_into_data().map_err(|e| Error::new(format!("device error: {e}")))?;
+    data.convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::new(format!("{e:?}")))
+}
+
+/// Mean milliseconds of `run` over `iters` calls after two warm-up calls, the device drained.
+fn time_ms(device: &Device, iters: usize, mut run: impl FnMut()) -> Result<f64, Error> {
+    for _ in 0..2 {
+        run();
+    }
+    sync(device)?;
+    let start = Instant::now();
+    for _ in 0..iters {
+        run();
+    }
+    sync(device)?;
+    Ok(start.elapsed().as_secs_f64() * 1e3 / iters as f64)
+}
+
+/// Forward and backward of one MMD implementation on fixed random inputs.
+fn time_mmd(
+    device: &Device,
+    [g, m, d]: [usize; 3],
+    iters: usize,
+    f: fn(Tensor<3>, Tensor<3>, Tensor<1>) -> Tensor<1>,
+) -> Result<f64, Error> {
+    let device = device.clone().autodiff();
+    let y_t = Tensor::<3>::random([g, m, d], Distribution::Normal(0.0, 1.0), &device).require_grad();
+    let y_r = Tensor::<3>::random([g, m, d], Distribution::Normal(0.0, 1.0), &device);
+    let scale = Tensor::<1>::from_data(TensorData::new(vec![10f32; g], [g]), &device);
+    time_ms(&device, iters, || {
+        let grads = f(y_t.clone(), y_r.clone(), scale.clone()).sum().backward();
+        drop(y_t.grad(&grads));
+    })
+}
+
+/// `imm bench mmd`: checks the fused MMD against the reference on one set of inputs (an error
+/// over [`MMD_TOLERANCE`]), then times forward + backward of both (the reference a few groups per
+/// launch where its intermediates would exceed wgpu's buffer limits) and relates the fused time to
+/// the bandwidth floor: y_t and y_r read once, dL/dy_t written once, at the device's streaming
+/// bandwidth (measured as x + 1 over as many floats).
+pub fn mmd(device: &Device, shape: [usize; 3], iters: usize) -> Result<(), Error> {
+    let [g, m, d] = shape;
+    if !supported(device, DType::F32) {
+        return Err(Error::new("the fused MMD kernels run on wgpu devices: use --device wgpu"));
+    }
+    if !(1..=16).contains(&m) {
+        return Err(Error::new(format!("--particles must be 1 to 16, not {m}")));
+    }
+    println!("MMD, G = {g} groups of M = {m} particles of D = {d}: forward + backward, mean of {iters}");
+    let c = comparison(device, shape, 0);
+    let e_value = relative_error(&read(c.fused.0)?, &read(c.reference.0)?);
+    let e_grad = relative_error(&read(c.fused.1)?, &read(c.reference.1)?);
+    println!("check against the reference: relative error {e_value:.2e} (values), {e_grad:.2e} (gradients)");
+    if e_value > MMD_TOLERANCE || e_grad > MMD_TOLERANCE {
+        return Err(Error::new(format!("the fused MMD differs from the reference by more than {MMD_TOLERANCE:e}")));
+    }
+
+    let reference = time_mmd(device, shape, iters, mmd_reference_chunked)?;
+    let fused = time_mmd(device, shape, iters, crate::fused::mmd)?;
+    let n = g * m * d;
+    let x = Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), device);
+    let copy = time_ms(device, iters, || drop(x.clone().add_scalar(1.0)))?;
+    let stream_gbs = (2 * n * 4) as f64 / copy / 1e6;
+    let floor_bytes = (3 * n + 3 * g) * 4;
+    let floor = floor_bytes as f64 / stream_gbs / 1e6;
+    let gbs = |ms: f64| floor_bytes as f64 / ms / 1e6;
+    println!("{:<24} {:>10} {:>14}", "", "ms", "GB/s at floor");
+    let chunk = (REFERENCE_CHUNK_BYTES / (m * m * d * 4)).max(1).min(g);
+    println!("{:<24} {reference:>10.3} {:>14.1}  ({chunk} groups per launch)", "reference tensor ops", gbs(reference));
+    println!("{:<24} {fused:>10.3} {:>14.1}", "fused WGSL kernels", gbs(fused));
+    println!("speed-up: {:.1}x", reference / fused);
+    println!(
+        "floor: {:.1} MB (inputs read once, outputs written once) at the streaming bandwidth of {stream_gbs:.1} GB/s \
+         = {floor:.3} ms; fused = {:.2}x the floor",
+        floor_bytes as f64 / 1e6,
+        fused / floor
+    );
+    Ok(())
+}

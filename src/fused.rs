@@ -1,0 +1,280 @@
+//! The grouped MMD as two hand-written WGSL kernels (`shaders/mmd_*.wgsl`) inside burn's
+//! autodiff: the forward pass reads each group's rows once and writes the per-group MMD and the
+//! coefficients of its gradient; the backward pass turns them into dL/dy_t. `loss::mmd` picks this
+//! path on wgpu devices (which compile WGSL: Vulkan, Metal, DX12, WebGPU) and the plain tensor ops
+//! of `loss::mmd_reference` elsewhere.
+
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::wgpu::{CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous};
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, DispatchDevice, backend_extension, tensor::FloatTensor};
+use burn::cubecl::server::KernelArguments;
+use burn::cubecl::prelude::KernelId;
+use burn::cubecl::{CubeCount, CubeDim};
+use burn::backend::TensorMetadata;
+use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
+
+/// Threads per workgroup of both kernels (the shaders' `@workgroup_size`).
+const WORKGROUP: u32 = 256;
+/// The most workgroups per dispatch dimension WebGPU guarantees.
+const MAX_DISPATCH: u32 = 65_535;
+
+/// Whether `loss::mmd` runs the fused kernels for tensors on this device and of this type.
+pub fn supported(device: &Device, dtype: DType) -> bool {
+    let wgpu = matches!(device.clone().inner().as_dispatch(), DispatchDevice::Cube(burn::cubecl::Device::Wgpu(_)));
+    wgpu && dtype == DType::F32
+}
+
+/// Per-group MMD^2 through the fused kernels, differentiable in y_t (y_r is a target: no gradient).
+///
+/// # Shapes
+/// - y_t, y_r: [G, M, D] with 1 <= M <= 16
+/// - kernel_scale: [G]
+/// - output: [G]
+pub fn mmd(y_t: Tensor<3>, y_r: Tensor<3>, kernel_scale: Tensor<1>) -> Tensor<1> {
+    let (mmd, _) =
+        <Dispatch as FusedMmd>::fused_mmd(y_t.into_dispatch(), y_r.detach().into_dispatch(), kernel_scale.into_dispatch());
+    Tensor::from_dispatch(mmd)
+}
+
+/// Outputs of the fused MMD and of the reference on the same inputs: values [G] and dL/dy_t
+/// [G, M, D] of sum_g v_g mmd_g for random v_g > 0.
+pub struct Comparison {
+    pub fused: (Tensor<1>, Tensor<3>),
+    pub reference: (Tensor<1>, Tensor<3>),
+}
+
+/// Runs both paths on one set of random inputs of shape [G, M, D] on `device`, with a repeated
+/// particle in the first group (M >= 2) so that the distance clamp is exercised off the diagonal.
+/// The reference runs as [`mmd_reference_chunked`]. Tests and `imm bench mmd` read the outputs and
+/// compare them with [`relative_error`].
+pub fn comparison(device: &Device, [groups, particles, dim]: [usize; 3], seed: u64) -> Comparison {
+    let device = device.clone().autodiff();
+    let mut rng = crate::Rng::new(seed);
+    let mut y_t = rng.normal_vec(groups * particles * dim, 1.0);
+    if particles >= 2 {
+        y_t.copy_within(0..dim, dim);
+    }
+    let y_r = rng.normal_vec(groups * particles * dim, 1.0);
+    let scale: Vec<f32> = (0..groups).map(|_| rng.uniform_in(0.5, 30.0) as f32).collect();
+    let v: Vec<f32> = (0..groups).map(|_| rng.uniform_in(0.5, 2.0) as f32).collect();
+    let shape = [groups, particles, dim];
+    let run = |f: fn(Tensor<3>, Tensor<3>, Tensor<1>) -> Tensor<1>| {
+        let y_t = Tensor::<3>::from_data(TensorData::new(y_t.clone(), shape), &device).require_grad();
+        let y_r = Tensor::<3>::from_data(TensorData::new(y_r.clone(), shape), &device);
+        let scale = Tensor::<1>::from_data(TensorData::new(scale.clone(), [groups]), &device);
+        let v = Tensor::<1>::from_data(TensorData::new(v.clone(), [groups]), &device);
+        let mmd = f(y_t.clone(), y_r, scale);
+        let grads = (mmd.clone() * v).sum().backward();
+        (mmd.inner(), y_t.grad(&grads).expect("y_t has a gradient"))
+    };
+    Comparison { fused: run(mmd), reference: run(mmd_reference_chunked) }
+}
+
+/// Bytes of the reference's [G, M, M, D] intermediates per launch in [`mmd_reference_chunked`].
+pub const REFERENCE_CHUNK_BYTES: usize = 64 << 20;
+
+/// The reference over a few groups at a time (groups are independent), so that its [G, M, M, D]
+/// intermediates stay within wgpu's buffer limits: at the paper's batch (G = 1024, M = 4,
+/// D = 3072) one is 201 MB, over lavapipe's 128 MiB.
+///
+/// # Shapes
+/// - y_t, y_r: [G, M, D]; kernel_scale: [G]; output: [G]
+pub fn mmd_reference_chunked(y_t: Tensor<3>, y_r: Tensor<3>, kernel_scale: Tensor<1>) -> Tensor<1> {
+    let [groups, m, d] = y_t.dims();
+    let chunk = (REFERENCE_CHUNK_BYTES / (m * m * d * size_of::<f32>())).max(1);
+    let parts = (0..groups)
+        .step_by(chunk)
+        .map(|start| {
+            let n = chunk.min(groups - start);
+            crate::loss::mmd_reference(
+                y_t.clone().narrow(0, start, n),
+                y_r.clone().narrow(0, start, n),
+                kernel_scale.clone().narrow(0, start, n),
+            )
+        })
+        .collect();
+    Tensor::cat(parts, 0)
+}
+
+/// `count` random shapes [G, M, D] for tests (M cycling through 1..=16, D up to `max_dim` and
+/// mostly not a multiple of 4 or of the tile), after fixed edge cases: M = 1, D = 1, D a tile and
+/// one past it, M = 16.
+pub fn test_shapes(seed: u64, count: usize, max_dim: usize) -> Vec<[usize; 3]> {
+    let mut rng = crate::Rng::new(seed);
+    let fixed = [[1, 1, 1], [2, 2, 1], [3, 4, 64], [5, 4, 65], [1, 16, 257], [70, 4, 7]];
+    let random = (0..count).map(|i| {
+        let g = 1 + (rng.next_u64() % 4) as usize;
+        [g, 1 + i % 16, 1 + (rng.next_u64() % max_dim as u64) as usize]
+    });
+    fixed.into_iter().filter(|s| s[2] <= max_dim).chain(random.collect::<Vec<_>>()).collect()
+}
+
+/// max |ours - reference| / max |reference| (0 when both are zero; NaN anywhere gives infinity).
+pub fn relative_error(ours: &[f32], reference: &[f32]) -> f32 {
+    assert_eq!(ours.len(), reference.len());
+    if ours.iter().any(|v| !v.is_finite()) {
+        return f32::INFINITY;
+    }
+    let err = ours.iter().zip(reference).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
+    if err == 0.0 { 0.0 } else { err / scale }
+}
+
+/// The two kernels as a backend operation.
+#[backend_extension(Cube, Autodiff)]
+pub trait FusedMmd: Backend {
+    /// Returns the per-group MMD [G] and the gradient coefficients [G, 2, M, M].
+    fn fused_mmd(
+        y_t: FloatTensor<Self>,
+        y_r: FloatTensor<Self>,
+        kernel_scale: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// dL/dy_t [G, M, D] from the coefficients and dL/dmmd [G].
+    fn fused_mmd_backward(
+        y_t: FloatTensor<Self>,
+        y_r: FloatTensor<Self>,
+        coef: FloatTensor<Self>,
+        grad_mmd: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Pass {
+    Forward,
+    Backward,
+}
+
+/// One of the two shaders, specialised to the sizes (constant loop bounds).
+#[derive(Debug)]
+struct MmdKernel {
+    pass: Pass,
+    groups: usize,
+    particles: usize,
+    dim: usize,
+}
+
+impl KernelSource for MmdKernel {
+    fn source(&self) -> SourceTemplate {
+        let text = match self.pass {
+            Pass::Forward => include_str!("../shaders/mmd_forward.wgsl"),
+            Pass::Backward => include_str!("../shaders/mmd_backward.wgsl"),
+        };
+        // Natively, cubecl sub-allocates tensors from shared buffers, where a read-only binding next
+        // to the written output is a usage conflict; in the browser every tensor has its own buffer,
+        // and WebGPU refuses two writable bindings of one buffer (y_t = y_r).
+        let access = if cfg!(target_family = "wasm") { "read" } else { "read_write" };
+        SourceTemplate::new(text)
+            .register("m", self.particles.to_string())
+            .register("d", self.dim.to_string())
+            .register("g", self.groups.to_string())
+            .register("access", access)
+    }
+
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info((self.pass, self.groups, self.particles, self.dim))
+    }
+
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+/// A workgroup grid of at least `n` workgroups within the per-dimension limit; the shaders fold
+/// (x, y) back into one index and skip those past the end.
+fn grid(n: usize) -> CubeCount {
+    let n = u32::try_from(n).expect("workgroup count fits in u32");
+    let y = n.div_ceil(MAX_DISPATCH);
+    CubeCount::Static(n.div_ceil(y), y, 1)
+}
+
+fn dims3(t: &CubeTensor) -> [usize; 3] {
+    let shape = t.shape();
+    assert_eq!(shape.num_dims(), 3, "the fused MMD takes [G, M, D] tensors");
+    [shape[0], shape[1], shape[2]]
+}
+
+fn empty_like(like: &CubeTensor, shape: Shape) -> CubeTensor {
+    let handle = like.client.empty(shape.num_elements() * size_of::<f32>());
+    CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), shape, handle, DType::F32)
+}
+
+fn launch(kernel: MmdKernel, count: CubeCount, tensors: &[&CubeTensor]) {
+    let client = tensors[0].client.clone();
+    let bindings = tensors.iter().map(|t| t.handle.clone().binding()).collect();
+    client.launch(
+        Box::new(SourceKernel::new(kernel, CubeDim::new_1d(WORKGROUP))),
+        count,
+        KernelArguments::new().with_buffers(bindings),
+    );
+}
+
+impl FusedMmd for CubeBackend {
+    fn fused_mmd(y_t: CubeTensor, y_r: CubeTensor, kernel_scale: CubeTensor) -> (CubeTensor, CubeTensor) {
+        let [groups, particles, dim] = dims3(&y_t);
+        assert_eq!(dims3(&y_r), [groups, particles, dim], "y_t and y_r differ in shape");
+        assert!((1..=16).contains(&particles), "the fused MMD takes 1 to 16 particles per group, not {particles}");
+        let (y_t, y_r, kernel_scale) = (into_contiguous(y_t), into_contiguous(y_r), into_contiguous(kernel_scale));
+        let mmd = empty_like(&y_t, Shape::new([groups]));
+        let coef = empty_like(&y_t, Shape::new([groups, 2, particles, particles]));
+        let kernel = MmdKernel { pass: Pass::Forward, groups, particles, dim };
+        launch(kernel, grid(groups), &[&y_t, &y_r, &kernel_scale, &mmd, &coef]);
+        (mmd, coef)
+    }
+
+    fn fused_mmd_backward(y_t: CubeTensor, y_r: CubeTensor, coef: CubeTensor, grad_mmd: CubeTensor) -> CubeTensor {
+        let [groups, particles, dim] = dims3(&y_t);
+        let (y_t, y_r, coef, grad_mmd) =
+            (into_contiguous(y_t), into_contiguous(y_r), into_contiguous(coef), into_contiguous(grad_mmd));
+        let grad_y_t = empty_like(&y_t, Shape::new([groups, particles, dim]));
+        let kernel = MmdKernel { pass: Pass::Backward, groups, particles, dim };
+        let count = grid((groups * dim).div_ceil(WORKGROUP as usize));
+        launch(kernel, count, &[&y_t, &y_r, &coef, &grad_mmd, &grad_y_t]);
+        grad_y_t
+    }
+}
+
+/// The autodiff node of the fused MMD; its state is what the backward kernel reads.
+#[derive(Debug)]
+struct MmdBackward;
+
+impl<B: Backend + FusedMmd> Backward<B, 1> for MmdBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad_mmd = grads.consume::<B>(&ops.node);
+        if let [Some(parent)] = ops.parents {
+            let (y_t, y_r, coef) = ops.state;
+            grads.register::<B>(parent.id, B::fused_mmd_backward(y_t, y_r, coef, grad_mmd));
+        }
+    }
+}
+
+impl<B: Backend + FusedMmd, C: CheckpointStrategy> FusedMmd for Autodiff<B, C> {
+    fn fused_mmd(
+        y_t: FloatTensor<Self>,
+        y_r: FloatTensor<Self>,
+        kernel_scale: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (y_r, kernel_scale) = (Self::inner(y_r), Self::inner(kernel_scale));
+        let (mmd, coef) = B::fused_mmd(y_t.primitive().clone(), y_r.clone(), kernel_scale);
+        let mmd = match MmdBackward.prepare::<C>([y_t.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((y_t.into_primitive(), y_r, coef.clone()), mmd),
+            OpsKind::UnTracked(prep) => prep.finish(mmd),
+        };
+        (mmd, Self::from_inner(coef))
+    }
+
+    fn fused_mmd_backward(
+        y_t: FloatTensor<Self>,
+        y_r: FloatTensor<Self>,
+        coef: FloatTensor<Self>,
+        grad_mmd: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let grad =
+            B::fused_mmd_backward(Self::inner(y_t), Self::inner(y_r), Self::inner(coef), Self::inner(grad_mmd));
+        Self::from_inner(grad)
+    }
+}
