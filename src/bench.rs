@@ -5,7 +5,7 @@ use std::time::Instant;
 use burn::tensor::{DType, Device, Distribution, Tensor, TensorData};
 
 use crate::Error;
-use crate::fused::{REFERENCE_CHUNK_BYTES, comparison, mmd_reference_chunked, relative_error, supported};
+use crate::fused::{Kernels, REFERENCE_CHUNK_BYTES, comparison, kernels_for, mmd_reference_chunked, mmd_with, relative_error};
 
 /// The largest relative error the fused MMD may have against the reference.
 pub const MMD_TOLERANCE: f32 = 1e-4;
@@ -38,7 +38,7 @@ fn time_mmd(
     device: &Device,
     [g, m, d]: [usize; 3],
     iters: usize,
-    f: fn(Tensor<3>, Tensor<3>, Tensor<1>) -> Tensor<1>,
+    f: impl Fn(Tensor<3>, Tensor<3>, Tensor<1>) -> Tensor<1>,
 ) -> Result<f64, Error> {
     let device = device.clone().autodiff();
     let y_t = Tensor::<3>::random([g, m, d], Distribution::Normal(0.0, 1.0), &device).require_grad();
@@ -57,23 +57,27 @@ fn time_mmd(
 /// bandwidth (measured as x + 1 over as many floats).
 pub fn mmd(device: &Device, shape: [usize; 3], iters: usize) -> Result<(), Error> {
     let [g, m, d] = shape;
-    if !supported(device, DType::F32) {
-        return Err(Error::new("the fused MMD kernels run on wgpu devices: use --device wgpu"));
-    }
+    // On wgpu both implementations run: the WGSL one is used there, the CubeCL one on CUDA.
+    let implementations = match kernels_for(device, DType::F32) {
+        Some(Kernels::Wgsl) => vec![Kernels::Wgsl, Kernels::CubeCl],
+        Some(Kernels::CubeCl) => vec![Kernels::CubeCl],
+        None => return Err(Error::new("the fused MMD kernels run on wgpu (and CUDA) devices: use --device wgpu")),
+    };
     if !(1..=16).contains(&m) {
         return Err(Error::new(format!("--particles must be 1 to 16, not {m}")));
     }
     println!("MMD, G = {g} groups of M = {m} particles of D = {d}: forward + backward, mean of {iters}");
-    let c = comparison(device, shape, 0);
-    let e_value = relative_error(&read(c.fused.0)?, &read(c.reference.0)?);
-    let e_grad = relative_error(&read(c.fused.1)?, &read(c.reference.1)?);
-    println!("check against the reference: relative error {e_value:.2e} (values), {e_grad:.2e} (gradients)");
-    if e_value > MMD_TOLERANCE || e_grad > MMD_TOLERANCE {
-        return Err(Error::new(format!("the fused MMD differs from the reference by more than {MMD_TOLERANCE:e}")));
+    for &kernels in &implementations {
+        let c = comparison(device, shape, 0, kernels);
+        let e_value = relative_error(&read(c.fused.0)?, &read(c.reference.0)?);
+        let e_grad = relative_error(&read(c.fused.1)?, &read(c.reference.1)?);
+        println!("check of {kernels:?} against the reference: relative error {e_value:.2e} (values), {e_grad:.2e} (gradients)");
+        if e_value > MMD_TOLERANCE || e_grad > MMD_TOLERANCE {
+            return Err(Error::new(format!("the fused MMD differs from the reference by more than {MMD_TOLERANCE:e}")));
+        }
     }
 
     let reference = time_mmd(device, shape, iters, mmd_reference_chunked)?;
-    let fused = time_mmd(device, shape, iters, crate::fused::mmd)?;
     let n = g * m * d;
     let x = Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), device);
     let copy = time_ms(device, iters, || drop(x.clone().add_scalar(1.0)))?;
@@ -81,16 +85,17 @@ pub fn mmd(device: &Device, shape: [usize; 3], iters: usize) -> Result<(), Error
     let floor_bytes = (3 * n + 3 * g) * 4;
     let floor = floor_bytes as f64 / stream_gbs / 1e6;
     let gbs = |ms: f64| floor_bytes as f64 / ms / 1e6;
-    println!("{:<24} {:>10} {:>14}", "", "ms", "GB/s at floor");
     let chunk = (REFERENCE_CHUNK_BYTES / (m * m * d * 4)).max(1).min(g);
-    println!("{:<24} {reference:>10.3} {:>14.1}  ({chunk} groups per launch)", "reference tensor ops", gbs(reference));
-    println!("{:<24} {fused:>10.3} {:>14.1}", "fused WGSL kernels", gbs(fused));
-    println!("speed-up: {:.1}x", reference / fused);
+    println!("{:<24} {:>10} {:>14} {:>9} {:>10}", "", "ms", "GB/s at floor", "speed-up", "x floor");
+    println!("{:<24} {reference:>10.3} {:>14.1} {:>9} {:>10.2}  ({chunk} groups per launch)", "reference tensor ops", gbs(reference), "1.0x", reference / floor);
+    for kernels in implementations {
+        let fused = time_mmd(device, shape, iters, |a, b, c| mmd_with(a, b, c, kernels))?;
+        let name = format!("fused {kernels:?} kernels");
+        println!("{name:<24} {fused:>10.3} {:>14.1} {:>8.1}x {:>10.2}", gbs(fused), reference / fused, fused / floor);
+    }
     println!(
-        "floor: {:.1} MB (inputs read once, outputs written once) at the streaming bandwidth of {stream_gbs:.1} GB/s \
-         = {floor:.3} ms; fused = {:.2}x the floor",
-        floor_bytes as f64 / 1e6,
-        fused / floor
+        "floor: {:.1} MB (inputs read once, outputs written once) at the streaming bandwidth of {stream_gbs:.1} GB/s (x + 1) = {floor:.3} ms",
+        floor_bytes as f64 / 1e6
     );
     Ok(())
 }

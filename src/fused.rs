@@ -1,8 +1,9 @@
-//! The grouped MMD as two hand-written WGSL kernels (`shaders/mmd_*.wgsl`) inside burn's
-//! autodiff: the forward pass reads each group's rows once and writes the per-group MMD and the
-//! coefficients of its gradient; the backward pass turns them into dL/dy_t. `loss::mmd` picks this
-//! path on wgpu devices (which compile WGSL: Vulkan, Metal, DX12, WebGPU) and the plain tensor ops
-//! of `loss::mmd_reference` elsewhere.
+//! The grouped MMD as two fused kernels inside burn's autodiff: the forward pass reads each
+//! group's rows once and writes the per-group MMD and the coefficients of its gradient; the
+//! backward pass turns them into dL/dy_t. Hand-written WGSL (`shaders/mmd_*.wgsl`) on wgpu devices
+//! (Vulkan, Metal, DX12, WebGPU), the same kernels in CubeCL (`fused_cube.rs`) on the other cubecl
+//! runtimes (CUDA, ROCm), where WGSL cannot run. `loss::mmd` picks this path on those devices and
+//! the plain tensor ops of `loss::mmd_reference` elsewhere.
 
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
@@ -11,6 +12,7 @@ use burn::backend::wgpu::{CubeBackend, CubeTensor, KernelSource, SourceKernel, S
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, DispatchDevice, backend_extension, tensor::FloatTensor};
 use burn::cubecl::server::KernelArguments;
 use burn::cubecl::prelude::KernelId;
+use burn::cubecl::prelude::BufferArg;
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::backend::TensorMetadata;
 use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
@@ -20,21 +22,50 @@ const WORKGROUP: u32 = 256;
 /// The most workgroups per dispatch dimension WebGPU guarantees.
 const MAX_DISPATCH: u32 = 65_535;
 
-/// Whether `loss::mmd` runs the fused kernels for tensors on this device and of this type.
-pub fn supported(device: &Device, dtype: DType) -> bool {
-    let wgpu = matches!(device.clone().inner().as_dispatch(), DispatchDevice::Cube(burn::cubecl::Device::Wgpu(_)));
-    wgpu && dtype == DType::F32
+/// The two implementations of the kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernels {
+    /// `shaders/mmd_*.wgsl`, for the wgpu runtime.
+    Wgsl,
+    /// `fused_cube.rs`, compiled by cubecl for any of its runtimes.
+    CubeCl,
 }
 
-/// Per-group MMD^2 through the fused kernels, differentiable in y_t (y_r is a target: no gradient).
+/// The kernels `loss::mmd` runs for tensors on this device and of this type, if any.
+pub fn kernels_for(device: &Device, dtype: DType) -> Option<Kernels> {
+    match device.clone().inner().as_dispatch() {
+        _ if dtype != DType::F32 => None,
+        DispatchDevice::Cube(burn::cubecl::Device::Wgpu(_)) => Some(Kernels::Wgsl),
+        DispatchDevice::Cube(_) => Some(Kernels::CubeCl),
+        _ => None,
+    }
+}
+
+/// Per-group MMD^2 through the fused kernels of this device, differentiable in y_t (y_r is a
+/// target: no gradient). Panics on a device without them (see [`kernels_for`]).
 ///
 /// # Shapes
 /// - y_t, y_r: [G, M, D] with 1 <= M <= 16
 /// - kernel_scale: [G]
 /// - output: [G]
 pub fn mmd(y_t: Tensor<3>, y_r: Tensor<3>, kernel_scale: Tensor<1>) -> Tensor<1> {
-    let (mmd, _) =
-        <Dispatch as FusedMmd>::fused_mmd(y_t.into_dispatch(), y_r.detach().into_dispatch(), kernel_scale.into_dispatch());
+    let kernels = kernels_for(&y_t.device(), y_t.dtype()).expect("a device with fused MMD kernels");
+    mmd_with(y_t, y_r, kernel_scale, kernels)
+}
+
+/// [`mmd`] with a chosen implementation (both run on wgpu).
+///
+/// # Shapes
+/// - y_t, y_r: [G, M, D] with 1 <= M <= 16
+/// - kernel_scale: [G]
+/// - output: [G]
+pub fn mmd_with(y_t: Tensor<3>, y_r: Tensor<3>, kernel_scale: Tensor<1>, kernels: Kernels) -> Tensor<1> {
+    let (mmd, _) = <Dispatch as FusedMmd>::fused_mmd(
+        y_t.into_dispatch(),
+        y_r.detach().into_dispatch(),
+        kernel_scale.into_dispatch(),
+        kernels,
+    );
     Tensor::from_dispatch(mmd)
 }
 
@@ -45,11 +76,11 @@ pub struct Comparison {
     pub reference: (Tensor<1>, Tensor<3>),
 }
 
-/// Runs both paths on one set of random inputs of shape [G, M, D] on `device`, with a repeated
-/// particle in the first group (M >= 2) so that the distance clamp is exercised off the diagonal.
-/// The reference runs as [`mmd_reference_chunked`]. Tests and `imm bench mmd` read the outputs and
-/// compare them with [`relative_error`].
-pub fn comparison(device: &Device, [groups, particles, dim]: [usize; 3], seed: u64) -> Comparison {
+/// Runs `kernels` and the reference on one set of random inputs of shape [G, M, D] on `device`,
+/// with a repeated particle in the first group (M >= 2) so that the distance clamp is exercised
+/// off the diagonal. The reference runs as [`mmd_reference_chunked`]. Tests and `imm bench mmd`
+/// read the outputs and compare them with [`relative_error`].
+pub fn comparison(device: &Device, [groups, particles, dim]: [usize; 3], seed: u64, kernels: Kernels) -> Comparison {
     let device = device.clone().autodiff();
     let mut rng = crate::Rng::new(seed);
     let mut y_t = rng.normal_vec(groups * particles * dim, 1.0);
@@ -60,7 +91,7 @@ pub fn comparison(device: &Device, [groups, particles, dim]: [usize; 3], seed: u
     let scale: Vec<f32> = (0..groups).map(|_| rng.uniform_in(0.5, 30.0) as f32).collect();
     let v: Vec<f32> = (0..groups).map(|_| rng.uniform_in(0.5, 2.0) as f32).collect();
     let shape = [groups, particles, dim];
-    let run = |f: fn(Tensor<3>, Tensor<3>, Tensor<1>) -> Tensor<1>| {
+    let run = |f: &dyn Fn(Tensor<3>, Tensor<3>, Tensor<1>) -> Tensor<1>| {
         let y_t = Tensor::<3>::from_data(TensorData::new(y_t.clone(), shape), &device).require_grad();
         let y_r = Tensor::<3>::from_data(TensorData::new(y_r.clone(), shape), &device);
         let scale = Tensor::<1>::from_data(TensorData::new(scale.clone(), [groups]), &device);
@@ -69,7 +100,10 @@ pub fn comparison(device: &Device, [groups, particles, dim]: [usize; 3], seed: u
         let grads = (mmd.clone() * v).sum().backward();
         (mmd.inner(), y_t.grad(&grads).expect("y_t has a gradient"))
     };
-    Comparison { fused: run(mmd), reference: run(mmd_reference_chunked) }
+    Comparison {
+        fused: run(&|y_t, y_r, scale| mmd_with(y_t, y_r, scale, kernels)),
+        reference: run(&mmd_reference_chunked),
+    }
 }
 
 /// Bytes of the reference's [G, M, M, D] intermediates per launch in [`mmd_reference_chunked`].
@@ -130,6 +164,7 @@ pub trait FusedMmd: Backend {
         y_t: FloatTensor<Self>,
         y_r: FloatTensor<Self>,
         kernel_scale: FloatTensor<Self>,
+        kernels: Kernels,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// dL/dy_t [G, M, D] from the coefficients and dL/dmmd [G].
@@ -138,6 +173,7 @@ pub trait FusedMmd: Backend {
         y_r: FloatTensor<Self>,
         coef: FloatTensor<Self>,
         grad_mmd: FloatTensor<Self>,
+        kernels: Kernels,
     ) -> FloatTensor<Self>;
 }
 
@@ -201,18 +237,36 @@ fn empty_like(like: &CubeTensor, shape: Shape) -> CubeTensor {
     CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), shape, handle, DType::F32)
 }
 
-fn launch(kernel: MmdKernel, count: CubeCount, tensors: &[&CubeTensor]) {
+/// Launches one pass of the chosen implementation on contiguous tensors (inputs, then the output(s)).
+fn launch(kernels: Kernels, kernel: MmdKernel, count: CubeCount, tensors: &[&CubeTensor]) {
     let client = tensors[0].client.clone();
-    let bindings = tensors.iter().map(|t| t.handle.clone().binding()).collect();
-    client.launch(
-        Box::new(SourceKernel::new(kernel, CubeDim::new_1d(WORKGROUP))),
-        count,
-        KernelArguments::new().with_buffers(bindings),
-    );
+    let cube_dim = CubeDim::new_1d(WORKGROUP);
+    let MmdKernel { pass, groups, particles: m, dim: d } = kernel;
+    match kernels {
+        Kernels::Wgsl => {
+            let bindings = tensors.iter().map(|t| t.handle.clone().binding()).collect();
+            client.launch(Box::new(SourceKernel::new(kernel, cube_dim)), count, KernelArguments::new().with_buffers(bindings));
+        }
+        Kernels::CubeCl => {
+            // SAFETY: each length is the tensor's element count, and the tensors are contiguous.
+            let [a, b, c, e, f] = [0, 1, 2, 3, 4].map(|i| unsafe {
+                BufferArg::from_raw_parts(tensors[i].handle.clone(), tensors[i].shape().num_elements())
+            });
+            match pass {
+                Pass::Forward => crate::fused_cube::mmd_forward::launch(&client, count, cube_dim, a, b, c, e, f, m, d, groups),
+                Pass::Backward => crate::fused_cube::mmd_backward::launch(&client, count, cube_dim, a, b, c, e, f, m, d, groups),
+            }
+        }
+    }
 }
 
 impl FusedMmd for CubeBackend {
-    fn fused_mmd(y_t: CubeTensor, y_r: CubeTensor, kernel_scale: CubeTensor) -> (CubeTensor, CubeTensor) {
+    fn fused_mmd(
+        y_t: CubeTensor,
+        y_r: CubeTensor,
+        kernel_scale: CubeTensor,
+        kernels: Kernels,
+    ) -> (CubeTensor, CubeTensor) {
         let [groups, particles, dim] = dims3(&y_t);
         assert_eq!(dims3(&y_r), [groups, particles, dim], "y_t and y_r differ in shape");
         assert!((1..=16).contains(&particles), "the fused MMD takes 1 to 16 particles per group, not {particles}");
@@ -220,18 +274,24 @@ impl FusedMmd for CubeBackend {
         let mmd = empty_like(&y_t, Shape::new([groups]));
         let coef = empty_like(&y_t, Shape::new([groups, 2, particles, particles]));
         let kernel = MmdKernel { pass: Pass::Forward, groups, particles, dim };
-        launch(kernel, grid(groups), &[&y_t, &y_r, &kernel_scale, &mmd, &coef]);
+        launch(kernels, kernel, grid(groups), &[&y_t, &y_r, &kernel_scale, &mmd, &coef]);
         (mmd, coef)
     }
 
-    fn fused_mmd_backward(y_t: CubeTensor, y_r: CubeTensor, coef: CubeTensor, grad_mmd: CubeTensor) -> CubeTensor {
+    fn fused_mmd_backward(
+        y_t: CubeTensor,
+        y_r: CubeTensor,
+        coef: CubeTensor,
+        grad_mmd: CubeTensor,
+        kernels: Kernels,
+    ) -> CubeTensor {
         let [groups, particles, dim] = dims3(&y_t);
         let (y_t, y_r, coef, grad_mmd) =
             (into_contiguous(y_t), into_contiguous(y_r), into_contiguous(coef), into_contiguous(grad_mmd));
         let grad_y_t = empty_like(&y_t, Shape::new([groups, particles, dim]));
         let kernel = MmdKernel { pass: Pass::Backward, groups, particles, dim };
         let count = grid((groups * dim).div_ceil(WORKGROUP as usize));
-        launch(kernel, count, &[&y_t, &y_r, &coef, &grad_mmd, &grad_y_t]);
+        launch(kernels, kernel, count, &[&y_t, &y_r, &coef, &grad_mmd, &grad_y_t]);
         grad_y_t
     }
 }
@@ -241,13 +301,13 @@ impl FusedMmd for CubeBackend {
 struct MmdBackward;
 
 impl<B: Backend + FusedMmd> Backward<B, 1> for MmdBackward {
-    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, Kernels);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad_mmd = grads.consume::<B>(&ops.node);
         if let [Some(parent)] = ops.parents {
-            let (y_t, y_r, coef) = ops.state;
-            grads.register::<B>(parent.id, B::fused_mmd_backward(y_t, y_r, coef, grad_mmd));
+            let (y_t, y_r, coef, kernels) = ops.state;
+            grads.register::<B>(parent.id, B::fused_mmd_backward(y_t, y_r, coef, grad_mmd, kernels));
         }
     }
 }
@@ -257,11 +317,12 @@ impl<B: Backend + FusedMmd, C: CheckpointStrategy> FusedMmd for Autodiff<B, C> {
         y_t: FloatTensor<Self>,
         y_r: FloatTensor<Self>,
         kernel_scale: FloatTensor<Self>,
+        kernels: Kernels,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let (y_r, kernel_scale) = (Self::inner(y_r), Self::inner(kernel_scale));
-        let (mmd, coef) = B::fused_mmd(y_t.primitive().clone(), y_r.clone(), kernel_scale);
+        let (mmd, coef) = B::fused_mmd(y_t.primitive().clone(), y_r.clone(), kernel_scale, kernels);
         let mmd = match MmdBackward.prepare::<C>([y_t.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((y_t.into_primitive(), y_r, coef.clone()), mmd),
+            OpsKind::Tracked(prep) => prep.finish((y_t.into_primitive(), y_r, coef.clone(), kernels), mmd),
             OpsKind::UnTracked(prep) => prep.finish(mmd),
         };
         (mmd, Self::from_inner(coef))
@@ -272,9 +333,9 @@ impl<B: Backend + FusedMmd, C: CheckpointStrategy> FusedMmd for Autodiff<B, C> {
         y_r: FloatTensor<Self>,
         coef: FloatTensor<Self>,
         grad_mmd: FloatTensor<Self>,
+        kernels: Kernels,
     ) -> FloatTensor<Self> {
-        let grad =
-            B::fused_mmd_backward(Self::inner(y_t), Self::inner(y_r), Self::inner(coef), Self::inner(grad_mmd));
-        Self::from_inner(grad)
+        let [y_t, y_r, coef, grad_mmd] = [y_t, y_r, coef, grad_mmd].map(Self::inner);
+        Self::from_inner(B::fused_mmd_backward(y_t, y_r, coef, grad_mmd, kernels))
     }
 }

@@ -1,7 +1,7 @@
 //! Inductive Moment Matching (Zhou, Ermon, Song, ICML 2025) on burn.
 //!
 //! The five nouns: [`schedule`] (interpolant and time maths), [`precond`] (parameterisation of
-//! f_{s,t}), [`loss`] (IMM's MMD, with fused WGSL kernels in [`fused`], and flow matching),
+//! f_{s,t}), [`loss`] (IMM's MMD, with fused kernels in [`fused`], and flow matching),
 //! [`sampler`] (pushforward, restart, grids) and
 //! [`trainer`] (a loop that knows a [`trainer::Method`] but not which). [`method`] joins a loss and a
 //! sampler into a method; the networks ([`network`]'s MLP, [`songunet`]'s DDPM++), data
@@ -12,6 +12,7 @@
 pub mod data2d;
 pub mod eval;
 pub mod fused;
+mod fused_cube;
 #[cfg(not(target_family = "wasm"))]
 pub mod golden;
 pub mod images;

@@ -43,8 +43,8 @@ fn distances(a: Tensor<3>, b: Tensor<3>) -> Tensor<3> {
 }
 
 /// Per-group MMD^2 as a V-statistic (diagonal included) with k(a, b) = exp(-w ||a - b|| / D),
-/// differentiable in y_t; y_r is the stop-gradient target. Runs the fused WGSL kernels on wgpu
-/// devices (f32, M <= 16) and `mmd_reference` elsewhere.
+/// differentiable in y_t; y_r is the stop-gradient target. Runs the fused kernels on cubecl
+/// devices (WGSL on wgpu, CubeCL on CUDA/ROCm; f32, M <= 16) and `mmd_reference` elsewhere.
 ///
 /// # Shapes
 /// - y_t, y_r: [G, M, D]
@@ -52,10 +52,9 @@ fn distances(a: Tensor<3>, b: Tensor<3>) -> Tensor<3> {
 /// - output: [G]
 pub fn mmd(y_t: Tensor<3>, y_r: Tensor<3>, kernel_scale: Tensor<1>) -> Tensor<1> {
     let [_, m, _] = y_t.dims();
-    if m <= 16 && crate::fused::supported(&y_t.device(), y_t.dtype()) {
-        crate::fused::mmd(y_t, y_r, kernel_scale)
-    } else {
-        mmd_reference(y_t, y_r.detach(), kernel_scale)
+    match crate::fused::kernels_for(&y_t.device(), y_t.dtype()) {
+        Some(kernels) if m <= 16 => crate::fused::mmd_with(y_t, y_r, kernel_scale, kernels),
+        _ => mmd_reference(y_t, y_r.detach(), kernel_scale),
     }
 }
 

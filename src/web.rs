@@ -6,7 +6,7 @@ use burn::tensor::{Device, Tensor};
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
-use crate::fused::{comparison, relative_error, test_shapes};
+use crate::fused::{Kernels, comparison, relative_error, test_shapes};
 
 #[wasm_bindgen]
 extern "C" {
@@ -45,22 +45,25 @@ async fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, JsError> {
 
 #[derive(Serialize)]
 struct Check {
+    kernels: String,
     shape: [usize; 3],
     value_error: f32,
     gradient_error: f32,
 }
 
-/// Compares the fused MMD kernels with the reference tensor ops on WebGPU over `cases` random
-/// shapes; returns JSON rows `{shape, value_error, gradient_error}` (relative errors).
+/// Compares both fused MMD implementations (WGSL, CubeCL) with the reference tensor ops on WebGPU
+/// over `cases` random shapes; returns JSON rows `{kernels, shape, value_error, gradient_error}`
+/// (relative errors).
 #[wasm_bindgen(js_name = checkFusedMmd)]
 pub async fn check_fused_mmd(seed: u32, cases: usize, max_dim: usize) -> Result<String, JsError> {
     let device = webgpu().await?;
     let mut rows = Vec::new();
-    for (i, shape) in test_shapes(seed.into(), cases, max_dim).into_iter().enumerate() {
-        let c = comparison(&device, shape, seed as u64 + i as u64);
+    let shapes = test_shapes(seed.into(), cases, max_dim);
+    for (i, (shape, kernels)) in shapes.iter().flat_map(|&s| [(s, Kernels::Wgsl), (s, Kernels::CubeCl)]).enumerate() {
+        let c = comparison(&device, shape, seed as u64 + i as u64, kernels);
         let value_error = relative_error(&read(c.fused.0).await?, &read(c.reference.0).await?);
         let gradient_error = relative_error(&read(c.fused.1).await?, &read(c.reference.1).await?);
-        rows.push(Check { shape, value_error, gradient_error });
+        rows.push(Check { kernels: format!("{kernels:?}"), shape, value_error, gradient_error });
     }
     serde_json::to_string(&rows).map_err(|e| JsError::new(&e.to_string()))
 }

@@ -72,22 +72,22 @@ fn a_short_run_writes_config_metrics_eval_and_plot() {
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
 }
 
-/// `imm bench mmd` checks the fused kernels against the reference before timing, and refuses a
-/// device the kernels do not run on.
+/// `imm bench mmd` checks both fused implementations against the reference before timing, and
+/// refuses a device the kernels do not run on.
 #[test]
 fn bench_mmd_checks_then_times() {
-    assert_clean_failure(&["bench", "mmd", "--device", "cpu"], "run on wgpu devices");
+    assert_clean_failure(&["bench", "mmd", "--device", "cpu"], "run on wgpu (and CUDA) devices");
     assert_clean_failure(&["bench", "mmd", "--particles", "17", "--dim", "8"], "--particles must be 1 to 16");
     let out = imm(&["bench", "mmd", "--groups", "5", "--particles", "3", "--dim", "70", "--iters", "1"], &scratch("bench"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let errors: Vec<f64> = stdout
         .lines()
-        .find_map(|l| l.strip_prefix("check against the reference: relative error "))
-        .expect("the check line")
-        .split(|c: char| c == ' ' || c == ',')
-        .filter_map(|w| w.parse().ok())
+        .filter_map(|l| l.split_once("against the reference: relative error "))
+        .flat_map(|(_, rest)| rest.split([' ', ',']).filter_map(|w| w.parse().ok()).collect::<Vec<f64>>())
         .collect();
-    assert!(errors.len() == 2 && errors.iter().all(|&e| e <= 1e-4), "{stdout}");
-    assert!(stdout.contains("speed-up: ") && stdout.contains("x the floor"), "{stdout}");
+    assert!(errors.len() == 4 && errors.iter().all(|&e| e <= 1e-4), "{stdout}");
+    for row in ["reference tensor ops", "fused Wgsl kernels", "fused CubeCl kernels", "floor: "] {
+        assert!(stdout.contains(row), "no '{row}' in:\n{stdout}");
+    }
 }

@@ -62,23 +62,26 @@ fn imm_loss_and_gradients_on_wgpu_equal_the_cpu() {
     }
 }
 
-/// The fused WGSL MMD equals the reference ops in value and gradient, over shapes that are not
-/// multiples of the workgroup or tile sizes, every M from 1 to 16, and a clamped distance.
+/// Both fused MMD implementations (WGSL, and CubeCL compiled by cubecl) equal the reference ops in
+/// value and gradient, over shapes that are not multiples of the workgroup or tile sizes, every M
+/// from 1 to 16, and a clamped distance.
 #[test]
 fn fused_mmd_kernels_equal_the_reference() {
     use burn::tensor::DType;
-    use imm::fused::{comparison, relative_error, supported, test_shapes};
+    use imm::fused::{Kernels, comparison, kernels_for, relative_error, test_shapes};
     let gpu = gpu();
-    assert!(supported(&gpu, DType::F32) && !supported(&Device::flex(), DType::F32));
+    assert_eq!(kernels_for(&gpu, DType::F32), Some(Kernels::Wgsl));
+    assert_eq!(kernels_for(&Device::flex(), DType::F32), None);
     let read = |t: Tensor<1>| t.into_data().try_into_vec::<f32>().unwrap();
     let read3 = |t: Tensor<3>| t.into_data().try_into_vec::<f32>().unwrap();
-    for (i, shape) in test_shapes(7, 20, 300).into_iter().enumerate() {
-        let c = comparison(&gpu, shape, i as u64);
+    let shapes = test_shapes(7, 20, 300);
+    for (i, (shape, kernels)) in shapes.iter().flat_map(|&s| [(s, Kernels::Wgsl), (s, Kernels::CubeCl)]).enumerate() {
+        let c = comparison(&gpu, shape, i as u64, kernels);
         let (value, grad) = (read(c.fused.0), read3(c.fused.1));
         let (want_value, want_grad) = (read(c.reference.0), read3(c.reference.1));
         let (e_value, e_grad) = (relative_error(&value, &want_value), relative_error(&grad, &want_grad));
-        assert!(e_value <= 1e-4, "{shape:?}: MMD relative error {e_value}: {value:?} vs {want_value:?}");
-        assert!(e_grad <= 1e-4, "{shape:?}: gradient relative error {e_grad}");
-        assert!(grad.iter().any(|&v| v != 0.0), "{shape:?}: the gradient is all zero");
+        assert!(e_value <= 1e-4, "{kernels:?} {shape:?}: MMD relative error {e_value}: {value:?} vs {want_value:?}");
+        assert!(e_grad <= 1e-4, "{kernels:?} {shape:?}: gradient relative error {e_grad}");
+        assert!(grad.iter().any(|&v| v != 0.0), "{kernels:?} {shape:?}: the gradient is all zero");
     }
 }
