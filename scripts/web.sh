@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The page: build the wasm and its JS bindings, and serve the project root.
-#   scripts/web.sh build   release build for wasm32 + bindings in pkg/ (installs the wasm target and
-#                          the wasm-bindgen CLI of Cargo.lock's version when missing)
+#   scripts/web.sh build   release build for wasm32, bindings and wasm-opt in pkg/ (installs the wasm
+#                          target, the wasm-bindgen CLI of Cargo.lock's version and npm packages
+#                          when missing)
 #   scripts/web.sh serve   static server on 127.0.0.1, port $PORT or 8080
 #   scripts/web.sh         build, then serve
 set -euo pipefail
@@ -17,12 +18,29 @@ build() {
   version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
   if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$version" ]; then
     echo "installing wasm-bindgen-cli $version (a few minutes, once)"
-    cargo install wasm-bindgen-cli --version "$version"
+    cargo install wasm-bindgen-cli --version "$version" --force
   fi
   cargo build --release --locked --lib --target wasm32-unknown-unknown
   wasm-bindgen --target web --no-typescript --out-dir pkg \
     "$CARGO_TARGET_DIR/wasm32-unknown-unknown/release/imm.wasm"
-  echo "built pkg/imm_bg.wasm ($(du -h pkg/imm_bg.wasm | cut -f1))"
+  # binaryen's wasm-opt (npm) halves the size and the browser's time per step; it takes minutes,
+  # so its output is kept by the hash of its input.
+  if [ ! -x node_modules/.bin/wasm-opt ]; then
+    npm ci --no-audit --no-fund
+  fi
+  local raw_size hash cache
+  raw_size=$(du -h pkg/imm_bg.wasm | cut -f1)
+  hash=$(sha256sum pkg/imm_bg.wasm | cut -c1-16)
+  cache="$CARGO_TARGET_DIR/wasm-opt/$hash.wasm"
+  if [ ! -f "$cache" ]; then
+    echo "wasm-opt -Oz (a few minutes)"
+    mkdir -p "$(dirname "$cache")"
+    node_modules/.bin/wasm-opt -Oz --enable-simd --enable-bulk-memory --enable-nontrapping-float-to-int \
+      --enable-sign-ext --enable-mutable-globals pkg/imm_bg.wasm -o "$cache.partial"
+    mv "$cache.partial" "$cache"
+  fi
+  cp "$cache" pkg/imm_bg.wasm
+  echo "built pkg/imm_bg.wasm: $(du -h pkg/imm_bg.wasm | cut -f1), $(gzip -c pkg/imm_bg.wasm | wc -c | awk '{printf "%.1f MB", $1 / 1e6}') gzipped (before wasm-opt $raw_size)"
 }
 
 serve() {

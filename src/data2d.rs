@@ -5,7 +5,7 @@ use std::f64::consts::{PI, TAU};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::Rng;
+use crate::{Error, Rng};
 
 /// A source of training batches.
 pub trait Dataset {
@@ -122,6 +122,46 @@ impl Dataset for ToyData {
     }
 }
 
+/// Points a person drew, standardised like the toys, sampled with replacement and jittered by a
+/// little Gaussian noise so that the model learns a density rather than a list of points.
+#[derive(Clone, Debug)]
+pub struct DrawnData {
+    points: Vec<[f64; 2]>,
+    jitter: f64,
+    rng: Rng,
+}
+
+impl DrawnData {
+    /// `raw`: x, y pairs in any units.
+    pub fn new(raw: &[f32], seed: u64) -> Result<Self, Error> {
+        let points: Vec<[f64; 2]> = raw.chunks_exact(2).map(|p| [p[0] as f64, p[1] as f64]).collect();
+        let n = points.len() as f64;
+        let mean = [0, 1].map(|i| points.iter().map(|p| p[i]).sum::<f64>() / n);
+        let var = points.iter().map(|p| (p[0] - mean[0]).powi(2) + (p[1] - mean[1]).powi(2)).sum::<f64>() / (2.0 * n);
+        if points.len() < 8 || !(var > 0.0) {
+            return Err(Error::new("draw at least 8 points, not all in one place"));
+        }
+        let scale = SIGMA_DATA / var.sqrt();
+        let points = points.iter().map(|p| [(p[0] - mean[0]) * scale, (p[1] - mean[1]) * scale]).collect();
+        Ok(Self { points, jitter: 0.03, rng: Rng::new(seed) })
+    }
+}
+
+impl Dataset for DrawnData {
+    fn dim(&self) -> usize {
+        2
+    }
+
+    fn sample(&mut self, n: usize) -> Vec<f32> {
+        (0..n)
+            .flat_map(|_| {
+                let p = self.points[self.rng.below(self.points.len())];
+                [p[0] + self.jitter * self.rng.normal(), p[1] + self.jitter * self.rng.normal()].map(|v| v as f32)
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +191,17 @@ mod tests {
             seen.insert((cx, cy));
         }
         assert_eq!(seen.len(), 8);
+    }
+
+    #[test]
+    fn drawn_points_are_standardised_and_refused_when_degenerate() {
+        let raw: Vec<f32> = (0..40).flat_map(|i| [100.0 + (i % 8) as f32 * 10.0, 50.0 + (i / 8) as f32 * 3.0]).collect();
+        let x = DrawnData::new(&raw, 3).unwrap().sample(10_000);
+        let n = (x.len() / 2) as f64;
+        let mean = x.iter().map(|&v| v as f64).sum::<f64>() / (2.0 * n);
+        let std = (x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / (2.0 * n)).sqrt();
+        assert!(mean.abs() < 0.05 && (std - SIGMA_DATA).abs() < 0.05, "mean {mean} std {std}");
+        assert!(DrawnData::new(&[1.0; 40], 3).is_err());
+        assert!(DrawnData::new(&raw[..10], 3).is_err());
     }
 }

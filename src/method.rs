@@ -90,16 +90,22 @@ impl Method for Imm {
         imm_loss(net, &self.precond, x, eps, &groups, (self.a, self.b)).loss
     }
 
-    fn sample<N: Network>(&self, net: &N, z: Tensor<2>, steps: usize, rng: &mut Rng) -> Result<Tensor<2>, Error> {
+    fn sample_path<N: Network>(&self, net: &N, z: Tensor<2>, steps: usize, rng: &mut Rng) -> Result<Vec<Tensor<2>>, Error> {
         let ts = self.timesteps(steps)?;
-        let jump = |x, s, t| self.jump(net, x, s, t);
-        Ok(match self.sampler {
-            Sampler::Pushforward => pushforward(z, &ts, jump),
+        let mut path = vec![z.clone()];
+        let jump = |x, s, t| {
+            let y = self.jump(net, x, s, t);
+            path.push(y.clone());
+            y
+        };
+        match self.sampler {
+            Sampler::Pushforward => drop(pushforward(z, &ts, jump)),
             Sampler::Restart => {
                 let like = z.clone();
-                restart(z, &ts, self.precond.schedule, jump, |_| gaussian(&like, self.precond.sigma_data, rng))
+                drop(restart(z, &ts, self.precond.schedule, jump, |_| gaussian(&like, self.precond.sigma_data, rng)));
             }
-        })
+        }
+        Ok(path)
     }
 }
 
@@ -149,13 +155,17 @@ impl Method for FlowMatching {
         fm_loss(net, &self.precond, x, eps, &t)
     }
 
-    fn sample<N: Network>(&self, net: &N, z: Tensor<2>, steps: usize, _rng: &mut Rng) -> Result<Tensor<2>, Error> {
+    fn sample_path<N: Network>(&self, net: &N, z: Tensor<2>, steps: usize, _rng: &mut Rng) -> Result<Vec<Tensor<2>>, Error> {
         let ts = self.grid.timesteps(self.precond.schedule, self.eps, self.t_max, steps)?;
         let sigma_data = self.precond.sigma_data as f32;
-        Ok(pushforward(z, &ts, |x, s, t| {
+        let mut path = vec![z.clone()];
+        pushforward(z, &ts, |x, s, t| {
             let b = x.dims()[0];
             let velocity = self.precond.g_raw(net, x.clone(), &vec![t; b], &vec![t; b]).mul_scalar(sigma_data);
-            x + velocity.mul_scalar((s - t) as f32)
-        }))
+            let y = x + velocity.mul_scalar((s - t) as f32);
+            path.push(y.clone());
+            y
+        });
+        Ok(path)
     }
 }

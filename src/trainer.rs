@@ -35,12 +35,22 @@ pub trait Method {
     /// - output: [1]
     fn loss<N: Network>(&self, net: &N, x: Tensor<2>, rng: &mut Rng) -> Tensor<1>;
 
-    /// Samples from prior noise z with `steps` network evaluations; stochastic samplers draw from `rng`.
+    /// Samples from prior noise z with `steps` network evaluations; stochastic samplers draw from
+    /// `rng`. Returns z and the state after each evaluation: N + 1 tensors, the sample last.
+    ///
+    /// # Shapes
+    /// - z: [B, D]
+    /// - output: N + 1 of [B, D]
+    fn sample_path<N: Network>(&self, net: &N, z: Tensor<2>, steps: usize, rng: &mut Rng) -> Result<Vec<Tensor<2>>, Error>;
+
+    /// The last state of [`Method::sample_path`].
     ///
     /// # Shapes
     /// - z: [B, D]
     /// - output: [B, D]
-    fn sample<N: Network>(&self, net: &N, z: Tensor<2>, steps: usize, rng: &mut Rng) -> Result<Tensor<2>, Error>;
+    fn sample<N: Network>(&self, net: &N, z: Tensor<2>, steps: usize, rng: &mut Rng) -> Result<Tensor<2>, Error> {
+        Ok(self.sample_path(net, z, steps, rng)?.pop().expect("a path holds at least z"))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,12 +1,22 @@
 //! The wasm API the page calls (wasm-bindgen). JS does UI only; the maths stays here.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 
-use burn::tensor::{Device, Tensor};
-use serde::Serialize;
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 
+use crate::data2d::{Dataset, DrawnData, Toy, ToyData};
+use crate::eval::energy_distance;
 use crate::fused::{Kernels, comparison, relative_error, test_shapes};
+use crate::method::{FlowMatching, Imm};
+use crate::network::Mlp;
+use crate::presets::{Preset, preset};
+use crate::safetensors::Tensors;
+use crate::trainer::{Method, Metrics, Trainer};
+use crate::weights::{load_named, named_params_async};
+use crate::{Error, Rng};
 
 #[wasm_bindgen]
 extern "C" {
@@ -26,20 +36,31 @@ pub fn start() {
     std::panic::set_hook(Box::new(|info| error(&info.to_string())));
 }
 
-async fn webgpu() -> Result<Device, JsError> {
-    if let Some(device) = WEBGPU.with(|d| d.borrow().clone()) {
-        return Ok(device);
+fn js(e: Error) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+/// The device for `backend`: "webgpu" (initialised once) or "cpu" (burn's Flex, inside wasm).
+async fn device(backend: &str) -> Result<Device, JsError> {
+    match backend {
+        "cpu" => Ok(Device::flex()),
+        "webgpu" => {
+            if let Some(device) = WEBGPU.with(|d| d.borrow().clone()) {
+                return Ok(device);
+            }
+            let device = Device::wgpu_options()
+                .init_async()
+                .await
+                .map_err(|e| JsError::new(&format!("no usable WebGPU adapter: {e}")))?;
+            WEBGPU.with(|d| *d.borrow_mut() = Some(device.clone()));
+            Ok(device)
+        }
+        other => Err(JsError::new(&format!("unknown backend '{other}' (webgpu or cpu)"))),
     }
-    let device = Device::wgpu_options()
-        .init_async()
-        .await
-        .map_err(|e| JsError::new(&format!("no usable WebGPU adapter: {e}")))?;
-    WEBGPU.with(|d| *d.borrow_mut() = Some(device.clone()));
-    Ok(device)
 }
 
 async fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, JsError> {
-    let data = t.into_data_async().await.map_err(|e| JsError::new(&format!("reading a tensor failed: {e:?}")))?;
+    let data = t.into_data_async().await.map_err(|e| JsError::new(&format!("reading from the device failed: {e:?}")))?;
     data.try_into_vec::<f32>().map_err(|e| JsError::new(&format!("{e:?}")))
 }
 
@@ -56,7 +77,7 @@ struct Check {
 /// (relative errors).
 #[wasm_bindgen(js_name = checkFusedMmd)]
 pub async fn check_fused_mmd(seed: u32, cases: usize, max_dim: usize) -> Result<String, JsError> {
-    let device = webgpu().await?;
+    let device = device("webgpu").await?;
     let mut rows = Vec::new();
     let shapes = test_shapes(seed.into(), cases, max_dim);
     for (i, (shape, kernels)) in shapes.iter().flat_map(|&s| [(s, Kernels::Wgsl), (s, Kernels::CubeCl)]).enumerate() {
@@ -66,4 +87,213 @@ pub async fn check_fused_mmd(seed: u32, cases: usize, max_dim: usize) -> Result<
         rows.push(Check { kernels: format!("{kernels:?}"), shape, value_error, gradient_error });
     }
     serde_json::to_string(&rows).map_err(|e| JsError::new(&e.to_string()))
+}
+
+/// Energy distance between two 2D point sets (x, y pairs), the page's quality number.
+#[wasm_bindgen(js_name = energyDistance)]
+pub fn energy_distance_2d(a: &[f32], b: &[f32]) -> f64 {
+    energy_distance(a, b, 2)
+}
+
+/// The 2D training data: a toy distribution or points a person drew.
+enum PlayData {
+    Toy(ToyData),
+    Drawn(DrawnData),
+}
+
+impl PlayData {
+    fn sample(&mut self, n: usize) -> Vec<f32> {
+        match self {
+            PlayData::Toy(d) => d.sample(n),
+            PlayData::Drawn(d) => d.sample(n),
+        }
+    }
+}
+
+/// The settings a person can change while training.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hyper {
+    /// IMM's particles per group, M.
+    pub particles: usize,
+    pub batch: usize,
+    pub lr: f64,
+    /// IMM's r(s, t) step: (eta(T) - eta(eps)) / 2^k.
+    pub k: u32,
+}
+
+/// The 2D playground: IMM and flow matching, the same MLP, trained side by side on the same
+/// batches of one distribution.
+#[wasm_bindgen]
+pub struct Playground {
+    device: Device,
+    preset: Preset,
+    data: PlayData,
+    seed: u64,
+    imm: Trainer<Mlp, Imm>,
+    fm: Trainer<Mlp, FlowMatching>,
+    steps: u64,
+}
+
+const WEIGHTS_KIND: &str = "imm-playground-2d";
+
+fn trainers(preset: &Preset, seed: u64, device: &Device) -> Result<(Trainer<Mlp, Imm>, Trainer<Mlp, FlowMatching>), Error> {
+    let mut config = preset.train.clone();
+    config.seed = seed;
+    // Same initial weights for both methods: the difference is the method alone.
+    let net = || preset.net.init(&mut Rng::new(seed), &device.clone().autodiff());
+    Ok((Trainer::new(net(), preset.imm.clone(), config.clone())?, Trainer::new(net(), preset.fm.clone(), config)?))
+}
+
+#[wasm_bindgen]
+impl Playground {
+    /// A playground on `toy` (a 2D preset name) on `backend` ("webgpu" or "cpu"), with an MLP of
+    /// `blocks` residual blocks of width `hidden` (the preset's: 3 of 128).
+    pub async fn create(toy: String, backend: String, seed: u32, hidden: usize, blocks: usize) -> Result<Playground, JsError> {
+        if !(1..=1024).contains(&hidden) || !(1..=8).contains(&blocks) {
+            return Err(JsError::new("the network needs a width of 1 to 1024 and 1 to 8 blocks"));
+        }
+        let device = device(&backend).await?;
+        let mut preset = preset(&toy).map_err(js)?;
+        preset.net = preset.net.with_hidden(hidden).with_blocks(blocks);
+        let seed = seed as u64;
+        let (imm, fm) = trainers(&preset, seed, &device).map_err(js)?;
+        let data = PlayData::Toy(ToyData::new(preset.toy, seed));
+        Ok(Playground { device, preset, data, seed, imm, fm, steps: 0 })
+    }
+
+    /// Names of the toy distributions.
+    pub fn toys() -> Vec<String> {
+        Toy::ALL.iter().map(|t| t.name().to_string()).collect()
+    }
+
+    /// Trains from scratch on the points a person drew (x, y pairs, any units).
+    #[wasm_bindgen(js_name = useDrawn)]
+    pub fn use_drawn(&mut self, points: &[f32]) -> Result<(), JsError> {
+        self.data = PlayData::Drawn(DrawnData::new(points, self.seed).map_err(js)?);
+        self.reset()
+    }
+
+    /// Fresh weights and optimizers, keeping the data and the settings.
+    pub fn reset(&mut self) -> Result<(), JsError> {
+        let hyper = self.hyper();
+        (self.imm, self.fm) = trainers(&self.preset, self.seed, &self.device).map_err(js)?;
+        self.steps = 0;
+        self.apply(&hyper).map_err(js)
+    }
+
+    /// The current settings, as JSON `{particles, batch, lr, k}`.
+    #[wasm_bindgen(js_name = getHyper)]
+    pub fn get_hyper(&self) -> String {
+        serde_json::to_string(&self.hyper()).expect("settings serialise")
+    }
+
+    /// Changes the settings from JSON `{particles, batch, lr, k}`; training continues with them.
+    #[wasm_bindgen(js_name = setHyper)]
+    pub fn set_hyper(&mut self, json: &str) -> Result<(), JsError> {
+        let hyper: Hyper = serde_json::from_str(json).map_err(|e| JsError::new(&format!("bad settings: {e}")))?;
+        self.apply(&hyper).map_err(js)
+    }
+
+    fn hyper(&self) -> Hyper {
+        let c = &self.imm.config;
+        Hyper { particles: self.imm.method.particles, batch: c.batch, lr: c.lr, k: self.imm.method.times.k }
+    }
+
+    fn apply(&mut self, h: &Hyper) -> Result<(), Error> {
+        if h.particles == 0 || h.batch == 0 || !(h.lr > 0.0 && h.lr < 1.0) || h.k > 30 {
+            return Err(Error::new("M and the batch must be positive, the learning rate in (0, 1), k at most 30"));
+        }
+        let mut imm = self.imm.method.clone();
+        (imm.particles, imm.times.k) = (h.particles, h.k);
+        imm.check_batch(h.batch)?;
+        self.imm.method = imm;
+        for config in [&mut self.imm.config, &mut self.fm.config] {
+            (config.batch, config.lr) = (h.batch, h.lr);
+        }
+        Ok(())
+    }
+
+    /// `steps` optimizer steps of each method on the same batches; returns JSON
+    /// `{steps, imm, fm}` with one metrics record per method (the mean loss of these steps; the
+    /// time is both methods').
+    pub async fn train(&mut self, steps: u32) -> Result<String, JsError> {
+        let start = js_sys::Date::now();
+        let steps = steps.max(1);
+        let device = self.device.clone().autodiff();
+        let mut sums: Option<(Tensor<1>, Tensor<1>)> = None;
+        for _ in 0..steps {
+            let batch = self.imm.config.batch;
+            let x = Tensor::<2>::from_data(TensorData::new(self.data.sample(batch), [batch, 2]), &device);
+            let (imm, fm) = (self.imm.step(x.clone()), self.fm.step(x));
+            sums = Some(match sums {
+                Some((a, b)) => (a + imm, b + fm),
+                None => (imm, fm),
+            });
+            self.steps += 1;
+        }
+        let (imm, fm) = sums.expect("at least one step");
+        let (imm, fm) = (read(imm).await?[0] as f64 / steps as f64, read(fm).await?[0] as f64 / steps as f64);
+        let kimg = (steps as usize * self.imm.config.batch) as f64 / 1000.0;
+        let sec_per_kimg = (js_sys::Date::now() - start) / 1000.0 / kimg;
+        let record = |loss| Metrics { nimg: self.imm.nimg, loss, lr: self.imm.config.lr, sec_per_kimg };
+        Ok(serde_json::json!({ "steps": self.steps, "imm": record(imm), "fm": record(fm) }).to_string())
+    }
+
+    /// `n` data points (x, y pairs) drawn with `seed`, to draw under the samples.
+    pub fn data(&self, n: usize, seed: u32) -> Vec<f32> {
+        let mut data = match &self.data {
+            PlayData::Toy(d) => PlayData::Toy(ToyData::new(d.toy, seed.into())),
+            PlayData::Drawn(d) => PlayData::Drawn(d.clone()),
+        };
+        data.sample(n)
+    }
+
+    /// The sampling paths of both methods' EMA weights from the same `n` noise points (`seed`):
+    /// IMM's `steps + 1` states (noise first, samples last), then flow matching's, each state `n`
+    /// x, y pairs.
+    pub async fn sample(&self, steps: usize, n: usize, seed: u32) -> Result<Vec<f32>, JsError> {
+        let mut rng = Rng::new(seed.into());
+        let z = rng.normal_vec(n * 2, self.imm.method.sigma_data());
+        let z = || Tensor::<2>::from_data(TensorData::new(z.clone(), [n, 2]), &self.device);
+        let imm = self.imm.method.sample_path(&self.imm.ema, z(), steps, &mut rng).map_err(js)?;
+        let fm = self.fm.method.sample_path(&self.fm.ema, z(), steps, &mut rng).map_err(js)?;
+        let mut out = Vec::with_capacity(2 * (steps + 1) * n * 2);
+        for state in imm.into_iter().chain(fm) {
+            out.extend(read(state).await?);
+        }
+        Ok(out)
+    }
+
+    /// Both EMA networks as a safetensors file (`imm.*`, `fm.*`), with what they were trained on.
+    #[wasm_bindgen(js_name = saveWeights)]
+    pub async fn save_weights(&self) -> Result<Vec<u8>, JsError> {
+        let mut tensors = BTreeMap::new();
+        for (prefix, net) in [("imm.", &self.imm.ema), ("fm.", &self.fm.ema)] {
+            for (name, t) in named_params_async(net).await.map_err(js)? {
+                tensors.insert(format!("{prefix}{name}"), t);
+            }
+        }
+        let card = serde_json::json!({ "nimg": self.imm.nimg, "hyper": self.hyper(), "net": self.preset.net });
+        let metadata = BTreeMap::from([("kind".to_string(), WEIGHTS_KIND.to_string()), ("card".to_string(), card.to_string())]);
+        Ok(Tensors { tensors, metadata }.to_bytes())
+    }
+
+    /// Loads a file of [`Playground::save_weights`] into both methods (training continues from
+    /// them with fresh optimizer moments); a wrong or damaged file is refused with the reason.
+    #[wasm_bindgen(js_name = loadWeights)]
+    pub fn load_weights(&mut self, bytes: &[u8]) -> Result<(), JsError> {
+        let file = Tensors::parse(bytes, "the weights file").map_err(js)?;
+        if file.metadata.get("kind").map(String::as_str) != Some(WEIGHTS_KIND) {
+            return Err(JsError::new("this is not a weights file of the 2D playground (saved with Save weights)"));
+        }
+        let imm = load_named(self.imm.ema.clone(), &file, "imm.", "the weights file", None).map_err(js)?;
+        let fm = load_named(self.fm.ema.clone(), &file, "fm.", "the weights file", None).map_err(js)?;
+        let hyper = self.hyper();
+        (self.imm, self.fm) = trainers(&self.preset, self.seed, &self.device).map_err(js)?;
+        self.apply(&hyper).map_err(js)?;
+        self.imm.net = load_named(self.imm.net.clone(), &file, "imm.", "the weights file", None).map_err(js)?;
+        self.fm.net = load_named(self.fm.net.clone(), &file, "fm.", "the weights file", None).map_err(js)?;
+        (self.imm.ema, self.fm.ema) = (imm, fm);
+        Ok(())
+    }
 }

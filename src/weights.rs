@@ -28,7 +28,8 @@ struct Gather<'a, N: Named> {
     /// Gather these gradients instead of the parameters.
     grads: Option<&'a GradientsParams>,
     path: Vec<String>,
-    out: BTreeMap<String, Stored>,
+    /// External name, external shape, flattened values still on the device.
+    out: Vec<(String, Vec<usize>, Tensor<1>)>,
 }
 
 impl<N: Named> ModuleVisitor for Gather<'_, N> {
@@ -50,23 +51,39 @@ impl<N: Named> ModuleVisitor for Gather<'_, N> {
         };
         let t = to_external(t);
         let shape = t.dims().to_vec();
-        let values = t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 parameters");
-        self.out.insert(self.net.param_name(&self.path.join(".")), Stored { shape, values });
+        let n: usize = shape.iter().product();
+        self.out.push((self.net.param_name(&self.path.join(".")), shape, t.reshape([n])));
     }
+}
+
+fn gather<N: Named>(net: &N, grads: Option<&GradientsParams>) -> Vec<(String, Vec<usize>, Tensor<1>)> {
+    let mut gather = Gather { net, grads, path: Vec::new(), out: Vec::new() };
+    net.visit(&mut gather);
+    gather.out
+}
+
+fn stored(shape: Vec<usize>, data: TensorData) -> Stored {
+    Stored { shape, values: data.convert::<f32>().try_into_vec::<f32>().expect("f32 parameters") }
 }
 
 /// Every float parameter under its external name, in the external layout.
 pub fn named_params<N: Named>(net: &N) -> BTreeMap<String, Stored> {
-    let mut gather = Gather { net, grads: None, path: Vec::new(), out: BTreeMap::new() };
-    net.visit(&mut gather);
-    gather.out
+    gather(net, None).into_iter().map(|(name, shape, t)| (name, stored(shape, t.into_data()))).collect()
+}
+
+/// [`named_params`] with asynchronous reads, the only kind WebGPU allows in the browser.
+pub async fn named_params_async<N: Named>(net: &N) -> Result<BTreeMap<String, Stored>, Error> {
+    let mut out = BTreeMap::new();
+    for (name, shape, t) in gather(net, None) {
+        let data = t.into_data_async().await.map_err(|e| Error::new(format!("reading {name} failed: {e:?}")))?;
+        out.insert(name, stored(shape, data));
+    }
+    Ok(out)
 }
 
 /// The gradients of `net`'s parameters under their external names; parameters without one are absent.
 pub fn named_grads<N: Named>(net: &N, grads: &GradientsParams) -> BTreeMap<String, Stored> {
-    let mut gather = Gather { net, grads: Some(grads), path: Vec::new(), out: BTreeMap::new() };
-    net.visit(&mut gather);
-    gather.out
+    gather(net, Some(grads)).into_iter().map(|(name, shape, t)| (name, stored(shape, t.into_data()))).collect()
 }
 
 struct Load<'a> {

@@ -92,8 +92,14 @@ impl Method for Regress {
         let c = Tensor::<1>::from_data(TensorData::new(vec![300f32; b], [b]), &x.device());
         (net.forward(x.clone(), c.clone(), c) - x).square().mean()
     }
-    fn sample<N: imm::network::Network>(&self, _net: &N, z: Tensor<2>, _steps: usize, _rng: &mut Rng) -> Result<Tensor<2>, imm::Error> {
-        Ok(z)
+    fn sample_path<N: imm::network::Network>(
+        &self,
+        _net: &N,
+        z: Tensor<2>,
+        _steps: usize,
+        _rng: &mut Rng,
+    ) -> Result<Vec<Tensor<2>>, imm::Error> {
+        Ok(vec![z])
     }
 }
 
@@ -125,4 +131,25 @@ fn gradient_accumulation_gives_the_same_update() {
     bad.accumulate = 5;
     let net = MlpConfig::new().init(&mut Rng::new(4), &device);
     assert!(Trainer::new(net, Regress, bad).is_err(), "64 does not split into 5 parts");
+}
+
+/// A sampling path starts at the prior noise, has one state per network evaluation and ends at
+/// the sample, for both methods (the page's time slider shows these states).
+#[test]
+fn sample_paths_run_from_the_noise_to_the_sample() {
+    let p = preset("moons").unwrap();
+    let device = Device::flex();
+    let net = MlpConfig::new().with_hidden(16).with_blocks(1).init(&mut Rng::new(3), &device);
+    let z = || Tensor::<2>::from_data(TensorData::new(Rng::new(4).normal_vec(32, 0.5), [16, 2]), &device);
+    let read = |t: Tensor<2>| t.into_data().try_into_vec::<f32>().unwrap();
+    fn check<M: Method>(method: &M, net: &Mlp, z: Tensor<2>, read: impl Fn(Tensor<2>) -> Vec<f32>) {
+        let path = method.sample_path(net, z.clone(), 3, &mut Rng::new(5)).unwrap();
+        assert_eq!(path.len(), 4);
+        let states: Vec<Vec<f32>> = path.into_iter().map(&read).collect();
+        assert_eq!(states[0], read(z.clone()));
+        assert!(states.windows(2).all(|w| w[0] != w[1]), "every evaluation moves the points");
+        assert_eq!(states[3], read(method.sample(net, z, 3, &mut Rng::new(5)).unwrap()));
+    }
+    check(&p.imm, &net, z(), read);
+    check(&p.fm, &net, z(), read);
 }

@@ -10,30 +10,35 @@ const FLAGS = [
   '--no-first-run', '--disable-quic',
 ];
 
-// Opens `path`, waits for `window.__result` (set by the page when done) and returns it with the
-// problems seen in the console; saves a screenshot to `screenshot` when given.
-export async function runPage(path, { timeoutMs = 600_000, screenshot } = {}) {
+// Opens `path` in a fresh headless Chromium and runs `fn(page, problems)`; `problems` collects
+// console errors, page errors and Rust panic messages as they happen. The browser is closed after.
+export async function withPage(path, fn) {
   const server = await serve();
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/lib/chromium/chromium', headless: true, args: FLAGS,
   });
   const problems = [];
   try {
-    const page = await browser.newPage();
+    const page = await browser.newPage({ acceptDownloads: true });
     page.on('console', (msg) => {
       const text = msg.text();
       if (msg.type() === 'error' || text.includes('panicked at')) problems.push(`console ${msg.type()}: ${text}`);
       else console.log(`  [page] ${text}`);
     });
     page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
-    const url = `http://127.0.0.1:${server.address().port}/${path}`;
-    await page.goto(url);
-    await page.waitForFunction(() => window.__result !== undefined, null, { timeout: timeoutMs });
-    const result = await page.evaluate(() => window.__result);
-    if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
-    return { result, problems };
+    await page.goto(`http://127.0.0.1:${server.address().port}/${path}`);
+    return await fn(page, problems);
   } finally {
     await browser.close();
     server.close();
   }
+}
+
+// Opens `path`, waits for `window.__result` (set by the page when done) and returns it with the
+// problems seen in the console.
+export async function runPage(path, { timeoutMs = 600_000 } = {}) {
+  return withPage(path, async (page, problems) => {
+    await page.waitForFunction(() => window.__result !== undefined, null, { timeout: timeoutMs });
+    return { result: await page.evaluate(() => window.__result), problems };
+  });
 }

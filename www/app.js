@@ -1,0 +1,335 @@
+// The page's main thread: controls, pictures and text. Training and sampling run in
+// www/worker.js (Rust compiled to wasm); this file only draws what it reports.
+
+const $ = (id) => document.getElementById(id);
+const DRAW = 'draw your own';
+const COLORS = { imm: '#1f6fd1', fm: '#d9661f', data: 'rgba(90, 90, 90, 0.35)' };
+const EXTENT = 1.6; // data are standardised to std 0.5: [-1.6, 1.6]^2 holds nearly all of it
+
+// Page state; `window.__imm` lets tests read what the page shows.
+const state = {
+  params: new URLSearchParams(location.search),
+  records: [], // {nimg, imm, fm}: the metrics records of the worker
+  samples: null, // the last `samples` message
+  drawn: [],
+  ready: false,
+  busy: false,
+};
+window.__imm = state;
+
+function showError(message) {
+  $('error').textContent = message;
+}
+
+function notice(message) {
+  $('notice').hidden = !message;
+  $('notice').textContent = message ?? '';
+}
+
+// State in the URL: mode, distribution, steps, seed (and the backend).
+function saveUrl() {
+  const p = new URLSearchParams(state.params);
+  p.set('mode', '2d');
+  p.set('toy', $('toy').value || p.get('toy') || 'checkerboard');
+  p.set('steps', $('steps').value);
+  p.set('seed', $('seed').value);
+  p.set('backend', $('backend').value);
+  history.replaceState(null, '', `?${p}`);
+}
+
+async function webgpuAdapter() {
+  if (!navigator.gpu) return { error: 'this browser has no WebGPU (try a recent Chrome, Edge or Safari, or Firefox with WebGPU enabled)' };
+  try {
+    const adapter = await navigator.gpu.requestAdapter();
+    if (!adapter) return { error: 'WebGPU is present but offered no adapter (it may be disabled for this GPU or driver)' };
+    const info = adapter.info ?? {};
+    const name = [info.vendor, info.architecture, info.description].filter(Boolean).join(' ') || 'WebGPU adapter';
+    return { name: adapter.isFallbackAdapter || info.isFallbackAdapter ? `${name} (software)` : name };
+  } catch (e) {
+    return { error: `WebGPU failed to start: ${e.message}` };
+  }
+}
+
+// --- pictures -------------------------------------------------------------------------------
+
+function toCanvas(canvas, x, y) {
+  const s = canvas.width / (2 * EXTENT);
+  return [(x + EXTENT) * s, (EXTENT - y) * s];
+}
+
+function scatter(canvas, data, points, color, extra = []) {
+  const g = canvas.getContext('2d');
+  g.clearRect(0, 0, canvas.width, canvas.height);
+  g.fillStyle = '#fff';
+  g.fillRect(0, 0, canvas.width, canvas.height);
+  const dots = (xy, fill, r) => {
+    g.fillStyle = fill;
+    for (let i = 0; i + 1 < xy.length; i += 2) {
+      const [px, py] = toCanvas(canvas, xy[i], xy[i + 1]);
+      g.fillRect(px - r, py - r, 2 * r, 2 * r);
+    }
+  };
+  dots(data, COLORS.data, 1.5);
+  dots(points, color, 1.6);
+  dots(extra, '#111', 2.5);
+}
+
+function drawPlots() {
+  const s = state.samples;
+  if (!s) return;
+  const i = Math.min(Number($('time').value), s.steps);
+  const per = s.n * 2;
+  const path = (method, k) => s.paths.subarray(((method === 'fm' ? s.steps + 1 : 0) + k) * per, ((method === 'fm' ? s.steps + 1 : 0) + k + 1) * per);
+  const drawn = $('toy').value === DRAW ? state.drawn.flat() : [];
+  scatter($('imm-canvas'), s.data, path('imm', i), COLORS.imm, drawn);
+  scatter($('fm-canvas'), s.data, path('fm', i), COLORS.fm);
+}
+
+// One panel per method: the loss (faint) and its moving average against images seen.
+function drawLoss() {
+  const canvas = $('loss-canvas');
+  const g = canvas.getContext('2d');
+  g.fillStyle = '#fff';
+  g.fillRect(0, 0, canvas.width, canvas.height);
+  const recs = state.records;
+  if (recs.length < 2) return;
+  const w = canvas.width / 2;
+  ['imm', 'fm'].forEach((m, panel) => {
+    const x0 = panel * w + 40, x1 = (panel + 1) * w - 10, y0 = 20, y1 = canvas.height - 20;
+    const raw = recs.map((r) => r[m].loss);
+    const smooth = [];
+    raw.forEach((v, i) => smooth.push(i ? 0.9 * smooth[i - 1] + 0.1 * v : v));
+    const lo = Math.min(...smooth), hi = Math.max(...smooth);
+    const nmax = recs[recs.length - 1].nimg;
+    const px = (i) => x0 + ((x1 - x0) * recs[i].nimg) / nmax;
+    const py = (v) => y1 - ((y1 - y0) * (v - lo)) / (hi - lo || 1);
+    g.strokeStyle = '#ccc';
+    g.strokeRect(x0, y0, x1 - x0, y1 - y0);
+    const line = (vals, style, width) => {
+      g.strokeStyle = style;
+      g.lineWidth = width;
+      g.beginPath();
+      vals.forEach((v, i) => (i ? g.lineTo(px(i), py(Math.min(hi, Math.max(lo, v)))) : g.moveTo(px(i), py(v))));
+      g.stroke();
+    };
+    line(raw, panel ? 'rgba(217,102,31,0.25)' : 'rgba(31,111,209,0.25)', 1);
+    line(smooth, panel ? COLORS.fm : COLORS.imm, 2);
+    g.fillStyle = '#333';
+    g.font = '12px sans-serif';
+    g.fillText(`${m === 'imm' ? 'IMM' : 'flow matching'} loss (moving average)`, x0, 14);
+    g.fillText(hi.toPrecision(3), x0 - 38, y0 + 10);
+    g.fillText(lo.toPrecision(3), x0 - 38, y1);
+    g.fillText(`${nmax.toLocaleString('en')} images`, x1 - 90, canvas.height - 4);
+  });
+}
+
+function timeLabel() {
+  const steps = Number($('steps').value);
+  const i = Number($('time').value);
+  $('time-out').textContent = i === 0 ? 'noise' : i >= steps ? 'samples' : `after step ${i} of ${steps}`;
+}
+
+// --- the worker -------------------------------------------------------------------------------
+
+const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+worker.onerror = (e) => showError(`the training worker failed: ${e.message ?? 'see the console'}`);
+
+const send = (msg, transfer) => worker.postMessage(msg, transfer);
+
+function hyperFromInputs() {
+  return {
+    particles: Number($('particles').value),
+    batch: Number($('batch').value),
+    lr: Number($('lr').value),
+    k: Number($('k').value),
+  };
+}
+
+function showHyper(h) {
+  $('particles').value = h.particles;
+  $('batch').value = h.batch;
+  $('lr').value = h.lr;
+  $('k').value = h.k;
+}
+
+function view() {
+  return { steps: Number($('steps').value), seed: Number($('seed').value) };
+}
+
+worker.onmessage = ({ data: msg }) => {
+  switch (msg.type) {
+    case 'ready': {
+      const select = $('toy');
+      select.replaceChildren(...[...msg.toys, DRAW].map((t) => new Option(t, t)));
+      select.value = state.params.get('toy') ?? 'checkerboard';
+      showHyper(msg.hyper);
+      state.ready = true;
+      document.body.classList.add('ready');
+      break;
+    }
+    case 'metrics': {
+      const r = msg.record;
+      state.records.push({ nimg: r.imm.nimg, imm: r.imm, fm: r.fm });
+      $('nimg').textContent = r.imm.nimg.toLocaleString('en');
+      $('nsteps').textContent = r.steps;
+      $('loss-imm').textContent = r.imm.loss.toPrecision(4);
+      $('loss-fm').textContent = r.fm.loss.toPrecision(4);
+      $('ms-train').textContent = msg.msPerStep.toFixed(1);
+      $('img-s').textContent = Math.round(1000 / r.imm.sec_per_kimg).toLocaleString('en');
+      drawLoss();
+      break;
+    }
+    case 'samples':
+      state.samples = msg;
+      $('energy-imm').textContent = msg.energy.imm.toFixed(4);
+      $('energy-fm').textContent = msg.energy.fm.toFixed(4);
+      $('ms-sample').textContent = msg.msPerSampleStep.toFixed(1);
+      $('time').max = msg.steps;
+      timeLabel();
+      drawPlots();
+      break;
+    case 'reset':
+      state.records = [];
+      showHyper(msg.hyper);
+      for (const id of ['nimg', 'nsteps']) $(id).textContent = '0';
+      for (const id of ['loss-imm', 'loss-fm']) $(id).textContent = '–';
+      drawLoss();
+      break;
+    case 'hyper':
+      showHyper(msg.hyper);
+      showError('');
+      break;
+    case 'saved': {
+      const a = document.createElement('a');
+      a.href = URL.createObjectURL(new Blob([msg.bytes], { type: 'application/octet-stream' }));
+      a.download = `imm-2d-${$('toy').value.replace(/\W+/g, '-')}-${$('nimg').textContent.replace(/,/g, '')}img.safetensors`;
+      a.click();
+      setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+      break;
+    }
+    case 'loaded':
+      showError('');
+      $('status').dataset.loaded = 'yes';
+      break;
+    case 'error':
+      showError(msg.message);
+      break;
+  }
+};
+
+// --- controls ---------------------------------------------------------------------------------
+
+function reset() {
+  state.records = [];
+  const toy = $('toy').value;
+  if (toy === DRAW) {
+    $('draw-row').hidden = false;
+    return;
+  }
+  $('draw-row').hidden = true;
+  send({ type: 'reset', toy, backend: $('backend').value, seed: Number($('seed').value), hyper: hyperFromInputs() });
+  saveUrl();
+}
+
+$('train').onclick = () => send({ type: 'train' });
+$('pause').onclick = () => send({ type: 'pause' });
+$('step').onclick = () => send({ type: 'step' });
+$('reset').onclick = () => {
+  send({ type: 'pause' });
+  reset();
+};
+$('toy').onchange = () => {
+  send({ type: 'pause' });
+  reset();
+  drawPlots();
+};
+$('seed').onchange = () => {
+  send({ type: 'view', view: view() });
+  saveUrl();
+};
+$('backend').onchange = () => {
+  $('adapter').textContent = $('backend').value === 'cpu' ? 'CPU (WebAssembly)' : state.adapter ?? 'WebGPU';
+  send({ type: 'pause' });
+  reset();
+};
+$('steps').oninput = () => {
+  $('steps-out').textContent = $('steps').value;
+  $('time').max = $('steps').value;
+  $('time').value = $('steps').value;
+  timeLabel();
+  send({ type: 'view', view: view() });
+  saveUrl();
+};
+$('time').oninput = () => {
+  timeLabel();
+  drawPlots();
+};
+for (const id of ['particles', 'batch', 'lr', 'k']) {
+  $(id).onchange = () => send({ type: 'hyper', hyper: hyperFromInputs() });
+}
+$('save').onclick = () => send({ type: 'save' });
+$('load').onchange = async () => {
+  const file = $('load').files[0];
+  if (!file) return;
+  delete $('status').dataset.loaded;
+  const bytes = await file.arrayBuffer();
+  send({ type: 'load', bytes }, [bytes]);
+  $('load').value = '';
+};
+
+// Drawing your own distribution: points in data coordinates.
+let drawing = false;
+function addPoint(e) {
+  if ($('toy').value !== DRAW) return;
+  const c = $('imm-canvas');
+  const r = c.getBoundingClientRect();
+  const s = (2 * EXTENT) / r.width;
+  state.drawn.push([(e.clientX - r.left) * s - EXTENT, EXTENT - (e.clientY - r.top) * s]);
+  $('draw-count').textContent = state.drawn.length;
+  drawPlots();
+}
+$('imm-canvas').onpointerdown = (e) => ((drawing = true), addPoint(e));
+$('imm-canvas').onpointermove = (e) => drawing && addPoint(e);
+window.onpointerup = () => (drawing = false);
+$('draw-clear').onclick = () => {
+  state.drawn = [];
+  $('draw-count').textContent = '0';
+  drawPlots();
+};
+$('draw-train').onclick = () => {
+  send({ type: 'reset', points: state.drawn.flat(), hyper: hyperFromInputs() });
+  send({ type: 'train' });
+};
+
+// --- start ------------------------------------------------------------------------------------
+
+async function start() {
+  const p = state.params;
+  $('steps').value = p.get('steps') ?? '2';
+  $('steps-out').textContent = $('steps').value;
+  $('time').max = $('steps').value;
+  $('time').value = $('steps').value;
+  $('seed').value = p.get('seed') ?? '0';
+  let backend = p.get('backend') ?? 'webgpu';
+  if (backend === 'webgpu') {
+    const adapter = await webgpuAdapter();
+    if (adapter.error) {
+      notice(`WebGPU is not available: ${adapter.error}. The page trains on the CPU instead (WebAssembly), which is fine for these 2D models.`);
+      backend = 'cpu';
+    } else {
+      state.adapter = adapter.name;
+      $('adapter').textContent = adapter.name;
+    }
+  }
+  if (backend === 'cpu') $('adapter').textContent = 'CPU (WebAssembly)';
+  $('backend').value = backend;
+  timeLabel();
+  const hyper = p.has('batch') ? { particles: Number(p.get('particles') ?? 4), batch: Number(p.get('batch')), lr: Number(p.get('lr') ?? 0.001), k: Number(p.get('k') ?? 12) } : undefined;
+  const toy = p.get('toy') && p.get('toy') !== DRAW ? p.get('toy') : 'checkerboard';
+  // The network's size comes from the URL only (small ones for slow adapters): hidden, blocks.
+  const net = { hidden: Number(p.get('hidden') ?? 128), blocks: Number(p.get('blocks') ?? 3) };
+  send({ type: 'init', toy, backend, seed: Number($('seed').value), hyper, net, view: view() });
+  saveUrl();
+}
+
+start();

@@ -1,0 +1,133 @@
+// The page's Web Worker: owns the wasm playground (training and sampling run here, so the page
+// stays responsive) and answers the page's messages. Every call into wasm goes through one queue:
+// the playground is borrowed for the whole of each async call.
+import init, { Playground, energyDistance } from '../pkg/imm.js';
+
+let playground = null;
+let running = false;
+let chain = Promise.resolve();
+let view = { steps: 2, seed: 0, samples: 400 };
+let chunk = 1;
+let net = { hidden: 128, blocks: 3 };
+
+const post = (msg, transfer = []) => self.postMessage(msg, transfer);
+const report = (e) => post({ type: 'error', message: String(e?.message ?? e) });
+
+// Runs `fn` after every call queued before it; errors go to the page.
+function enqueue(fn) {
+  chain = chain.then(fn).catch(report);
+  return chain;
+}
+
+async function trainChunk() {
+  const start = performance.now();
+  const record = JSON.parse(await playground.train(chunk));
+  const ms = (performance.now() - start) / chunk;
+  // Aim at about a quarter of a second per call, so that Pause answers quickly.
+  chunk = Math.max(1, Math.min(50, Math.round((chunk * 250) / Math.max(1, performance.now() - start))));
+  post({ type: 'metrics', record, msPerStep: ms });
+}
+
+async function sample() {
+  const { steps, seed, samples: n } = view;
+  const start = performance.now();
+  const paths = await playground.sample(steps, n, seed);
+  const ms = (performance.now() - start) / (2 * steps);
+  const data = playground.data(n, 1);
+  const state = (i) => paths.subarray(i * n * 2, (i + 1) * n * 2);
+  const last = steps;
+  const energy = {
+    imm: energyDistance(state(last), data),
+    fm: energyDistance(state(steps + 1 + last), data),
+  };
+  post({ type: 'samples', steps, n, paths, data, energy, msPerSampleStep: ms }, [paths.buffer, data.buffer]);
+}
+
+// Trains while running; samples about once a second, but never more than a quarter of the time
+// (sampling costs as much as training on slow adapters).
+async function loop() {
+  let last = 0;
+  let cost = 0;
+  while (running) {
+    await enqueue(trainChunk);
+    if (performance.now() - last > Math.max(1000, 4 * cost)) {
+      const start = performance.now();
+      await enqueue(sample);
+      cost = performance.now() - start;
+      last = performance.now();
+    }
+  }
+  await enqueue(sample);
+}
+
+self.onmessage = ({ data: msg }) => {
+  switch (msg.type) {
+    case 'init':
+      enqueue(async () => {
+        await init();
+        net = msg.net;
+        playground = await Playground.create(msg.toy, msg.backend, msg.seed, net.hidden, net.blocks);
+        if (msg.hyper) playground.setHyper(JSON.stringify(msg.hyper));
+        view = { ...view, ...msg.view };
+        post({ type: 'ready', toys: Playground.toys(), hyper: JSON.parse(playground.getHyper()) });
+        await sample();
+      });
+      break;
+    case 'train':
+      if (!running) {
+        running = true;
+        loop();
+      }
+      break;
+    case 'pause':
+      running = false;
+      break;
+    case 'step':
+      enqueue(async () => {
+        const saved = chunk;
+        chunk = 1;
+        await trainChunk();
+        chunk = saved;
+        await sample();
+      });
+      break;
+    case 'reset':
+      enqueue(async () => {
+        if (msg.points) {
+          playground.useDrawn(new Float32Array(msg.points));
+        } else {
+          playground.free();
+          playground = await Playground.create(msg.toy, msg.backend, msg.seed, net.hidden, net.blocks);
+        }
+        if (msg.hyper) playground.setHyper(JSON.stringify(msg.hyper));
+        post({ type: 'reset', hyper: JSON.parse(playground.getHyper()) });
+        await sample();
+      });
+      break;
+    case 'hyper':
+      enqueue(() => {
+        playground.setHyper(JSON.stringify(msg.hyper));
+        post({ type: 'hyper', hyper: JSON.parse(playground.getHyper()) });
+      });
+      break;
+    case 'view':
+      view = { ...view, ...msg.view };
+      if (!running) enqueue(sample);
+      break;
+    case 'save':
+      enqueue(async () => {
+        const bytes = await playground.saveWeights();
+        post({ type: 'saved', bytes }, [bytes.buffer]);
+      });
+      break;
+    case 'load':
+      enqueue(async () => {
+        playground.loadWeights(new Uint8Array(msg.bytes));
+        post({ type: 'loaded' });
+        await sample();
+      });
+      break;
+    default:
+      report(`unknown message ${msg.type}`);
+  }
+};
