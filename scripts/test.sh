@@ -53,6 +53,13 @@ cargo test --release --locked
 step "the page's wasm and bindings (scripts/web.sh build)"
 ./scripts/web.sh build
 
+step "a small image model for the page test (mnist-tiny, 128 images)"
+model_dir="$CARGO_TARGET_DIR/page-test-mnist"
+rm -rf "$model_dir"
+cargo run --release --locked -q -- train --preset mnist-tiny --kimg 0.128 --device cpu --out "$model_dir" >/dev/null
+IMM_PAGE_MODEL=$(ls "$model_dir"/snapshots/ema-*.safetensors | tail -n 1)
+export IMM_PAGE_MODEL
+
 step "browser tests (headless Chromium, WebGPU)"
 for t in tests/browser/*_test.mjs; do
   echo "-- $t"

@@ -12,8 +12,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::app::{DeviceChoice, Terminal, io_error, prepare_dir, write_json};
+use crate::image_model::{ImageModel, Sampling};
 use crate::images::{CIFAR10_MD5, CIFAR10_URL, ImageData, ImageSet, Images, unpack_cifar10};
-use crate::method::{FlowMatching, Imm};
 use crate::network::Network;
 use crate::plot::image_grid;
 use crate::presets::ImagePreset;
@@ -21,7 +21,7 @@ use crate::safetensors::Tensors;
 use crate::sampler::{Grid, Sampler};
 use crate::songunet::{SongUNet, SongUNetConfig};
 use crate::trainer::{Method, Metrics, Observer, Progress, Trainer, fit};
-use crate::weights::{detect_prefix, load_named, named_params, param_ids};
+use crate::weights::{load_named, named_params, param_ids};
 use crate::{Error, Rng};
 
 /// Images per row of a sample grid.
@@ -359,36 +359,19 @@ pub struct SampleRequest {
 pub fn sample(request: &SampleRequest, device: &Device) -> Result<(), Error> {
     let file = Tensors::read(&request.weights)?;
     let what = request.weights.display().to_string();
-    let (net_config, method): (SongUNetConfig, Value) = match (file.metadata.get("imm"), &request.preset) {
-        (Some(text), _) => {
-            let card: Value = serde_json::from_str(text).map_err(|e| Error::new(format!("{what} has damaged metadata: {e}")))?;
-            let net = serde_json::from_value(card["net"].clone()).map_err(|e| Error::new(format!("{what}: bad network config: {e}")))?;
-            (net, card)
-        }
-        (None, Some(p)) => (p.net.clone(), json!({"method": "imm", "method_config": p.imm})),
-        (None, None) => {
-            return Err(Error::new(format!("{what} does not say which network it holds; pass --preset")));
-        }
-    };
-    let net = net_config.init(&mut Rng::new(0), device)?;
-    let prefix = detect_prefix(&net, &file);
-    let net = load_named(net, &file, prefix, &what, None)?;
-    let bad = |e: serde_json::Error| Error::new(format!("{what}: bad method config: {e}"));
-    let config = method["method_config"].clone();
-    let images = match method["method"].as_str() {
-        Some("fm") => {
-            let mut fm: FlowMatching = serde_json::from_value(config).map_err(bad)?;
-            fm.grid = request.grid.clone().unwrap_or(fm.grid);
-            generate(&fm, &net, &net_config, request, device)?
-        }
-        _ => {
-            let mut imm: Imm = serde_json::from_value(config).map_err(bad)?;
-            imm.grid = request.grid.clone().unwrap_or(imm.grid);
+    if !file.metadata.contains_key("imm") && request.preset.is_none() {
+        return Err(Error::new(format!("{what} does not say which network it holds; pass --preset")));
+    }
+    let mut model = ImageModel::load(&file, &what, request.preset.as_ref(), device)?;
+    match &mut model.sampling {
+        Sampling::Fm(fm) => fm.grid = request.grid.clone().unwrap_or(fm.grid.clone()),
+        Sampling::Imm(imm) => {
+            imm.grid = request.grid.clone().unwrap_or(imm.grid.clone());
             imm.sampler = request.sampler.unwrap_or(imm.sampler);
-            generate(&imm, &net, &net_config, request, device)?
         }
-    };
-    let (c, side) = (net_config.in_channels, net_config.img_resolution);
+    }
+    let images = generate(&model, request, device)?;
+    let (c, side) = (model.config.in_channels, model.config.img_resolution);
     let is_npz = request.out.extension().is_some_and(|e| e == "npz");
     if is_npz {
         write_atomic(&request.out, &npz_u8(&images, request.count, c, side))?;
@@ -402,17 +385,17 @@ pub fn sample(request: &SampleRequest, device: &Device) -> Result<(), Error> {
 }
 
 /// `count` samples in batches, all from one seeded stream of prior noise.
-fn generate<M: Method>(method: &M, net: &SongUNet, config: &SongUNetConfig, request: &SampleRequest, device: &Device) -> Result<Vec<f32>, Error> {
+fn generate(model: &ImageModel, request: &SampleRequest, device: &Device) -> Result<Vec<f32>, Error> {
     const BATCH: usize = 256;
-    method.check_steps(request.steps)?;
-    let dim = config.in_channels * config.img_resolution * config.img_resolution;
+    model.check_steps(request.steps)?;
+    let dim = model.dim();
     let mut rng = Rng::new(request.seed);
     let mut out = Vec::with_capacity(request.count * dim);
     let mut done = 0;
     while done < request.count {
         let n = BATCH.min(request.count - done);
-        let z = Tensor::<2>::from_data(TensorData::new(rng.normal_vec(n * dim, method.sigma_data()), [n, dim]), device);
-        let x = method.sample(net, z, request.steps, &mut rng)?;
+        let z = Tensor::<2>::from_data(TensorData::new(rng.normal_vec(n * dim, model.sigma_data()), [n, dim]), device);
+        let x = model.sample(z, request.steps, &mut rng)?;
         out.extend(x.into_data().try_into_vec::<f32>().map_err(|e| Error::new(format!("reading samples: {e:?}")))?);
         done += n;
     }

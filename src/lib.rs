@@ -15,6 +15,7 @@ pub mod fused;
 mod fused_cube;
 #[cfg(not(target_family = "wasm"))]
 pub mod golden;
+pub mod image_model;
 pub mod images;
 pub mod loss;
 mod md5;

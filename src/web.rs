@@ -10,9 +10,10 @@ use wasm_bindgen::prelude::*;
 use crate::data2d::{Dataset, DrawnData, Toy, ToyData};
 use crate::eval::energy_distance;
 use crate::fused::{Kernels, comparison, relative_error, test_shapes};
+use crate::image_model::ImageModel;
 use crate::method::{FlowMatching, Imm};
 use crate::network::Mlp;
-use crate::presets::{Preset, preset};
+use crate::presets::{IMAGE_PRESETS, Preset, image_preset, preset};
 use crate::safetensors::Tensors;
 use crate::trainer::{Method, Metrics, Trainer};
 use crate::weights::{load_named, named_params_async};
@@ -296,4 +297,75 @@ impl Playground {
         (self.imm.ema, self.fm.ema) = (imm, fm);
         Ok(())
     }
+}
+
+/// An image model on the page: a weights file of `imm train` (its card says how to build and
+/// sample it), or a file without a card (an export of the official checkpoint) with its preset.
+#[wasm_bindgen(js_name = ImageModel)]
+pub struct PageImageModel {
+    device: Device,
+    model: ImageModel,
+}
+
+#[wasm_bindgen(js_class = ImageModel)]
+impl PageImageModel {
+    /// Reads `bytes` on `backend` ("webgpu" or "cpu"); `preset` names the network of a file
+    /// without a card ("" when it has one).
+    pub async fn load(bytes: Vec<u8>, preset: String, backend: String) -> Result<PageImageModel, JsError> {
+        let device = device(&backend).await?;
+        let file = Tensors::parse(&bytes, "the model file").map_err(js)?;
+        let preset = match preset.as_str() {
+            "" => None,
+            name => Some(image_preset(name).ok_or_else(|| {
+                JsError::new(&format!("unknown image preset '{name}'; available: {}", IMAGE_PRESETS.join(", ")))
+            })?),
+        };
+        let model = ImageModel::load(&file, "the model file", preset.as_ref(), &device).map_err(js)?;
+        Ok(PageImageModel { device, model })
+    }
+
+    /// Image presets a file without a card can be read as.
+    pub fn presets() -> Vec<String> {
+        IMAGE_PRESETS.iter().map(|p| p.to_string()).collect()
+    }
+
+    /// JSON `{side, channels, card}`: the image size and what the file says about its training.
+    pub fn describe(&self) -> String {
+        let c = &self.model.config;
+        serde_json::json!({ "side": c.img_resolution, "channels": c.in_channels, "card": self.model.card }).to_string()
+    }
+
+    /// `n` samples in `steps` steps from the prior noise of `seed` (the same noise at every step
+    /// count), as an RGBA grid of `columns` images per row with 1-pixel gaps; its width is
+    /// `columns * (side + 1) + 1`.
+    pub async fn sample(&self, steps: usize, n: usize, seed: u32, columns: usize) -> Result<Vec<u8>, JsError> {
+        self.model.check_steps(steps).map_err(js)?;
+        let dim = self.model.dim();
+        let mut rng = Rng::new(seed.into());
+        let z = Tensor::<2>::from_data(TensorData::new(rng.normal_vec(n * dim, self.model.sigma_data()), [n, dim]), &self.device);
+        let x = read(self.model.sample(z, steps, &mut rng).map_err(js)?).await?;
+        let (c, side) = (self.model.config.in_channels, self.model.config.img_resolution);
+        Ok(rgba_grid(&x, c, side, columns.max(1)))
+    }
+}
+
+/// Images [N, C, side, side] in [-1, 1] as an RGBA grid, `columns` per row, 1-pixel white gaps.
+fn rgba_grid(images: &[f32], c: usize, side: usize, columns: usize) -> Vec<u8> {
+    let n = images.len() / (c * side * side);
+    let rows = n.div_ceil(columns);
+    let (width, height) = (columns * (side + 1) + 1, rows * (side + 1) + 1);
+    let mut out = vec![255u8; width * height * 4];
+    let byte = |v: f32| ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
+    for (i, image) in images.chunks_exact(c * side * side).enumerate() {
+        let (x0, y0) = (1 + (i % columns) * (side + 1), 1 + (i / columns) * (side + 1));
+        for y in 0..side {
+            for x in 0..side {
+                let at = (((y0 + y) * width) + x0 + x) * 4;
+                for ch in 0..3 {
+                    out[at + ch] = byte(image[(ch.min(c - 1) * side + y) * side + x]);
+                }
+            }
+        }
+    }
+    out
 }

@@ -29,7 +29,7 @@ function notice(message) {
 // State in the URL: mode, distribution, steps, seed (and the backend).
 function saveUrl() {
   const p = new URLSearchParams(state.params);
-  p.set('mode', '2d');
+  p.set('mode', mode());
   p.set('toy', $('toy').value || p.get('toy') || 'checkerboard');
   p.set('steps', $('steps').value);
   p.set('seed', $('seed').value);
@@ -163,6 +163,7 @@ worker.onmessage = ({ data: msg }) => {
       select.replaceChildren(...[...msg.toys, DRAW].map((t) => new Option(t, t)));
       select.value = state.params.get('toy') ?? 'checkerboard';
       showHyper(msg.hyper);
+      $('image-preset').append(...msg.imagePresets.map((p) => new Option(p, p)));
       state.ready = true;
       document.body.classList.add('ready');
       break;
@@ -211,11 +212,73 @@ worker.onmessage = ({ data: msg }) => {
       showError('');
       $('status').dataset.loaded = 'yes';
       break;
+    case 'image-ready': {
+      state.imageModel = msg.info;
+      const card = msg.info.card;
+      const trained = card ? `${card.preset ?? 'a model'} trained with ${card.method} on ${Number(card.nimg).toLocaleString('en')} images` : 'a model without a card';
+      $('image-info').textContent = `Loaded ${trained}: ${msg.info.channels} × ${msg.info.side} × ${msg.info.side} images.`;
+      sampleImages();
+      break;
+    }
+    case 'image-grid':
+      state.imageGrid = msg;
+      drawImages(msg);
+      break;
     case 'error':
       showError(msg.message);
+      if (mode() === 'images') $('image-status').textContent = 'failed';
       break;
   }
 };
+
+// --- modes ------------------------------------------------------------------------------------
+
+const mode = () => document.querySelector('input[name="mode"]:checked').value;
+
+function showMode() {
+  for (const el of document.querySelectorAll('.mode-2d')) el.hidden = mode() !== '2d';
+  for (const el of document.querySelectorAll('.mode-images')) el.hidden = mode() !== 'images';
+}
+
+// New pictures for the current steps and seed: the 2D paths, or the image grid.
+function refresh() {
+  if (mode() === '2d') send({ type: 'view', view: view() });
+  else if (state.imageModel) sampleImages();
+}
+
+function sampleImages() {
+  $('image-status').textContent = 'sampling…';
+  send({ type: 'image-sample', steps: Number($('steps').value), seed: Number($('seed').value), n: Number($('image-count').value) });
+}
+
+for (const radio of document.querySelectorAll('input[name="mode"]')) {
+  radio.onchange = () => {
+    if (mode() === 'images') send({ type: 'pause' });
+    showMode();
+    refresh();
+    saveUrl();
+  };
+}
+
+$('image-file').onchange = async () => {
+  const file = $('image-file').files[0];
+  if (!file) return;
+  showError('');
+  $('image-status').textContent = `reading ${file.name}…`;
+  const bytes = await file.arrayBuffer();
+  send({ type: 'image-load', bytes, preset: $('image-preset').value, backend: $('backend').value }, [bytes]);
+  $('image-file').value = '';
+};
+$('image-count').onchange = refresh;
+
+function drawImages(msg) {
+  const canvas = $('image-grid');
+  canvas.width = msg.width;
+  canvas.height = msg.height;
+  canvas.getContext('2d').putImageData(new ImageData(new Uint8ClampedArray(msg.rgba.buffer), msg.width, msg.height), 0, 0);
+  $('image-status').textContent = `${msg.n} samples, ${msg.steps} step${msg.steps === 1 ? '' : 's'}, seed ${msg.seed}`;
+  $('ms-image').textContent = msg.msPerStep.toFixed(1);
+}
 
 // --- controls ---------------------------------------------------------------------------------
 
@@ -244,7 +307,7 @@ $('toy').onchange = () => {
   drawPlots();
 };
 $('seed').onchange = () => {
-  send({ type: 'view', view: view() });
+  refresh();
   saveUrl();
 };
 $('backend').onchange = () => {
@@ -257,7 +320,7 @@ $('steps').oninput = () => {
   $('time').max = $('steps').value;
   $('time').value = $('steps').value;
   timeLabel();
-  send({ type: 'view', view: view() });
+  refresh();
   saveUrl();
 };
 $('time').oninput = () => {
@@ -305,6 +368,9 @@ $('draw-train').onclick = () => {
 
 async function start() {
   const p = state.params;
+  const wanted = p.get('mode') === 'images' ? 'images' : '2d';
+  document.querySelector(`input[name="mode"][value="${wanted}"]`).checked = true;
+  showMode();
   $('steps').value = p.get('steps') ?? '2';
   $('steps-out').textContent = $('steps').value;
   $('time').max = $('steps').value;

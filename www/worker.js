@@ -1,9 +1,10 @@
 // The page's Web Worker: owns the wasm playground (training and sampling run here, so the page
 // stays responsive) and answers the page's messages. Every call into wasm goes through one queue:
 // the playground is borrowed for the whole of each async call.
-import init, { Playground, energyDistance } from '../pkg/imm.js';
+import init, { ImageModel, Playground, energyDistance } from '../pkg/imm.js';
 
 let playground = null;
+let imageModel = null;
 let running = false;
 let chain = Promise.resolve();
 let view = { steps: 2, seed: 0, samples: 400 };
@@ -69,7 +70,7 @@ self.onmessage = ({ data: msg }) => {
         playground = await Playground.create(msg.toy, msg.backend, msg.seed, net.hidden, net.blocks);
         if (msg.hyper) playground.setHyper(JSON.stringify(msg.hyper));
         view = { ...view, ...msg.view };
-        post({ type: 'ready', toys: Playground.toys(), hyper: JSON.parse(playground.getHyper()) });
+        post({ type: 'ready', toys: Playground.toys(), imagePresets: ImageModel.presets(), hyper: JSON.parse(playground.getHyper()) });
         await sample();
       });
       break;
@@ -125,6 +126,27 @@ self.onmessage = ({ data: msg }) => {
         playground.loadWeights(new Uint8Array(msg.bytes));
         post({ type: 'loaded' });
         await sample();
+      });
+      break;
+    case 'image-load':
+      enqueue(async () => {
+        imageModel?.free();
+        imageModel = null;
+        imageModel = await ImageModel.load(new Uint8Array(msg.bytes), msg.preset, msg.backend);
+        post({ type: 'image-ready', info: JSON.parse(imageModel.describe()) });
+      });
+      break;
+    case 'image-sample':
+      enqueue(async () => {
+        if (!imageModel) return;
+        const columns = Math.ceil(Math.sqrt(msg.n));
+        const start = performance.now();
+        const rgba = await imageModel.sample(msg.steps, msg.n, msg.seed, columns);
+        const msPerStep = (performance.now() - start) / msg.steps;
+        const { side } = JSON.parse(imageModel.describe());
+        const width = columns * (side + 1) + 1;
+        const height = rgba.length / 4 / width;
+        post({ type: 'image-grid', rgba, width, height, n: msg.n, steps: msg.steps, seed: msg.seed, msPerStep }, [rgba.buffer]);
       });
       break;
     default:

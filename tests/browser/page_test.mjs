@@ -1,14 +1,16 @@
 // The page end to end in headless Chromium on WebGPU (SwiftShader: a slow CPU adapter, so a tiny
-// network and batch): it trains the 2D toy for a few hundred steps and checks that both losses fell
-// and that IMM's samples moved toward the data; moves the steps slider and checks the picture changed;
-// saves the weights and loads them back; refuses a corrupt weights file with a message; saves a
-// screenshot. Any console error or Rust panic fails it.
+// network and batch). 2D mode: it trains the toy for a few hundred steps and checks that both
+// losses fell and that IMM's samples moved toward the data; moves the steps slider and checks the
+// picture changed; saves the weights and loads them back; refuses a corrupt weights file with a
+// message. Image mode: it loads the image model named by $IMM_PAGE_MODEL (scripts/test.sh trains
+// one briefly), checks that the grid changes with the steps and comes back exactly with the same
+// steps (same noise seeds). Screenshots of both; any console error or Rust panic fails it.
 import { writeFileSync, mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
 import { withPage } from './harness.mjs';
 
 const STEPS = Number(process.env.PAGE_TEST_STEPS ?? 200);
-const SCREENSHOT = process.env.PAGE_SCREENSHOT ?? `${process.env.CARGO_TARGET_DIR ?? '/tmp'}/imm-page.png`;
+const SHOTS = process.env.PAGE_SCREENSHOTS ?? `${process.env.CARGO_TARGET_DIR ?? '/tmp'}/page-screenshots`;
+const MODEL = process.env.IMM_PAGE_MODEL;
 const failures = [];
 const check = (ok, what) => {
   console.log(`  ${ok ? 'ok  ' : 'FAIL'} ${what}`);
@@ -55,6 +57,9 @@ await withPage(URL, async (page, problems) => {
   check((await samplesSeen()) !== seen && (await picture()) !== twoSteps, 'moving Sampling steps to 1 redrew the samples');
   check((await page.locator('#steps-out').textContent()) === '1' && page.url().includes('steps=1'), 'the slider value is shown and kept in the URL');
 
+  mkdirSync(SHOTS, { recursive: true });
+  writeFileSync(`${SHOTS}/page-2d.png`, await page.screenshot({ fullPage: true }));
+
   const download = page.waitForEvent('download', { timeout });
   await page.getByRole('button', { name: 'Save weights' }).click();
   const saved = await (await download).path();
@@ -69,11 +74,40 @@ await withPage(URL, async (page, problems) => {
   const message = await text('error');
   check(/weights file/.test(message), `a corrupt weights file is refused with a message: "${message}"`);
 
-  mkdirSync(dirname(SCREENSHOT), { recursive: true });
-  writeFileSync(SCREENSHOT, await page.screenshot({ fullPage: true }));
-  console.log(`  screenshot: ${SCREENSHOT}`);
   for (const p of problems) failures.push(p);
 });
+
+check(Boolean(MODEL), `IMM_PAGE_MODEL names an image model file: ${MODEL}`);
+if (MODEL) {
+  await withPage('index.html?mode=images&steps=2&seed=3&backend=webgpu', async (page, problems) => {
+    const timeout = 600_000;
+    await page.waitForFunction(() => window.__imm.ready, null, { timeout });
+    await page.getByLabel('Number of images').selectOption('16');
+    await page.getByLabel('Load an image model').setInputFiles(MODEL);
+    const grid = async (steps) => {
+      await page.waitForFunction((k) => window.__imm.imageGrid?.steps === k && document.getElementById('image-status').textContent.includes(`${k} step`), steps, { timeout });
+      return page.evaluate(() => Array.from(window.__imm.imageGrid.rgba));
+    };
+    const two = await grid(2);
+    check(new Set(two).size > 16, `the grid of 16 samples at 2 steps has varied pixels (${new Set(two).size} values)`);
+    const slider = page.getByRole('slider', { name: 'Sampling steps' });
+    await slider.fill('1');
+    const one = await grid(1);
+    check(one.some((v, i) => v !== two[i]), 'moving Sampling steps to 1 changed the grid');
+    await slider.fill('2');
+    const again = await grid(2);
+    check(again.every((v, i) => v === two[i]), 'back at 2 steps the grid is the same: the same noise seeds');
+    check(page.url().includes('mode=images'), 'the mode is kept in the URL');
+    writeFileSync(`${SHOTS}/page-images.png`, await page.screenshot({ fullPage: true }));
+    await page.getByLabel('Load an image model').setInputFiles({
+      name: 'empty.safetensors', mimeType: 'application/octet-stream', buffer: Buffer.alloc(4),
+    });
+    await page.waitForFunction(() => document.getElementById('error').textContent !== '', null, { timeout });
+    check(/model file/.test(await page.locator('#error').textContent()), `a broken model file is refused: "${await page.locator('#error').textContent()}"`);
+    for (const p of problems) failures.push(p);
+  });
+}
+console.log(`  screenshots in ${SHOTS}`);
 
 if (failures.length) {
   console.error(`page test: FAILED\n${failures.join('\n')}`);
