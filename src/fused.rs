@@ -9,12 +9,12 @@ use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::Checkpoi
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::wgpu::{CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous};
-use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, DispatchDevice, backend_extension, tensor::FloatTensor};
+use burn::backend::{
+    Autodiff, AutodiffBackend, Backend, Dispatch, DispatchDevice, TensorMetadata, backend_extension, tensor::FloatTensor,
+};
+use burn::cubecl::prelude::{BufferArg, KernelId};
 use burn::cubecl::server::KernelArguments;
-use burn::cubecl::prelude::KernelId;
-use burn::cubecl::prelude::BufferArg;
 use burn::cubecl::{CubeCount, CubeDim};
-use burn::backend::TensorMetadata;
 use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
 
 /// Threads per workgroup of both kernels (the shaders' `@workgroup_size`).
@@ -41,19 +41,8 @@ pub fn kernels_for(device: &Device, dtype: DType) -> Option<Kernels> {
     }
 }
 
-/// Per-group MMD^2 through the fused kernels of this device, differentiable in y_t (y_r is a
-/// target: no gradient). Panics on a device without them (see [`kernels_for`]).
-///
-/// # Shapes
-/// - y_t, y_r: [G, M, D] with 1 <= M <= 16
-/// - kernel_scale: [G]
-/// - output: [G]
-pub fn mmd(y_t: Tensor<3>, y_r: Tensor<3>, kernel_scale: Tensor<1>) -> Tensor<1> {
-    let kernels = kernels_for(&y_t.device(), y_t.dtype()).expect("a device with fused MMD kernels");
-    mmd_with(y_t, y_r, kernel_scale, kernels)
-}
-
-/// [`mmd`] with a chosen implementation (both run on wgpu).
+/// Per-group MMD^2 through the chosen kernels, differentiable in y_t (y_r is a target: no
+/// gradient). [`kernels_for`] says which a device has; on wgpu both run.
 ///
 /// # Shapes
 /// - y_t, y_r: [G, M, D] with 1 <= M <= 16
