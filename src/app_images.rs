@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::app::{DeviceChoice, Terminal, io_error, prepare_dir, write_json};
-use crate::image_model::{ImageModel, Sampling};
+use crate::image_model::ImageModel;
 use crate::images::{CIFAR10_MD5, CIFAR10_URL, ImageData, ImageSet, Images, unpack_cifar10};
 use crate::network::Network;
 use crate::plot::image_grid;
@@ -40,7 +40,7 @@ pub struct ImageRun {
 }
 
 /// Writes through a temporary file and a rename, so that a crash never leaves a half-written file.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let tmp = path.with_extension("partial");
     std::fs::write(&tmp, bytes).map_err(|e| io_error(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))
@@ -363,14 +363,9 @@ pub fn sample(request: &SampleRequest, device: &Device) -> Result<(), Error> {
         return Err(Error::new(format!("{what} does not say which network it holds; pass --preset")));
     }
     let mut model = ImageModel::load(&file, &what, request.preset.as_ref(), device)?;
-    match &mut model.sampling {
-        Sampling::Fm(fm) => fm.grid = request.grid.clone().unwrap_or(fm.grid.clone()),
-        Sampling::Imm(imm) => {
-            imm.grid = request.grid.clone().unwrap_or(imm.grid.clone());
-            imm.sampler = request.sampler.unwrap_or(imm.sampler);
-        }
-    }
-    let images = generate(&model, request, device)?;
+    model.choose_sampling(request.grid.clone(), request.sampler);
+    model.check_steps(request.steps)?;
+    let images = generate(&model, request.steps, request.count, request.seed, device, |_| ())?;
     let (c, side) = (model.config.in_channels, model.config.img_resolution);
     let is_npz = request.out.extension().is_some_and(|e| e == "npz");
     if is_npz {
@@ -384,20 +379,28 @@ pub fn sample(request: &SampleRequest, device: &Device) -> Result<(), Error> {
     Ok(())
 }
 
-/// `count` samples in batches, all from one seeded stream of prior noise.
-fn generate(model: &ImageModel, request: &SampleRequest, device: &Device) -> Result<Vec<f32>, Error> {
+/// `count` samples in batches, all from one seeded stream of prior noise; `progress` hears the
+/// number done after each batch.
+pub(crate) fn generate(
+    model: &ImageModel,
+    steps: usize,
+    count: usize,
+    seed: u64,
+    device: &Device,
+    mut progress: impl FnMut(usize),
+) -> Result<Vec<f32>, Error> {
     const BATCH: usize = 256;
-    model.check_steps(request.steps)?;
     let dim = model.dim();
-    let mut rng = Rng::new(request.seed);
-    let mut out = Vec::with_capacity(request.count * dim);
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::with_capacity(count * dim);
     let mut done = 0;
-    while done < request.count {
-        let n = BATCH.min(request.count - done);
+    while done < count {
+        let n = BATCH.min(count - done);
         let z = Tensor::<2>::from_data(TensorData::new(rng.normal_vec(n * dim, model.sigma_data()), [n, dim]), device);
-        let x = model.sample(z, request.steps, &mut rng)?;
+        let x = model.sample(z, steps, &mut rng)?;
         out.extend(x.into_data().try_into_vec::<f32>().map_err(|e| Error::new(format!("reading samples: {e:?}")))?);
         done += n;
+        progress(done);
     }
     Ok(out)
 }

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::method::{FlowMatching, Imm};
 use crate::presets::ImagePreset;
+use crate::sampler::{Grid, Sampler};
 use crate::safetensors::Tensors;
 use crate::songunet::{SongUNet, SongUNetConfig};
 use crate::trainer::Method;
@@ -55,6 +56,17 @@ impl ImageModel {
             _ => Sampling::Imm(serde_json::from_value(settings).map_err(bad)?),
         };
         Ok(Self { config, net, sampling, card })
+    }
+
+    /// Replaces the trained-with sampling times and IMM sampler by the given ones.
+    pub fn choose_sampling(&mut self, grid: Option<Grid>, sampler: Option<Sampler>) {
+        match &mut self.sampling {
+            Sampling::Fm(fm) => fm.grid = grid.unwrap_or(fm.grid.clone()),
+            Sampling::Imm(imm) => {
+                imm.grid = grid.unwrap_or(imm.grid.clone());
+                imm.sampler = sampler.unwrap_or(imm.sampler);
+            }
+        }
     }
 
     /// Values per image, C * H * W.

@@ -79,38 +79,79 @@ impl ImageSet {
 
     /// The training split, from `data_dir` or the default places.
     pub fn load(self, data_dir: Option<&Path>) -> Result<Images, Error> {
+        self.load_split(data_dir, Split::Train)
+    }
+
+    /// One split's images, from `data_dir` or the default places.
+    pub fn load_split(self, data_dir: Option<&Path>, split: Split) -> Result<Images, Error> {
         let dirs = data_dir.map_or_else(|| self.default_dirs(), |d| vec![d.to_path_buf()]);
-        let candidates: Vec<PathBuf> = match self {
-            ImageSet::Mnist | ImageSet::FashionMnist => dirs
-                .iter()
-                .flat_map(|d| ["train-images-idx3-ubyte", "train-images.idx3-ubyte"].map(|f| d.join(f)))
-                .flat_map(|p| [PathBuf::from(format!("{}.gz", p.display())), p])
-                .collect(),
-            ImageSet::Cifar10 => dirs.iter().flat_map(|d| [d.join("cifar-10-batches-bin"), d.clone()]).collect(),
-        };
-        for path in &candidates {
-            match self {
-                ImageSet::Cifar10 => {
-                    let batches: Vec<PathBuf> = (1..=5).map(|i| path.join(format!("data_batch_{i}.bin"))).collect();
-                    if batches.iter().all(|b| b.is_file()) {
-                        let mut bytes = Vec::new();
-                        for b in &batches {
-                            bytes.extend(read_maybe_gz(b)?);
-                        }
-                        return read_cifar(&bytes, &path.display().to_string());
+        if self == ImageSet::Cifar10 {
+            let files: Vec<String> = match split {
+                Split::Train => (1..=5).map(|i| format!("data_batch_{i}.bin")).collect(),
+                Split::Test => vec!["test_batch.bin".into()],
+            };
+            for path in dirs.iter().flat_map(|d| [d.join("cifar-10-batches-bin"), d.clone()]) {
+                let batches: Vec<PathBuf> = files.iter().map(|f| path.join(f)).collect();
+                if batches.iter().all(|b| b.is_file()) {
+                    let mut bytes = Vec::new();
+                    for b in &batches {
+                        bytes.extend(read_maybe_gz(b)?);
                     }
+                    return read_cifar(&bytes, &path.display().to_string());
                 }
-                _ if path.is_file() => return read_idx_images(&read_maybe_gz(path)?, &path.display().to_string()),
-                _ => {}
             }
+            return Err(self.missing(&dirs, &format!("{} images", split.name())));
         }
+        let path = find_idx(&dirs, &format!("{}-images", split.prefix()), "idx3")
+            .ok_or_else(|| self.missing(&dirs, &format!("{} images", split.name())))?;
+        read_idx_images(&read_maybe_gz(&path)?, &path.display().to_string())
+    }
+
+    /// One split's labels (MNIST and Fashion-MNIST), in the order of its images.
+    pub fn load_labels(self, data_dir: Option<&Path>, split: Split) -> Result<Vec<u8>, Error> {
+        let dirs = data_dir.map_or_else(|| self.default_dirs(), |d| vec![d.to_path_buf()]);
+        if self == ImageSet::Cifar10 {
+            return Err(Error::new("labels are read for MNIST and Fashion-MNIST only"));
+        }
+        let path = find_idx(&dirs, &format!("{}-labels", split.prefix()), "idx1")
+            .ok_or_else(|| self.missing(&dirs, &format!("{} labels", split.name())))?;
+        read_idx_labels(&read_maybe_gz(&path)?, &path.display().to_string())
+    }
+
+    fn missing(self, dirs: &[PathBuf], what: &str) -> Error {
         let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
-        Err(Error::new(format!(
-            "no {} training images in {}; {}, or pass --data-dir",
-            self.name(),
-            looked.join(", "),
-            self.how_to_get()
-        )))
+        Error::new(format!("no {} {what} in {}; {}, or pass --data-dir", self.name(), looked.join(", "), self.how_to_get()))
+    }
+}
+
+/// The first of `stem-KIND-ubyte` and `stem.KIND-ubyte`, gzipped or not, in `dirs`.
+fn find_idx(dirs: &[PathBuf], stem: &str, kind: &str) -> Option<PathBuf> {
+    dirs.iter()
+        .flat_map(|d| [format!("{stem}-{kind}-ubyte"), format!("{stem}.{kind}-ubyte")].map(|f| d.join(f)))
+        .flat_map(|p| [PathBuf::from(format!("{}.gz", p.display())), p])
+        .find(|p| p.is_file())
+}
+
+/// Which part of a dataset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Test,
+}
+
+impl Split {
+    fn prefix(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "t10k",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Split::Train => "training",
+            Split::Test => "test",
+        }
     }
 }
 
@@ -187,6 +228,22 @@ pub fn read_idx_images(bytes: &[u8], what: &str) -> Result<Images, Error> {
 }
 
 /// CIFAR-10 binary batches: records of one label byte and 3072 pixel bytes (R, G, B planes of 32x32).
+/// An IDX label file (magic 0x801): one byte per image.
+pub fn read_idx_labels(bytes: &[u8], what: &str) -> Result<Vec<u8>, Error> {
+    let bad = |detail: &str| Error::new(format!("{what} is not an IDX label file: {detail}"));
+    let header = bytes.get(..8).ok_or_else(|| bad("shorter than its 8-byte header"))?;
+    let word = |i: usize| u32::from_be_bytes(header[i..i + 4].try_into().expect("4 bytes"));
+    if word(0) != 0x801 {
+        return Err(bad(&format!("magic number {:#x}, expected 0x801", word(0))));
+    }
+    let n = word(4) as usize;
+    let body = &bytes[8..];
+    if body.len() != n {
+        return Err(bad(&format!("holds {} labels, its header says {n} (truncated?)", body.len())));
+    }
+    Ok(body.to_vec())
+}
+
 pub fn read_cifar(bytes: &[u8], what: &str) -> Result<Images, Error> {
     const RECORD: usize = 1 + 3 * 32 * 32;
     if bytes.is_empty() || bytes.len() % RECORD != 0 {
@@ -304,6 +361,29 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         let err = ImageSet::Cifar10.load(Some(&dir)).unwrap_err().0;
         assert!(err.contains(CIFAR10_URL) && err.contains("--data-dir"), "{err}");
+    }
+
+    #[test]
+    fn label_files_and_the_test_split() {
+        let mut labels = Vec::new();
+        for v in [0x801u32, 3] {
+            labels.extend(v.to_be_bytes());
+        }
+        labels.extend([7, 0, 9]);
+        assert_eq!(read_idx_labels(&labels, "x").unwrap(), [7, 0, 9]);
+        assert!(read_idx_labels(&labels[..10], "x").unwrap_err().0.contains("truncated"));
+        assert!(read_idx_labels(&labels[..5], "x").unwrap_err().0.contains("header"));
+        assert!(read_idx_labels(&idx(1, 1, &[0]), "x").unwrap_err().0.contains("magic"));
+
+        let dir = std::env::temp_dir().join(format!("imm-labels-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("t10k-labels-idx1-ubyte"), &labels).unwrap();
+        std::fs::write(dir.join("t10k-images-idx3-ubyte"), idx(3, 2, &[5; 12])).unwrap();
+        assert_eq!(ImageSet::Mnist.load_labels(Some(&dir), Split::Test).unwrap(), [7, 0, 9]);
+        assert_eq!(ImageSet::Mnist.load_split(Some(&dir), Split::Test).unwrap().len(), 3);
+        let err = ImageSet::Mnist.load_labels(Some(&dir), Split::Train).unwrap_err().0;
+        assert!(err.contains("no mnist training labels"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -9,14 +9,18 @@
 //! the rest.
 //! References: [P] the paper, notes in `shared/docs/imm-algorithm.md`.
 
+pub mod classifier;
 pub mod data2d;
 pub mod eval;
+pub mod fid;
 pub mod fused;
 mod fused_cube;
 #[cfg(not(target_family = "wasm"))]
 pub mod golden;
 pub mod image_model;
 pub mod images;
+#[cfg(not(target_family = "wasm"))]
+pub mod inception;
 pub mod loss;
 mod md5;
 pub mod method;
@@ -34,6 +38,8 @@ pub mod weights;
 
 #[cfg(not(target_family = "wasm"))]
 pub mod app;
+#[cfg(not(target_family = "wasm"))]
+pub mod app_eval;
 #[cfg(not(target_family = "wasm"))]
 pub mod app_images;
 #[cfg(not(target_family = "wasm"))]

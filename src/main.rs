@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use imm::Error;
 use imm::app::{DeviceChoice, EvalOptions, demo, train_and_evaluate};
+use imm::app_eval::{EvalRequest, Metric, evaluate};
 use imm::app_images::{ImageRun, SampleRequest, sample, train_images};
+use imm::images::ImageSet;
 use imm::method::{FlowMatching, Imm};
 use imm::presets::{IMAGE_PRESETS, ImagePreset, Preset, image_preset, names, preset};
 use imm::sampler::{Grid, Sampler};
@@ -88,6 +90,67 @@ enum Command {
         #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
         device: DeviceChoice,
     },
+    /// Measure an image model's FID at several step counts against its training set (statistics
+    /// cached after the first run).
+    Eval {
+        /// Weights: an EMA snapshot of `imm train`, or safetensors under the official names.
+        #[arg(long)]
+        weights: PathBuf,
+        /// The image preset the weights belong to, when the file does not say.
+        #[arg(long)]
+        preset: Option<String>,
+        /// Sampling step counts, comma-separated.
+        #[arg(long, default_value = "1,2,4,8", allow_hyphen_values = true, value_parser = step_list)]
+        steps: StepList,
+        /// IMM sampler [default: the one the model was trained with].
+        #[arg(long, value_enum)]
+        sampler: Option<Sampler>,
+        /// Sampling times: uniform, edm, or eta:V1,... (the paper's CIFAR-10 2 steps: eta:1.4).
+        #[arg(long, value_parser = grid)]
+        grid: Option<Grid>,
+        /// Samples per step count (the paper: 50000).
+        #[arg(long, default_value_t = 10_000, allow_negative_numbers = true, value_parser = positive_usize)]
+        n: usize,
+        /// Features [default: classifier for MNIST and Fashion-MNIST, inception otherwise].
+        #[arg(long, value_enum)]
+        metric: Option<Metric>,
+        /// The classifier for --metric classifier [default: www/models/classifier-SET.safetensors].
+        #[arg(long)]
+        classifier: Option<PathBuf>,
+        /// Where the dataset files are (default: data/NAME, then the offline packages).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Seed of the prior noise (the same noise at every step count).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Also write the report here as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Compute device.
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+        device: DeviceChoice,
+    },
+    /// Train the small MNIST / Fashion-MNIST classifier whose features `imm eval` and the page use.
+    Classifier {
+        /// Dataset.
+        #[arg(long, value_enum)]
+        data: DataName,
+        /// Passes over the training split.
+        #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = positive_usize)]
+        epochs: usize,
+        /// Output file [default: www/models/classifier-SET.safetensors].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Where the dataset files are.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Seed of the shuffles.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Compute device.
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+        device: DeviceChoice,
+    },
     /// List the presets.
     Presets,
     /// Print speed figures.
@@ -127,6 +190,12 @@ enum Bench {
         #[arg(long, value_enum, default_value_t = DeviceChoice::Wgpu)]
         device: DeviceChoice,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DataName {
+    Mnist,
+    FashionMnist,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -262,6 +331,11 @@ impl Options {
     }
 }
 
+fn named_image_preset(name: &str) -> Result<ImagePreset, Error> {
+    image_preset(name)
+        .ok_or_else(|| Error::new(format!("unknown image preset '{name}'; available: {}", IMAGE_PRESETS.join(", "))))
+}
+
 fn run(command: Command) -> Result<(), Error> {
     match command {
         Command::Demo { preset: name, out, options } => {
@@ -301,16 +375,11 @@ fn run(command: Command) -> Result<(), Error> {
             for (k, e) in &outcome.energy {
                 println!("{k:>3} step{}  {e:.5}", if *k == 1 { " " } else { "s" });
             }
-            println!("Wrote {}/{{config.json, metrics.jsonl, eval.json, samples.png}}.", out.display());
+            println!("Wrote {}/{{config.json, metrics.jsonl, eval.json, samples.png, ema.safetensors}}.", out.display());
             Ok(())
         }
         Command::Sample { weights, preset: name, steps, sampler, grid, seed, n, out, device } => {
-            let preset = match name {
-                Some(name) => Some(image_preset(&name).ok_or_else(|| {
-                    Error::new(format!("unknown image preset '{name}'; available: {}", IMAGE_PRESETS.join(", ")))
-                })?),
-                None => None,
-            };
+            let preset = name.map(|name| named_image_preset(&name)).transpose()?;
             let request = SampleRequest { weights, preset, steps, sampler, grid, seed, count: n, out };
             sample(&request, &device.device()?.0)
         }
@@ -330,6 +399,50 @@ fn run(command: Command) -> Result<(), Error> {
         }
         Command::Bench { what: Bench::Mmd { groups, particles, dim, iters, device } } => {
             imm::bench::mmd(&device.device()?.0, [groups, particles, dim], iters)
+        }
+        Command::Eval { weights, preset: name, steps, sampler, grid, n, metric, classifier, data_dir, seed, json, device } => {
+            let preset = name.map(|name| named_image_preset(&name)).transpose()?;
+            let request =
+                EvalRequest { weights, preset, steps: steps.0, grid, sampler, count: n, seed, metric, classifier, data_dir, json };
+            let report = evaluate(&request, &device.device()?.0)?;
+            match report.floor {
+                Some(floor) => println!(
+                    "Energy distance of {} samples to {} held-out {} points (floor {floor:.5}):",
+                    report.samples, report.reference, report.data
+                ),
+                None => println!(
+                    "{}: {} samples against {} {} training images",
+                    report.metric, report.samples, report.reference, report.data
+                ),
+            }
+            println!("{:>5} {:>10} {:>9}", "steps", "value", "seconds");
+            for row in &report.rows {
+                println!("{:>5} {:>10.4} {:>9.1}", row.steps, row.value, row.seconds);
+            }
+            Ok(())
+        }
+        Command::Classifier { data, epochs, out, data_dir, seed, device } => {
+            let set = match data {
+                DataName::Mnist => ImageSet::Mnist,
+                DataName::FashionMnist => ImageSet::FashionMnist,
+            };
+            let out = out.unwrap_or_else(|| PathBuf::from(format!("www/models/classifier-{}.safetensors", set.name())));
+            let (net, card) = imm::classifier::train(set, data_dir.as_deref(), epochs, seed, &device.device()?.0, |nimg, loss| {
+                println!("nimg {nimg:>7}  loss {loss:.4}");
+            })?;
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| Error::new(format!("cannot create {}: {e}", dir.display())))?;
+            }
+            std::fs::write(&out, net.to_tensors(&card).to_bytes())
+                .map_err(|e| Error::new(format!("cannot write {}: {e}", out.display())))?;
+            println!(
+                "test accuracy {:.2}% after {} images ({:.0} s); wrote {}",
+                100.0 * card.test_accuracy,
+                card.nimg,
+                card.seconds,
+                out.display()
+            );
+            Ok(())
         }
         Command::Presets => {
             for name in names().into_iter().chain(IMAGE_PRESETS) {

@@ -70,6 +70,17 @@ fn a_short_run_writes_config_metrics_eval_and_plot() {
     assert!(eval["steps"]["1"].as_f64().unwrap() > 0.0 && eval["steps"]["3"].as_f64().unwrap() > 0.0);
     let png = std::fs::read(run.join("samples.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+
+    // `imm eval` reads the run's EMA snapshot: the same held-out points, hence the same floor.
+    let out = imm(&["eval", "--weights", "run/ema.safetensors", "--steps", "1,3", "--n", "200", "--json", "e.json", "--device", "cpu"], &dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("held-out moons points"));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("e.json")).unwrap()).unwrap();
+    assert_eq!(report["metric"], "energy-distance");
+    assert_eq!(report["floor"], eval["floor"]);
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.iter().map(|r| r["steps"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 3]);
+    assert!(rows.iter().all(|r| r["value"].as_f64().unwrap() > 0.0 && r["value"].as_f64().unwrap() < 1.0), "{rows:?}");
 }
 
 /// `imm bench mmd` checks both fused implementations against the reference before timing, and

@@ -105,6 +105,8 @@ fn a_run_saves_resumes_exactly_and_samples() {
     let data_end = npy + 10 + header_len + 5 * 28 * 28;
     assert_eq!(&npz[data_end..data_end + 4], b"PK\x01\x02", "the central directory follows the pixels");
 
+    evaluate(&dir, snapshot);
+
     std::fs::write(dir.join("bad.safetensors"), b"not weights").unwrap();
     fails(&["sample", "--weights", "bad.safetensors", "--device", "cpu"], &dir, "not a valid safetensors file");
     fails(&["sample", "--weights", snapshot, "--steps", "0", "--device", "cpu"], &dir, "positive integer");
@@ -115,6 +117,41 @@ fn a_run_saves_resumes_exactly_and_samples() {
     fails(&["sample", "--weights", "foreign.safetensors", "--preset", "fmnist-small", "--device", "cpu"], &dir, "does not fit");
     ok(&["sample", "--weights", "foreign.safetensors", "--preset", "mnist-tiny", "--n", "3", "--device", "cpu"], &dir);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `imm eval` on a snapshot: a report per step count, reference statistics computed once into the
+/// cache and reused with the same result, Inception features too, and refusals that say why.
+fn evaluate(dir: &Path, snapshot: &str) {
+    let classifier = Path::new(env!("CARGO_MANIFEST_DIR")).join("www/models/classifier-mnist.safetensors");
+    let classifier = classifier.to_str().unwrap();
+    let eval = |extra: &[&str]| {
+        let mut args = vec!["eval", "--weights", snapshot, "--steps", "1,2", "--n", "24", "--data-dir", "data", "--device", "cpu"];
+        args.extend_from_slice(extra);
+        Command::new(env!("CARGO_BIN_EXE_imm")).args(&args).current_dir(dir)
+            .env("XDG_CACHE_HOME", dir.join("cache"))
+            .env("IMM_INCEPTION", imm::inception::default_weights())
+            .output()
+            .unwrap()
+    };
+    let report = |name: &str| -> Vec<f64> {
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(name)).unwrap()).unwrap();
+        json["rows"].as_array().unwrap().iter().map(|r| r["value"].as_f64().unwrap()).collect()
+    };
+    for (json, extra) in [("a.json", "classifier"), ("b.json", "classifier"), ("c.json", "inception")] {
+        let out = eval(&["--metric", extra, "--classifier", classifier, "--json", json]);
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && text.contains("samples against 64 mnist training images"), "{text}");
+        let fids = report(json);
+        assert!(fids.len() == 2 && fids.iter().all(|f| f.is_finite() && *f > 0.0), "{json}: {fids:?}");
+    }
+    assert_eq!(report("a.json"), report("b.json"), "the cached reference gives the same FIDs");
+    let cached = std::fs::read_dir(dir.join("cache/imm/fid-stats")).unwrap().count();
+    assert_eq!(cached, 2, "one statistics file per feature extractor");
+    let fashion = Path::new(env!("CARGO_MANIFEST_DIR")).join("www/models/classifier-fashion-mnist.safetensors");
+    let out = eval(&["--classifier", fashion.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("was trained on fashion-mnist, the model on mnist"));
+    let out = eval(&["--steps", "0"]);
+    assert!(!out.status.success());
 }
 
 #[test]
