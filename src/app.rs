@@ -57,6 +57,29 @@ impl DeviceChoice {
     }
 }
 
+impl DeviceChoice {
+    /// `n` devices of this kind for data-parallel training: GPUs 0 to n - 1 through wgpu, or the
+    /// CPU n times (one device in fact; useful for checking the split).
+    pub fn devices(self, n: usize) -> Result<(Vec<Device>, DeviceChoice), Error> {
+        let (first, choice) = self.device()?;
+        if n <= 1 {
+            return Ok((vec![first], choice));
+        }
+        let mut devices = vec![first];
+        for i in 1..n {
+            let device = match choice {
+                DeviceChoice::Cpu => Device::flex(),
+                _ => Device::wgpu_options()
+                    .device_kind(DeviceKind::DiscreteGpu(i))
+                    .init()
+                    .map_err(|e| Error::new(format!("--devices {n}: no GPU {i} ({e}); this machine has {i}")))?,
+            };
+            devices.push(device);
+        }
+        Ok((devices, choice))
+    }
+}
+
 /// What to evaluate after training.
 #[derive(Clone, Debug, Serialize)]
 pub struct EvalOptions {
@@ -83,7 +106,7 @@ pub(crate) fn io_error(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::new(format!("cannot write {}: {e}", path.display()))
 }
 
-pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> Result<(), Error> {
+pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), Error> {
     let text = serde_json::to_string_pretty(value).map_err(|e| io_error(path, e))?;
     std::fs::write(path, text + "\n").map_err(|e| io_error(path, e))
 }

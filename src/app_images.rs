@@ -37,6 +37,8 @@ pub struct ImageRun {
     pub resume: bool,
     /// Step counts shown in the sample grids.
     pub steps: Vec<usize>,
+    /// More than one: train data-parallel over these (the first holds the weights).
+    pub devices: Vec<Device>,
 }
 
 /// Writes through a temporary file and a rename, so that a crash never leaves a half-written file.
@@ -230,6 +232,7 @@ pub fn train_images<M: Method + Serialize + Clone>(
         (false, None) => {
             let mut with_device = config.clone();
             with_device["device"] = json!(choice);
+            with_device["devices"] = json!(run.devices.len().max(1));
             write_json(&config_path, &with_device)?;
             std::fs::write(out.join("metrics.jsonl"), "").map_err(|e| io_error(&out.join("metrics.jsonl"), e))?;
         }
@@ -241,6 +244,9 @@ pub fn train_images<M: Method + Serialize + Clone>(
     let net = preset.net.init(&mut seeds.fork(), &device.clone().autodiff())?;
     let mut data = ImageData::new(images, preset.side, preset.xflip, seeds.next_u64())?;
     let mut trainer = Trainer::new(net, method, train.clone())?;
+    if run.devices.len() > 1 {
+        trainer = trainer.with_devices(run.devices.iter().map(|d| d.clone().autodiff()).collect())?;
+    }
     if let Some((_, dir)) = latest.filter(|_| run.resume) {
         let what = dir.display().to_string();
         let net_file = Tensors::read(&dir.join("net.safetensors"))?;

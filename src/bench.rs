@@ -2,10 +2,16 @@
 
 use std::time::Instant;
 
+use burn::module::Module;
 use burn::tensor::{DType, Device, Distribution, Tensor, TensorData};
+use serde::Serialize;
+use serde_json::json;
 
-use crate::Error;
 use crate::fused::{Kernels, REFERENCE_CHUNK_BYTES, comparison, kernels_for, mmd_reference_chunked, mmd_with, relative_error};
+use crate::image_model::ImageModel;
+use crate::presets::ImagePreset;
+use crate::trainer::{Method, TrainConfig, Trainer};
+use crate::{Error, Rng};
 
 /// The largest relative error the fused MMD may have against the reference.
 pub const MMD_TOLERANCE: f32 = 1e-4;
@@ -98,4 +104,72 @@ pub fn mmd(device: &Device, shape: [usize; 3], iters: usize) -> Result<(), Error
         floor_bytes as f64 / 1e6
     );
     Ok(())
+}
+
+/// One row of `imm bench sample`.
+#[derive(Clone, Debug, Serialize)]
+pub struct SampleRow {
+    pub batch: usize,
+    pub steps: usize,
+    pub ms_per_batch: f64,
+    pub images_per_s: f64,
+}
+
+/// `imm bench train`: training images per second of a preset's network and method at a batch
+/// size, on random images (speed does not depend on the data); `iters` timed steps after two
+/// warm-up steps. Prints one line and returns the figures.
+pub fn train<M: Method + Clone>(preset: &ImagePreset, method: M, batch: usize, iters: usize, device: &Device) -> Result<serde_json::Value, Error> {
+    method.check_batch(batch / preset.train.accumulate)?;
+    let net = preset.net.init(&mut Rng::new(0), &device.clone().autodiff())?;
+    let params = net.num_params();
+    let config = TrainConfig { batch, ..preset.train.clone() };
+    let mut trainer = Trainer::new(net, method.clone(), config)?;
+    let dim = preset.net.in_channels * preset.net.img_resolution * preset.net.img_resolution;
+    let ad = device.clone().autodiff();
+    let x = Tensor::<2>::random([batch, dim], Distribution::Uniform(-1.0, 1.0), &ad);
+    let mut last = None;
+    let ms = time_ms(device, iters, || last = Some(trainer.step(x.clone())))?;
+    let loss = read(last.expect("at least one step"))?[0];
+    if !loss.is_finite() {
+        return Err(Error::new(format!("the loss is {loss}: the benchmark did not train")));
+    }
+    let images_per_s = batch as f64 / (ms / 1e3);
+    println!(
+        "{} {} ({params} parameters), batch {batch} (accumulate {}): {ms:.1} ms per step, {images_per_s:.1} images/s",
+        preset.name,
+        method.name(),
+        preset.train.accumulate
+    );
+    Ok(json!({"bench": "train", "preset": preset.name, "method": method.name(), "params": params, "batch": batch,
+              "accumulate": preset.train.accumulate, "iters": iters, "ms_per_step": ms, "images_per_s": images_per_s}))
+}
+
+/// `imm bench sample`: latency and throughput of sampling a preset's network (random weights
+/// unless `model` is given) at each batch size and step count; prints a table.
+pub fn sample(model: &ImageModel, batches: &[usize], steps: &[usize], iters: usize, device: &Device) -> Result<Vec<SampleRow>, Error> {
+    for &k in steps {
+        model.check_steps(k)?;
+    }
+    let dim = model.dim();
+    let mut rows = Vec::new();
+    println!("{:>6} {:>6} {:>12} {:>10}", "batch", "steps", "ms / batch", "images/s");
+    for &batch in batches {
+        let z = Tensor::<2>::random([batch, dim], Distribution::Normal(0.0, model.sigma_data()), device);
+        for &k in steps {
+            let mut rng = Rng::new(0);
+            let mut failed = None;
+            let ms = time_ms(device, iters, || {
+                if let Err(e) = model.sample(z.clone(), k, &mut rng) {
+                    failed = Some(e);
+                }
+            })?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            let row = SampleRow { batch, steps: k, ms_per_batch: ms, images_per_s: batch as f64 / (ms / 1e3) };
+            println!("{:>6} {:>6} {:>12.2} {:>10.1}", row.batch, row.steps, row.ms_per_batch, row.images_per_s);
+            rows.push(row);
+        }
+    }
+    Ok(rows)
 }

@@ -58,6 +58,12 @@ impl ImageModel {
         Ok(Self { config, net, sampling, card })
     }
 
+    /// A preset's network with fresh weights: what speed measurements need.
+    pub fn untrained(preset: &ImagePreset, sampling: Sampling, device: &Device) -> Result<Self, Error> {
+        let net = preset.net.init(&mut Rng::new(0), device)?;
+        Ok(Self { config: preset.net.clone(), net, sampling, card: None })
+    }
+
     /// Replaces the trained-with sampling times and IMM sampler by the given ones.
     pub fn choose_sampling(&mut self, grid: Option<Grid>, sampler: Option<Sampler>) {
         match &mut self.sampling {

@@ -5,9 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use imm::Error;
-use imm::app::{DeviceChoice, EvalOptions, demo, train_and_evaluate};
+use imm::app::{DeviceChoice, EvalOptions, demo, train_and_evaluate, write_json};
 use imm::app_eval::{EvalRequest, Metric, evaluate};
 use imm::app_images::{ImageRun, SampleRequest, sample, train_images};
+use imm::image_model::{ImageModel, Sampling};
+use imm::safetensors::Tensors;
 use imm::images::ImageSet;
 use imm::method::{FlowMatching, Imm};
 use imm::presets::{IMAGE_PRESETS, ImagePreset, Preset, image_preset, names, preset};
@@ -57,6 +59,9 @@ enum Command {
         /// Image presets: split each batch into this many parts (same update, less memory).
         #[arg(long, allow_negative_numbers = true, value_parser = positive_usize)]
         accumulate: Option<usize>,
+        /// Image presets: train data-parallel over this many GPUs (0 to N-1) of --device's kind.
+        #[arg(long, allow_negative_numbers = true, value_parser = positive_usize)]
+        devices: Option<usize>,
         #[command(flatten)]
         options: Options,
     },
@@ -171,6 +176,55 @@ enum Command {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// Training speed: images per second of an image preset's network and method at a batch size
+    /// (random images; two warm-up steps, then --iters timed ones).
+    Train {
+        /// Image preset.
+        #[arg(long, default_value = "cifar10-paper")]
+        preset: String,
+        /// Training method.
+        #[arg(long, value_enum, default_value_t = MethodName::Imm)]
+        method: MethodName,
+        /// Batch size [default: the preset's].
+        #[arg(long, allow_negative_numbers = true, value_parser = positive_usize)]
+        batch: Option<usize>,
+        /// Split each batch into this many parts.
+        #[arg(long, allow_negative_numbers = true, value_parser = positive_usize)]
+        accumulate: Option<usize>,
+        /// Timed steps.
+        #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = positive_usize)]
+        iters: usize,
+        /// Also write the figures here as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Compute device.
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+        device: DeviceChoice,
+    },
+    /// Sampling speed: latency per batch and images per second at each batch size and step count.
+    Sample {
+        /// Image preset (its network with fresh weights, unless --weights).
+        #[arg(long, default_value = "cifar10-paper")]
+        preset: String,
+        /// Weights to sample instead (their card says the network).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Batch sizes, comma-separated.
+        #[arg(long, default_value = "1,64,256", value_parser = step_list)]
+        batches: StepList,
+        /// Step counts, comma-separated.
+        #[arg(long, default_value = "1,2,4,8", value_parser = step_list)]
+        steps: StepList,
+        /// Timed repetitions of each.
+        #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = positive_usize)]
+        iters: usize,
+        /// Also write the figures here as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Compute device.
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+        device: DeviceChoice,
+    },
     /// The fused WGSL MMD against the reference tensor ops: checks their agreement, then times
     /// forward + backward of both (default: the paper's CIFAR-10 batch, B = 4096 as 1024 x 4).
     Mmd {
@@ -342,7 +396,7 @@ fn run(command: Command) -> Result<(), Error> {
             let (p, eval) = options.apply(preset(&name)?)?;
             demo(&p, options.device.unwrap_or(DeviceChoice::Cpu), &eval, &out)
         }
-        Command::Train { preset: name, method, out, data_dir, resume, accumulate, options } => {
+        Command::Train { preset: name, method, out, data_dir, resume, accumulate, devices, options } => {
             let method_name = match method {
                 MethodName::Imm => "imm",
                 MethodName::Fm => "fm",
@@ -350,17 +404,18 @@ fn run(command: Command) -> Result<(), Error> {
             let default_out = || PathBuf::from(format!("runs/{name}-{method_name}"));
             if let Some(p) = image_preset(&name) {
                 let p = options.apply_image(p, accumulate)?;
-                let run = ImageRun { out: out.unwrap_or_else(default_out), data_dir, resume, steps: options.eval_steps.0.clone() };
                 let choice = options.device.unwrap_or(DeviceChoice::Auto);
-                let (device, choice) = choice.device()?;
-                let device = (&device, choice);
+                let (all, choice) = choice.devices(devices.unwrap_or(1))?;
+                let device = (&all[0], choice);
+                let steps = options.eval_steps.0.clone();
+                let run = ImageRun { out: out.unwrap_or_else(default_out), data_dir, resume, steps, devices: all.clone() };
                 return match method {
                     MethodName::Imm => train_images(&p, p.imm.clone(), device, &run),
                     MethodName::Fm => train_images(&p, p.fm.clone(), device, &run),
                 };
             }
-            if resume || data_dir.is_some() || accumulate.is_some() {
-                return Err(Error::new("--resume, --data-dir and --accumulate apply to image presets only"));
+            if resume || data_dir.is_some() || accumulate.is_some() || devices.is_some() {
+                return Err(Error::new("--resume, --data-dir, --accumulate and --devices apply to image presets only"));
             }
             let (p, eval) = options.apply(preset(&name)?)?;
             let out = out.unwrap_or_else(default_out);
@@ -399,6 +454,29 @@ fn run(command: Command) -> Result<(), Error> {
         }
         Command::Bench { what: Bench::Mmd { groups, particles, dim, iters, device } } => {
             imm::bench::mmd(&device.device()?.0, [groups, particles, dim], iters)
+        }
+        Command::Bench { what: Bench::Train { preset: name, method, batch, accumulate, iters, json, device } } => {
+            let mut p = named_image_preset(&name)?;
+            p.train.accumulate = accumulate.unwrap_or(p.train.accumulate);
+            let batch = batch.unwrap_or(p.train.batch);
+            let device = device.device()?.0;
+            let figures = match method {
+                MethodName::Imm => imm::bench::train(&p, p.imm.clone(), batch, iters, &device)?,
+                MethodName::Fm => imm::bench::train(&p, p.fm.clone(), batch, iters, &device)?,
+            };
+            json.map_or(Ok(()), |path| write_json(&path, &figures))
+        }
+        Command::Bench { what: Bench::Sample { preset: name, weights, batches, steps, iters, json, device } } => {
+            let device = device.device()?.0;
+            let model = match weights {
+                Some(path) => ImageModel::load(&Tensors::read(&path)?, &path.display().to_string(), None, &device)?,
+                None => {
+                    let p = named_image_preset(&name)?;
+                    ImageModel::untrained(&p, Sampling::Imm(p.imm.clone()), &device)?
+                }
+            };
+            let rows = imm::bench::sample(&model, &batches.0, &steps.0, iters, &device)?;
+            json.map_or(Ok(()), |path| write_json(&path, &rows))
         }
         Command::Eval { weights, preset: name, steps, sampler, grid, n, metric, classifier, data_dir, seed, json, device } => {
             let preset = name.map(|name| named_image_preset(&name)).transpose()?;

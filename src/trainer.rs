@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use burn::module::{ModuleMapper, ModuleVisitor, Param, ParamId};
-use burn::optim::{AdamConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Bytes, Tensor};
+use burn::optim::{AdamConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer, MultiGradientsParams};
+use burn::tensor::{Bytes, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 #[cfg(not(target_family = "wasm"))]
@@ -161,6 +161,8 @@ pub struct Trainer<N: Network, M: Method> {
     steps: u64,
     optim: ModuleOptimizer,
     rng: Rng,
+    /// Data-parallel devices ([`Trainer::with_devices`]); empty for the weights' own device.
+    devices: Vec<Device>,
 }
 
 impl<N: Network, M: Method> Trainer<N, M> {
@@ -180,7 +182,27 @@ impl<N: Network, M: Method> Trainer<N, M> {
             nimg: 0,
             steps: 0,
             optim,
+            devices: Vec::new(),
         })
+    }
+
+    /// Trains data-parallel over `devices` (autodiff devices, e.g. one per GPU): each step splits
+    /// its batch by groups into one share per device (times `accumulate`), runs each share on a
+    /// replica of the weights there, and burn's multi-device optimizer step sums the gradients and
+    /// updates once: the same update as on one device.
+    pub fn with_devices(mut self, devices: Vec<Device>) -> Result<Self, Error> {
+        let parts = self.config.accumulate * devices.len().max(1);
+        if self.config.batch % parts != 0 {
+            return Err(Error::new(format!(
+                "the batch ({}) must split into {parts} equal parts ({} devices x {} accumulation steps)",
+                self.config.batch,
+                devices.len(),
+                self.config.accumulate
+            )));
+        }
+        self.method.check_batch(self.config.batch / parts)?;
+        self.devices = devices;
+        Ok(self)
     }
 
     /// One optimizer step on one batch; returns the batch loss, detached, still on the device.
@@ -190,19 +212,33 @@ impl<N: Network, M: Method> Trainer<N, M> {
     /// - output: [1]
     pub fn step(&mut self, x: Tensor<2>) -> Tensor<1> {
         let [batch, d] = x.dims();
-        let parts = self.config.accumulate;
+        let home = x.device();
+        let replicas: Vec<(Device, N)> = match self.devices.len() {
+            0 | 1 => vec![(home.clone(), self.net.clone())],
+            _ => self.devices.iter().map(|device| (device.clone(), self.net.clone().fork(device))).collect(),
+        };
+        let parts = self.config.accumulate * replicas.len();
         let size = batch / parts;
-        let mut sum = GradientsAccumulator::new();
+        let mut sums: Vec<GradientsAccumulator<N>> = replicas.iter().map(|_| GradientsAccumulator::new()).collect();
         let mut total: Option<Tensor<1>> = None;
         for i in 0..parts {
-            let part = x.clone().slice([i * size..(i + 1) * size, 0..d]);
-            let loss = self.method.loss(&self.net, part, &mut self.rng).div_scalar(parts as f32);
-            sum.accumulate(&self.net, GradientsParams::from_grads(loss.backward(), &self.net));
-            let loss = loss.inner();
+            let (device, net) = &replicas[i % replicas.len()];
+            let part = x.clone().slice([i * size..(i + 1) * size, 0..d]).to_device(device);
+            let loss = self.method.loss(net, part, &mut self.rng).div_scalar(parts as f32);
+            sums[i % replicas.len()].accumulate(net, GradientsParams::from_grads(loss.backward(), net));
+            let loss = loss.inner().to_device(&home);
             total = Some(total.map_or(loss.clone(), |t| t + loss));
         }
-        let (grads, loss) = (sum.grads(), total.expect("at least one part"));
-        self.net = self.optim.step(self.config.lr, self.net.clone(), grads);
+        let loss = total.expect("at least one part");
+        self.net = if replicas.len() == 1 {
+            let grads = sums.pop().expect("one replica").grads();
+            self.optim.step(self.config.lr, self.net.clone(), grads)
+        } else {
+            let grads = sums.into_iter().zip(&replicas).map(|(mut sum, (device, _))| (sum.grads(), device.clone())).collect();
+            // Each parameter's update runs where its gradients were summed; bring them home after.
+            let net = self.optim.step_multi(self.config.lr, self.net.clone(), MultiGradientsParams { grads });
+            net.fork(&home)
+        };
         self.steps += 1;
         self.nimg += batch as u64;
         let n = self.steps as f64;

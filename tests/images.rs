@@ -107,6 +107,12 @@ fn a_run_saves_resumes_exactly_and_samples() {
 
     evaluate(&dir, snapshot);
 
+    // Data-parallel over two (CPU) devices: the run goes through and records it.
+    ok(&train_args("parallel", "0.032", &["--devices", "2"]), &dir);
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("parallel/config.json")).unwrap()).unwrap();
+    assert_eq!(config["devices"], 2);
+    fails(&train_args("parallel3", "0.032", &["--devices", "3"]), &dir, "3 devices");
+
     std::fs::write(dir.join("bad.safetensors"), b"not weights").unwrap();
     fails(&["sample", "--weights", "bad.safetensors", "--device", "cpu"], &dir, "not a valid safetensors file");
     fails(&["sample", "--weights", snapshot, "--steps", "0", "--device", "cpu"], &dir, "positive integer");
