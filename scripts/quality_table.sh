@@ -5,7 +5,8 @@
 #   scripts/quality_table.sh [PRESET] [KIMG] [N]     # defaults: mnist-tiny 24 2000
 #
 # Writes runs/table-PRESET-KIMG/{imm-m1,...,fm}/ (each a training run with its eval.json and
-# samples.png) and table.md there. A run that has its eval.json is not trained again.
+# samples.png) and table.md there. A run that has its eval.json is not trained again. RUNS (env)
+# picks rows, e.g. RUNS="imm-m4 fm".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 preset=${1:-mnist-tiny}
@@ -16,7 +17,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/imm-target}"
 cargo build --release --locked -q
 imm="$CARGO_TARGET_DIR/release/imm"
 
-runs="imm-m4 fm imm-m1 imm-m2 imm-m8"
+runs=${RUNS:-imm-m4 fm imm-m1 imm-m2 imm-m8}
 for run in $runs; do
   dir="$out/$run"
   [ -f "$dir/eval.json" ] && continue

@@ -15,6 +15,7 @@ use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use crate::fid::Moments;
 use crate::images::{ImageSet, Images, Split};
 use crate::safetensors::Tensors;
 use crate::weights::{Named, load_named, named_params};
@@ -84,14 +85,17 @@ impl Classifier {
     }
 
     pub fn load(path: &Path, device: &Device) -> Result<(Self, ClassifierCard), Error> {
-        let file = Tensors::read(path)?;
-        let what = path.display().to_string();
+        Self::from_tensors(&Tensors::read(path)?, &path.display().to_string(), device)
+    }
+
+    /// A classifier from the tensors of its file; `what` names it in errors.
+    pub fn from_tensors(file: &Tensors, what: &str, device: &Device) -> Result<(Self, ClassifierCard), Error> {
         let card = file
             .metadata
             .get("classifier")
             .and_then(|c| serde_json::from_str(c).ok())
             .ok_or_else(|| Error::new(format!("{what} is not a classifier of `imm classifier`")))?;
-        Ok((load_named(Self::new(device), &file, "", &what, None)?, card))
+        Ok((load_named(Self::new(device), file, "", what, None)?, card))
     }
 
     pub fn to_tensors(&self, card: &ClassifierCard) -> Tensors {
@@ -99,6 +103,44 @@ impl Classifier {
         file.metadata.insert("classifier".into(), serde_json::to_string(card).expect("card serialises"));
         file
     }
+}
+
+/// Grid sizes of the page, for which [`reference`] measures real images.
+pub const PAGE_GRID_SIZES: [usize; 3] = [16, 64, 100];
+
+/// What a live quality number needs beside the classifier: the Gaussian of the training split's
+/// features, and `floors`, the mean FID that `n` real test images score against it (over disjoint
+/// subsets) for each page grid size `n`, the value a perfect model's grid would show.
+pub fn reference(net: &Classifier, set: ImageSet, data_dir: Option<&Path>, device: &Device) -> Result<Tensors, Error> {
+    let features = |images: &Images, range: std::ops::Range<usize>| -> Result<Vec<f32>, Error> {
+        let mut out = Vec::with_capacity(range.len() * FEATURES);
+        for start in range.clone().step_by(1000) {
+            let end = (start + 1000).min(range.end);
+            let f = net.features(batch(images, start..end, device)).into_data().convert::<f32>().try_into_vec::<f32>();
+            out.extend(f.map_err(|e| Error::new(format!("reading features: {e:?}")))?);
+        }
+        Ok(out)
+    };
+    let train = set.load_split(data_dir, Split::Train)?;
+    let mut moments = Moments::new(FEATURES);
+    moments.add(&features(&train, 0..train.len())?);
+    let gaussian = moments.gaussian()?;
+    let test = set.load_split(data_dir, Split::Test)?;
+    let test_features = features(&test, 0..test.len())?;
+    let mut floors = serde_json::Map::new();
+    for n in PAGE_GRID_SIZES {
+        let subsets = (test.len() / n).min(20);
+        let mut total = 0.0;
+        for part in test_features.chunks_exact(n * FEATURES).take(subsets) {
+            let mut m = Moments::new(FEATURES);
+            m.add(part);
+            total += m.gaussian()?.frechet_distance(&gaussian)?;
+        }
+        floors.insert(n.to_string(), (total / subsets as f64).into());
+    }
+    let mut file = gaussian.to_tensors(&format!("classifier features of the {} training split", set.name()));
+    file.metadata.insert("floors".into(), serde_json::Value::Object(floors).to_string());
+    Ok(file)
 }
 
 /// Images `range` of a set as a [N, 1, side, side] tensor in [-1, 1].

@@ -152,9 +152,21 @@ enum Command {
         /// Seed of the shuffles.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Keep the classifier already at --out and only write its reference file.
+        #[arg(long)]
+        keep: bool,
         /// Compute device.
         #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
         device: DeviceChoice,
+    },
+    /// Rewrite a weights file in f16, keeping its card: half the size, for the page.
+    Export {
+        /// Weights to convert.
+        #[arg(long)]
+        weights: PathBuf,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// List the presets.
     Presets,
@@ -499,27 +511,45 @@ fn run(command: Command) -> Result<(), Error> {
             }
             Ok(())
         }
-        Command::Classifier { data, epochs, out, data_dir, seed, device } => {
+        Command::Classifier { data, epochs, out, data_dir, seed, keep, device } => {
             let set = match data {
                 DataName::Mnist => ImageSet::Mnist,
                 DataName::FashionMnist => ImageSet::FashionMnist,
             };
             let out = out.unwrap_or_else(|| PathBuf::from(format!("www/models/classifier-{}.safetensors", set.name())));
-            let (net, card) = imm::classifier::train(set, data_dir.as_deref(), epochs, seed, &device.device()?.0, |nimg, loss| {
-                println!("nimg {nimg:>7}  loss {loss:.4}");
-            })?;
-            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| Error::new(format!("cannot create {}: {e}", dir.display())))?;
-            }
-            std::fs::write(&out, net.to_tensors(&card).to_bytes())
-                .map_err(|e| Error::new(format!("cannot write {}: {e}", out.display())))?;
-            println!(
-                "test accuracy {:.2}% after {} images ({:.0} s); wrote {}",
-                100.0 * card.test_accuracy,
-                card.nimg,
-                card.seconds,
-                out.display()
-            );
+            let device = device.device()?.0;
+            let net = if keep {
+                imm::classifier::Classifier::load(&out, &device)?.0
+            } else {
+                let (net, card) = imm::classifier::train(set, data_dir.as_deref(), epochs, seed, &device, |nimg, loss| {
+                    println!("nimg {nimg:>7}  loss {loss:.4}");
+                })?;
+                if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| Error::new(format!("cannot create {}: {e}", dir.display())))?;
+                }
+                std::fs::write(&out, net.to_tensors(&card).to_bytes())
+                    .map_err(|e| Error::new(format!("cannot write {}: {e}", out.display())))?;
+                println!(
+                    "test accuracy {:.2}% after {} images ({:.0} s); wrote {}",
+                    100.0 * card.test_accuracy,
+                    card.nimg,
+                    card.seconds,
+                    out.display()
+                );
+                net
+            };
+            // Beside it, what the page's live quality number compares with.
+            let reference = imm::classifier::reference(&net, set, data_dir.as_deref(), &device)?;
+            let path = out.with_extension("ref.safetensors");
+            std::fs::write(&path, reference.to_bytes()).map_err(|e| Error::new(format!("cannot write {}: {e}", path.display())))?;
+            println!("real-image FIDs by grid size {}; wrote {}", reference.metadata["floors"], path.display());
+            Ok(())
+        }
+        Command::Export { weights, out } => {
+            let file = Tensors::read(&weights)?;
+            let bytes = file.to_bytes_as(true);
+            std::fs::write(&out, &bytes).map_err(|e| Error::new(format!("cannot write {}: {e}", out.display())))?;
+            println!("Wrote {} ({:.2} MB, f16).", out.display(), bytes.len() as f64 / 1e6);
             Ok(())
         }
         Command::Presets => {

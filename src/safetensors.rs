@@ -83,14 +83,20 @@ impl Tensors {
 
     /// The file as F32, tensors in name order.
     pub fn to_bytes(&self) -> Vec<u8> {
+        self.to_bytes_as(false)
+    }
+
+    /// The file as F32, or as F16 with `half` (half the size: for weights shipped to the page).
+    pub fn to_bytes_as(&self, half: bool) -> Vec<u8> {
+        let (dtype, width) = if half { ("F16", 2) } else { ("F32", 4) };
         let mut header = Map::new();
         if !self.metadata.is_empty() {
             header.insert("__metadata__".into(), json!(self.metadata));
         }
         let mut offset = 0;
         for (name, t) in &self.tensors {
-            let end = offset + 4 * t.values.len();
-            header.insert(name.clone(), json!({"dtype": "F32", "shape": t.shape, "data_offsets": [offset, end]}));
+            let end = offset + width * t.values.len();
+            header.insert(name.clone(), json!({"dtype": dtype, "shape": t.shape, "data_offsets": [offset, end]}));
             offset = end;
         }
         let mut text = serde_json::to_vec(&Value::Object(header)).expect("header serialises");
@@ -103,7 +109,11 @@ impl Tensors {
         bytes.extend_from_slice(&text);
         for t in self.tensors.values() {
             for v in &t.values {
-                bytes.extend_from_slice(&v.to_le_bytes());
+                if half {
+                    bytes.extend_from_slice(&half::f16::from_f32(*v).to_le_bytes());
+                } else {
+                    bytes.extend_from_slice(&v.to_le_bytes());
+                }
             }
         }
         bytes
@@ -138,6 +148,15 @@ mod tests {
         assert_eq!(back.tensors, t.tensors);
         assert_eq!(back.metadata, t.metadata);
         assert!(Tensors::parse(&bytes[..bytes.len() - 3], "x").unwrap_err().0.contains("truncated"));
+        let small = t.to_bytes_as(true);
+        assert!(small.len() < bytes.len());
+        let back = Tensors::parse(&small, "x").unwrap();
+        assert_eq!(back.metadata, t.metadata);
+        for (name, stored) in &t.tensors {
+            for (a, b) in stored.values.iter().zip(&back.tensors[name].values) {
+                assert!((a - b).abs() <= 1e-3 * a.abs() + 1e-7, "{name}: {a} vs {b}");
+            }
+        }
         assert!(Tensors::parse(&bytes[..5], "x").is_err());
         assert!(Tensors::parse(b"\x04\0\0\0\0\0\0\0nope", "x").unwrap_err().0.contains("JSON"));
     }

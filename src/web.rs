@@ -7,8 +7,10 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 
+use crate::classifier::Classifier;
 use crate::data2d::{Dataset, DrawnData, Toy, ToyData};
 use crate::eval::energy_distance;
+use crate::fid::{Gaussian, Moments};
 use crate::fused::{Kernels, comparison, relative_error, test_shapes};
 use crate::image_model::ImageModel;
 use crate::method::{FlowMatching, Imm};
@@ -305,6 +307,8 @@ impl Playground {
 pub struct PageImageModel {
     device: Device,
     model: ImageModel,
+    /// The samples of the last grid, in [-1, 1], for [`PageImageModel::quality`].
+    last: RefCell<Vec<f32>>,
 }
 
 #[wasm_bindgen(js_class = ImageModel)]
@@ -321,7 +325,7 @@ impl PageImageModel {
             })?),
         };
         let model = ImageModel::load(&file, "the model file", preset.as_ref(), &device).map_err(js)?;
-        Ok(PageImageModel { device, model })
+        Ok(PageImageModel { device, model, last: RefCell::new(Vec::new()) })
     }
 
     /// Image presets a file without a card can be read as.
@@ -329,10 +333,34 @@ impl PageImageModel {
         IMAGE_PRESETS.iter().map(|p| p.to_string()).collect()
     }
 
-    /// JSON `{side, channels, card}`: the image size and what the file says about its training.
+    /// JSON `{side, channels, card, data}`: the image size, what the file says about its training,
+    /// and its dataset when the card names a preset.
     pub fn describe(&self) -> String {
         let c = &self.model.config;
-        serde_json::json!({ "side": c.img_resolution, "channels": c.in_channels, "card": self.model.card }).to_string()
+        let data = self.model.card.as_ref().and_then(|card| card["preset"].as_str()).and_then(image_preset).map(|p| p.data.name());
+        serde_json::json!({ "side": c.img_resolution, "channels": c.in_channels, "card": self.model.card, "data": data }).to_string()
+    }
+
+    /// The live quality number: the classifier FID of the last grid's samples (8-bit, as shown)
+    /// against the training split, with what as many real images score. `classifier` and
+    /// `reference` are the files of `imm classifier`. JSON `{n, fid, real}`.
+    pub async fn quality(&self, classifier: Vec<u8>, reference: Vec<u8>) -> Result<String, JsError> {
+        let (net, _) = Classifier::from_tensors(&Tensors::parse(&classifier, "the classifier").map_err(js)?, "the classifier", &self.device)
+            .map_err(js)?;
+        let reference = Tensors::parse(&reference, "the classifier reference").map_err(js)?;
+        let gaussian = Gaussian::from_tensors(&reference, "the classifier reference").map_err(js)?;
+        let samples: Vec<f32> = self.last.borrow().iter().map(|v| ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() / 127.5 - 1.0).collect();
+        let (c, side) = (self.model.config.in_channels, self.model.config.img_resolution);
+        let n = samples.len() / (c * side * side);
+        if c != 1 || side < crate::classifier::SIDE || n < 2 {
+            return Err(JsError::new("the classifier measures grids of 28 px or larger grey images"));
+        }
+        let x = Tensor::<4>::from_data(TensorData::new(samples, [n, c, side, side]), &self.device);
+        let mut moments = Moments::new(crate::classifier::FEATURES);
+        moments.add(&read(net.features(x)).await?);
+        let fid = moments.gaussian().map_err(js)?.frechet_distance(&gaussian).map_err(js)?;
+        let floors: serde_json::Value = reference.metadata.get("floors").and_then(|f| serde_json::from_str(f).ok()).unwrap_or_default();
+        Ok(serde_json::json!({ "n": n, "fid": fid, "real": floors[n.to_string()] }).to_string())
     }
 
     /// `n` samples in `steps` steps from the prior noise of `seed` (the same noise at every step
@@ -345,7 +373,9 @@ impl PageImageModel {
         let z = Tensor::<2>::from_data(TensorData::new(rng.normal_vec(n * dim, self.model.sigma_data()), [n, dim]), &self.device);
         let x = read(self.model.sample(z, steps, &mut rng).map_err(js)?).await?;
         let (c, side) = (self.model.config.in_channels, self.model.config.img_resolution);
-        Ok(rgba_grid(&x, c, side, columns.max(1)))
+        let grid = rgba_grid(&x, c, side, columns.max(1));
+        *self.last.borrow_mut() = x;
+        Ok(grid)
     }
 }
 

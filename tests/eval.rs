@@ -57,3 +57,77 @@ fn own_feature_fid_separates_real_from_damaged_images() {
     println!("FID: held-out digits {real:.3}, noisy digits {noisy:.3}, clothes {other:.3}");
     assert!(real > 0.0 && noisy > 5.0 * real && other > 5.0 * real, "{real} {noisy} {other}");
 }
+
+/// The pretrained models the page offers (www/models/models.json): each file loads, and its card
+/// states the quality measured here again (image models: the classifier FID at 1 step from the same
+/// noise; 2D: the energy distance at 1 step, from other noise, within its sampling error).
+#[test]
+fn shipped_models_load_and_their_cards_hold() {
+    use imm::app_eval::{EvalRequest, evaluate};
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read("www/models/models.json").unwrap()).unwrap();
+    let models = manifest["models"].as_array().unwrap();
+    assert!(models.len() >= 2, "MNIST and Fashion-MNIST models are shipped");
+    for m in models {
+        let file = format!("www/models/{}", m["file"].as_str().unwrap());
+        let weights = imm::safetensors::Tensors::read(file.as_ref()).unwrap();
+        assert!(weights.tensors.values().next().is_some());
+        let quality = &m["quality"];
+        let stated = quality["values"]["1"].as_f64().unwrap();
+        let request = EvalRequest {
+            weights: file.clone().into(),
+            preset: None,
+            steps: vec![1],
+            grid: None,
+            sampler: None,
+            count: quality["samples"].as_u64().unwrap() as usize,
+            seed: 0,
+            metric: None,
+            classifier: None,
+            data_dir: None,
+            json: None,
+        };
+        let report = evaluate(&request, &Device::flex()).unwrap();
+        let measured = report.rows[0].value;
+        println!("{file}: {} at 1 step {measured:.3} (card {stated:.3})", report.metric);
+        assert_eq!(report.metric, quality["metric"].as_str().unwrap());
+        assert!((measured - stated).abs() <= 0.05 * stated, "{file}: measured {measured}, the card says {stated}");
+    }
+    let toys = manifest["toys"].as_array().unwrap();
+    assert!(toys.len() >= 3, "pretrained networks for several 2D distributions");
+    for t in toys {
+        let file = format!("www/models/{}", t["file"].as_str().unwrap());
+        let weights = imm::safetensors::Tensors::read(file.as_ref()).unwrap();
+        assert_eq!(weights.metadata["kind"], "imm-playground-2d");
+        let q = &t["quality"];
+        let (stated, floor) = (q["imm"]["1"].as_f64().unwrap(), q["floor"].as_f64().unwrap());
+        // The IMM half as a snapshot of its own, evaluated by `imm eval`'s 2D path.
+        let preset = imm::presets::preset(t["toy"].as_str().unwrap()).unwrap();
+        let mut imm_only = imm::safetensors::Tensors::default();
+        for (name, stored) in &weights.tensors {
+            if let Some(rest) = name.strip_prefix("imm.") {
+                imm_only.tensors.insert(rest.to_string(), stored.clone());
+            }
+        }
+        let card = serde_json::json!({"preset": preset.name, "net": preset.net, "method": "imm", "method_config": preset.imm});
+        imm_only.metadata.insert("imm".into(), card.to_string());
+        let path = std::env::temp_dir().join(format!("imm-toy-{}-{}.safetensors", std::process::id(), preset.name));
+        std::fs::write(&path, imm_only.to_bytes()).unwrap();
+        let request = EvalRequest {
+            weights: path.clone(),
+            preset: None,
+            steps: vec![1],
+            grid: None,
+            sampler: None,
+            count: 2000,
+            seed: 7,
+            metric: None,
+            classifier: None,
+            data_dir: None,
+            json: None,
+        };
+        let measured = evaluate(&request, &Device::flex()).unwrap().rows[0].value;
+        std::fs::remove_file(&path).unwrap();
+        println!("{file}: IMM energy distance at 1 step {measured:.5} (card {stated:.5}, floor {floor:.5})");
+        assert!((measured - stated).abs() <= 0.5 * stated + 3.0 * floor, "{file}: measured {measured}, the card says {stated}");
+    }
+}

@@ -11,7 +11,12 @@ const state = {
   params: new URLSearchParams(location.search),
   records: [], // {nimg, imm, fm}: the metrics records of the worker
   samples: null, // the last `samples` message
+  sampleCount: 0, // `samples` messages so far
+  loadedAt: null, // sampleCount when weights were last loaded
   drawn: [],
+  models: [], // the pretrained image models' cards
+  toys: [], // the pretrained 2D networks' cards
+  model: null, // the pretrained model shown, by file name
   ready: false,
   busy: false,
 };
@@ -34,6 +39,8 @@ function saveUrl() {
   p.set('steps', $('steps').value);
   p.set('seed', $('seed').value);
   p.set('backend', $('backend').value);
+  if (mode() === 'images' && state.model) p.set('model', state.model);
+  else p.delete('model');
   history.replaceState(null, '', `?${p}`);
 }
 
@@ -166,6 +173,7 @@ worker.onmessage = ({ data: msg }) => {
       $('image-preset').append(...msg.imagePresets.map((p) => new Option(p, p)));
       state.ready = true;
       document.body.classList.add('ready');
+      loadModels();
       break;
     }
     case 'metrics': {
@@ -182,6 +190,7 @@ worker.onmessage = ({ data: msg }) => {
     }
     case 'samples':
       state.samples = msg;
+      state.sampleCount += 1;
       $('energy-imm').textContent = msg.energy.imm.toFixed(4);
       $('energy-fm').textContent = msg.energy.fm.toFixed(4);
       $('ms-sample').textContent = msg.msPerSampleStep.toFixed(1);
@@ -211,13 +220,16 @@ worker.onmessage = ({ data: msg }) => {
     case 'loaded':
       showError('');
       $('status').dataset.loaded = 'yes';
+      state.loadedAt = state.sampleCount;
       break;
     case 'image-ready': {
       state.imageModel = msg.info;
       const card = msg.info.card;
       const trained = card ? `${card.preset ?? 'a model'} trained with ${card.method} on ${Number(card.nimg).toLocaleString('en')} images` : 'a model without a card';
-      $('image-info').textContent = `Loaded ${trained}: ${msg.info.channels} × ${msg.info.side} × ${msg.info.side} images.`;
-      sampleImages();
+      const pretrained = state.models.find((m) => m.file === state.model);
+      $('image-info').textContent = `Loaded ${trained}: ${msg.info.channels} × ${msg.info.side} × ${msg.info.side} images.` + (pretrained ? ` ${describeCard(pretrained)}` : '');
+      $('image-quality').textContent = '';
+      setupQuality(msg.info.data).then(sampleImages);
       break;
     }
     case 'image-grid':
@@ -260,9 +272,88 @@ for (const radio of document.querySelectorAll('input[name="mode"]')) {
   };
 }
 
+// The model cards of the pretrained weights in www/models/ (models.json, written by scripts/page_models.py).
+function describeCard(m) {
+  const q = m.quality;
+  const fid = Object.entries(q.values).map(([k, v]) => `${k} step${k === '1' ? '' : 's'} ${v.toFixed(2)}`).join(' · ');
+  return `${q.metric} (${q.samples.toLocaleString('en')} samples): ${fid}. Trained on ${m.nimg.toLocaleString('en')} images in ${Math.round(m.train_seconds)} s on ${m.machine}.`;
+}
+
+async function loadModels() {
+  let manifest;
+  try {
+    const response = await fetch('www/models/models.json');
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    manifest = await response.json();
+    state.models = manifest.models;
+  } catch (e) {
+    showError(`The list of pretrained models could not be read (${e.message}).`);
+    return;
+  }
+  state.toys = manifest.toys ?? [];
+  pretrained2d();
+  $('image-pretrained').append(...state.models.map((m) => new Option(m.title, m.file)));
+  const wanted = state.params.get('model');
+  if (wanted && state.models.some((m) => m.file === wanted)) {
+    $('image-pretrained').value = wanted;
+    loadPretrained();
+  }
+}
+
+async function loadPretrained() {
+  const file = $('image-pretrained').value;
+  if (!file) return;
+  showError('');
+  $('image-status').textContent = `downloading ${file}…`;
+  try {
+    const response = await fetch(`www/models/${file}`);
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const bytes = await response.arrayBuffer();
+    state.model = file;
+    send({ type: 'image-load', bytes, preset: '', backend: $('backend').value }, [bytes]);
+    saveUrl();
+  } catch (e) {
+    showError(`${file} could not be downloaded (${e.message}).`);
+    $('image-status').textContent = 'failed';
+  }
+}
+$('image-pretrained').onchange = loadPretrained;
+
+// The 2D toy's pretrained networks (both methods), when there are some for this toy and network size.
+function toyModel() {
+  const net = state.net ?? {};
+  return state.toys.find((t) => t.toy === $('toy').value && t.net.hidden === net.hidden && t.net.blocks === net.blocks);
+}
+
+function pretrained2d() {
+  const t = toyModel();
+  $('pretrained-2d').disabled = !t;
+  $('pretrained-2d').title = t ? `IMM and flow matching trained natively on ${t.nimg.toLocaleString('en')} images each` : 'no pretrained networks for this distribution and network size';
+}
+
+$('pretrained-2d').onclick = async () => {
+  const t = toyModel();
+  if (!t) return;
+  showError('');
+  try {
+    const response = await fetch(`www/models/${t.file}`);
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const bytes = await response.arrayBuffer();
+    send({ type: 'load', bytes }, [bytes]);
+    const q = t.quality;
+    const row = (m) => Object.entries(q[m]).map(([k, v]) => `${k}: ${v.toFixed(4)}`).join(', ');
+    $('pretrained-2d-info').textContent = `Pretrained: ${t.nimg.toLocaleString('en')} images per method in ${Math.round(t.train_seconds)} s on ${t.machine}. `
+      + `Energy distance there by steps (floor ${q.floor}): IMM ${row('imm')}; FM ${row('fm')}.`;
+  } catch (e) {
+    showError(`${t.file} could not be downloaded (${e.message}).`);
+  }
+};
+
 $('image-file').onchange = async () => {
   const file = $('image-file').files[0];
   if (!file) return;
+  state.model = null;
+  $('image-pretrained').value = '';
   showError('');
   $('image-status').textContent = `reading ${file.name}…`;
   const bytes = await file.arrayBuffer();
@@ -271,6 +362,21 @@ $('image-file').onchange = async () => {
 };
 $('image-count').onchange = refresh;
 
+// The live quality number needs the classifier of the model's dataset (MNIST, Fashion-MNIST).
+async function setupQuality(data) {
+  if (data !== 'mnist' && data !== 'fashion-mnist') return;
+  try {
+    const [classifier, reference] = await Promise.all(['', '.ref'].map(async (part) => {
+      const response = await fetch(`www/models/classifier-${data}${part}.safetensors`);
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      return response.arrayBuffer();
+    }));
+    send({ type: 'image-quality', classifier, reference }, [classifier, reference]);
+  } catch (e) {
+    showError(`The ${data} classifier could not be downloaded (${e.message}); no quality number.`);
+  }
+}
+
 function drawImages(msg) {
   const canvas = $('image-grid');
   canvas.width = msg.width;
@@ -278,6 +384,10 @@ function drawImages(msg) {
   canvas.getContext('2d').putImageData(new ImageData(new Uint8ClampedArray(msg.rgba.buffer), msg.width, msg.height), 0, 0);
   $('image-status').textContent = `${msg.n} samples, ${msg.steps} step${msg.steps === 1 ? '' : 's'}, seed ${msg.seed}`;
   $('ms-image').textContent = msg.msPerStep.toFixed(1);
+  const q = msg.quality;
+  $('image-quality').textContent = q
+    ? `Classifier FID of these ${q.n} samples: ${q.fid.toFixed(1)} (${q.n} real images score ${q.real?.toFixed(1) ?? '–'}; lower is better)`
+    : '';
 }
 
 // --- controls ---------------------------------------------------------------------------------
@@ -305,6 +415,8 @@ $('toy').onchange = () => {
   send({ type: 'pause' });
   reset();
   drawPlots();
+  pretrained2d();
+  $('pretrained-2d-info').textContent = '';
 };
 $('seed').onchange = () => {
   refresh();
@@ -394,6 +506,7 @@ async function start() {
   const toy = p.get('toy') && p.get('toy') !== DRAW ? p.get('toy') : 'checkerboard';
   // The network's size comes from the URL only (small ones for slow adapters): hidden, blocks.
   const net = { hidden: Number(p.get('hidden') ?? 128), blocks: Number(p.get('blocks') ?? 3) };
+  state.net = net;
   send({ type: 'init', toy, backend, seed: Number($('seed').value), hyper, net, view: view() });
   saveUrl();
 }

@@ -5,6 +5,7 @@ import init, { ImageModel, Playground, energyDistance } from '../pkg/imm.js';
 
 let playground = null;
 let imageModel = null;
+let qualityFiles = null;
 let running = false;
 let chain = Promise.resolve();
 let view = { steps: 2, seed: 0, samples: 400 };
@@ -133,6 +134,7 @@ self.onmessage = ({ data: msg }) => {
         imageModel?.free();
         imageModel = null;
         imageModel = await ImageModel.load(new Uint8Array(msg.bytes), msg.preset, msg.backend);
+        qualityFiles = null;
         post({ type: 'image-ready', info: JSON.parse(imageModel.describe()) });
       });
       break;
@@ -146,7 +148,14 @@ self.onmessage = ({ data: msg }) => {
         const { side } = JSON.parse(imageModel.describe());
         const width = columns * (side + 1) + 1;
         const height = rgba.length / 4 / width;
-        post({ type: 'image-grid', rgba, width, height, n: msg.n, steps: msg.steps, seed: msg.seed, msPerStep }, [rgba.buffer]);
+        const quality = qualityFiles ? JSON.parse(await imageModel.quality(qualityFiles.classifier, qualityFiles.reference)) : null;
+        post({ type: 'image-grid', rgba, width, height, n: msg.n, steps: msg.steps, seed: msg.seed, msPerStep, quality }, [rgba.buffer]);
+      });
+      break;
+    case 'image-quality':
+      // The classifier of the model's dataset and its reference, for the live quality number.
+      enqueue(async () => {
+        qualityFiles = { classifier: new Uint8Array(msg.classifier), reference: new Uint8Array(msg.reference) };
       });
       break;
     default:

@@ -4,7 +4,9 @@
 // picture changed; saves the weights and loads them back; refuses a corrupt weights file with a
 // message. Image mode: it loads the image model named by $IMM_PAGE_MODEL (scripts/test.sh trains
 // one briefly), checks that the grid changes with the steps and comes back exactly with the same
-// steps (same noise seeds). Screenshots of both; any console error or Rust panic fails it.
+// steps (same noise seeds), then chooses the first pretrained model of www/models/ and checks its
+// grid, card and live classifier FID; and loads the pretrained 2D networks for moons. Screenshots of both; any console
+// error or Rust panic fails it.
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { withPage } from './harness.mjs';
 
@@ -77,6 +79,25 @@ await withPage(URL, async (page, problems) => {
   for (const p of problems) failures.push(p);
 });
 
+// The pretrained 2D networks of www/models/ (the default network size, on the CPU backend).
+await withPage('index.html?toy=moons&steps=1&seed=0&backend=cpu', async (page, problems) => {
+  const timeout = 300_000;
+  await page.waitForFunction(() => window.__imm.ready && window.__imm.samples && window.__imm.toys.length, null, { timeout });
+  const untrained = Number(await page.locator('#energy-imm').textContent());
+  const button = page.getByRole('button', { name: 'Load pretrained' });
+  check(await button.isEnabled(), 'moons has pretrained networks');
+  await button.click();
+  await page.waitForFunction(() => window.__imm.loadedAt !== null && window.__imm.sampleCount > window.__imm.loadedAt, null, { timeout });
+  const imm = Number(await page.locator('#energy-imm').textContent());
+  const fm = Number(await page.locator('#energy-fm').textContent());
+  // Untrained, both networks are the same; trained, IMM is close in 1 step and FM collapses.
+  check(imm < 0.02 && fm > 5 * imm, `pretrained networks on moons at 1 step: energy distance IMM ${imm}, FM ${fm} (untrained ${untrained})`);
+  check(/Pretrained: [\d,]+ images per method/.test(await page.locator('#pretrained-2d-info').textContent()), 'its card is shown');
+  await page.locator('#toy').selectOption('spirals');
+  check(await button.isEnabled(), 'spirals has pretrained networks too');
+  for (const p of problems) failures.push(p);
+});
+
 check(Boolean(MODEL), `IMM_PAGE_MODEL names an image model file: ${MODEL}`);
 if (MODEL) {
   await withPage('index.html?mode=images&steps=2&seed=3&backend=webgpu', async (page, problems) => {
@@ -104,6 +125,23 @@ if (MODEL) {
     });
     await page.waitForFunction(() => document.getElementById('error').textContent !== '', null, { timeout });
     check(/model file/.test(await page.locator('#error').textContent()), `a broken model file is refused: "${await page.locator('#error').textContent()}"`);
+
+    // The first pretrained model of www/models/models.json, with its card.
+    const options = await page.getByLabel('Pretrained image model').locator('option').allTextContents();
+    check(options.length > 1, `the pretrained list offers models: ${options.slice(1).join('; ')}`);
+    await page.evaluate(() => { window.__imm.imageGrid = null; });
+    await page.getByLabel('Pretrained image model').selectOption({ index: 1 });
+    await page.waitForFunction(() => window.__imm.model && document.getElementById('image-info').textContent.includes('Trained on'), null, { timeout });
+    const pretrained = await grid(2);
+    check(new Set(pretrained).size > 16 && pretrained.some((v, i) => v !== two[i]), 'the pretrained model drew its own grid');
+    const info = await page.locator('#image-info').textContent();
+    check(/fid-classifier \([\d,]+ samples\): 1 step [\d.]+ · 2 steps/.test(info), `its card states its quality: "${info}"`);
+    check(page.url().includes('model='), 'the pretrained model is kept in the URL');
+    await page.waitForFunction(() => document.getElementById('image-quality').textContent !== '', null, { timeout });
+    const quality = await page.locator('#image-quality').textContent();
+    const [, fid, real] = quality.match(/Classifier FID of these 16 samples: ([\d.]+) \(16 real images score ([\d.]+)/) ?? [];
+    check(Number(fid) > 0 && Number(real) > 0, `a live quality number: "${quality}"`);
+    check((await page.locator('#error').textContent()) === '', 'no error after loading it');
     for (const p of problems) failures.push(p);
   });
 }
