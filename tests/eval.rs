@@ -23,6 +23,14 @@ fn committed_classifiers_are_accurate_and_their_cards_say_so() {
         println!("{}: test accuracy {measured:.4} (card {:.4})", set.name(), card.test_accuracy);
         assert!(measured >= floor, "{}: {measured} < {floor}", set.name());
         assert!((measured - card.test_accuracy).abs() < 1e-9, "the card states the accuracy measured here");
+        // Its reference for the page: the training split's Gaussian, and real-image FIDs that fall
+        // as the number of images grows (the small-sample bias of FID).
+        let reference = imm::safetensors::Tensors::read(format!("www/models/classifier-{}.ref.safetensors", set.name()).as_ref()).unwrap();
+        let gaussian = imm::fid::Gaussian::from_tensors(&reference, "reference").unwrap();
+        assert_eq!((gaussian.count, gaussian.dim()), (60_000, imm::classifier::FEATURES));
+        let floors: serde_json::Value = serde_json::from_str(&reference.metadata["floors"]).unwrap();
+        let floors: Vec<f64> = imm::classifier::FLOOR_SIZES.iter().map(|n| floors[n.to_string()].as_f64().unwrap()).collect();
+        assert!(floors.windows(2).all(|w| w[0] > w[1] && w[1] > 0.0), "{floors:?}");
     }
 }
 
