@@ -97,6 +97,7 @@ for arg in sys.argv[1:]:
         "method": method,
         "particles": particles,
         "nimg": nimg,
+        "train": {k: config["train"][k] for k in ("batch", "lr", "optimizer", "ema", "seed")},
         "train_seconds": float(open(os.path.join(run, "train-seconds")).read()),
         "machine": machine,
         "quality": {

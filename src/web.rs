@@ -12,10 +12,12 @@ use crate::data2d::{Dataset, DrawnData, Toy, ToyData};
 use crate::eval::energy_distance;
 use crate::fid::{Gaussian, Moments};
 use crate::fused::{Kernels, comparison, relative_error, test_shapes};
-use crate::image_model::ImageModel;
+use crate::image_model::{ImageModel, Sampling};
+use crate::images::{ImageData, gunzip_if_needed, read_idx_images};
 use crate::method::{FlowMatching, Imm};
 use crate::network::Mlp;
-use crate::presets::{IMAGE_PRESETS, Preset, image_preset, preset};
+use crate::presets::{IMAGE_PRESETS, ImagePreset, Preset, image_preset, preset};
+use crate::songunet::SongUNet;
 use crate::safetensors::Tensors;
 use crate::trainer::{Method, Metrics, Trainer};
 use crate::weights::{load_named, named_params_async};
@@ -376,6 +378,65 @@ impl PageImageModel {
         let grid = rgba_grid(&x, c, side, columns.max(1));
         *self.last.borrow_mut() = x;
         Ok(grid)
+    }
+}
+
+/// Image training on the page: an image preset's network trained with IMM on an IDX file (the
+/// page packs a subset of MNIST), on the page's device. Its EMA weights are sampled through
+/// [`PageImageModel`], like a loaded model.
+#[wasm_bindgen]
+pub struct ImageTrainer {
+    device: Device,
+    preset: ImagePreset,
+    trainer: Trainer<SongUNet, Imm>,
+    data: ImageData,
+}
+
+#[wasm_bindgen]
+impl ImageTrainer {
+    /// `images`: an IDX image file, gzipped or not; `preset`: the network and method settings;
+    /// `batch`: images per step (a multiple of M).
+    pub async fn create(images: Vec<u8>, preset: String, backend: String, batch: usize, seed: u32) -> Result<ImageTrainer, JsError> {
+        let device = device(&backend).await?;
+        let mut preset = image_preset(&preset)
+            .ok_or_else(|| JsError::new(&format!("unknown image preset '{preset}'; available: {}", IMAGE_PRESETS.join(", "))))?;
+        preset.train.batch = batch;
+        preset.train.seed = seed.into();
+        let bytes = gunzip_if_needed(images, "the training images").map_err(js)?;
+        let images = read_idx_images(&bytes, "the training images").map_err(js)?;
+        let data = ImageData::new(images, preset.side, preset.xflip, seed.into()).map_err(js)?;
+        let net = preset.net.init(&mut Rng::new(seed.into()), &device.clone().autodiff()).map_err(js)?;
+        let trainer = Trainer::new(net, preset.imm.clone(), preset.train.clone()).map_err(js)?;
+        Ok(ImageTrainer { device, preset, trainer, data })
+    }
+
+    /// `steps` optimizer steps; returns the metrics record (JSON) with the mean loss.
+    pub async fn train(&mut self, steps: u32) -> Result<String, JsError> {
+        let start = js_sys::Date::now();
+        let (steps, batch, dim) = (steps.max(1), self.trainer.config.batch, self.data.dim());
+        let device = self.device.clone().autodiff();
+        let mut sum: Option<Tensor<1>> = None;
+        for _ in 0..steps {
+            let x = Tensor::<2>::from_data(TensorData::new(self.data.sample(batch), [batch, dim]), &device);
+            let loss = self.trainer.step(x);
+            sum = Some(sum.map_or(loss.clone(), |s| s + loss));
+        }
+        let loss = read(sum.expect("at least one step")).await?[0] as f64 / steps as f64;
+        let sec_per_kimg = (js_sys::Date::now() - start) / 1000.0 / ((steps as usize * batch) as f64 / 1000.0);
+        let record = Metrics { nimg: self.trainer.nimg, loss, lr: self.trainer.config.lr, sec_per_kimg };
+        Ok(serde_json::to_string(&record).expect("metrics serialise"))
+    }
+
+    /// The EMA weights so far, as a model to sample.
+    pub fn model(&self) -> PageImageModel {
+        let card = serde_json::json!({ "preset": self.preset.name, "method": "imm", "nimg": self.trainer.nimg, "trained": "on this page" });
+        let model = ImageModel {
+            config: self.preset.net.clone(),
+            net: self.trainer.ema.clone(),
+            sampling: Sampling::Imm(self.trainer.method.clone()),
+            card: Some(card),
+        };
+        PageImageModel { device: self.device.clone(), model, last: RefCell::new(Vec::new()) }
     }
 }
 

@@ -16,6 +16,8 @@ const state = {
   drawn: [],
   models: [], // the pretrained image models' cards
   toys: [], // the pretrained 2D networks' cards
+  imageTrainer: false, // whether the worker holds an image trainer
+  imageRecords: [], // its metrics records
   model: null, // the pretrained model shown, by file name
   ready: false,
   busy: false,
@@ -226,10 +228,16 @@ worker.onmessage = ({ data: msg }) => {
       state.imageModel = msg.info;
       const card = msg.info.card;
       const trained = card ? `${card.preset ?? 'a model'} trained with ${card.method} on ${Number(card.nimg).toLocaleString('en')} images` : 'a model without a card';
-      const pretrained = state.models.find((m) => m.file === state.model);
+      const pretrained = msg.training ? null : state.models.find((m) => m.file === state.model);
       $('image-info').textContent = `Loaded ${trained}: ${msg.info.channels} × ${msg.info.side} × ${msg.info.side} images.` + (pretrained ? ` ${describeCard(pretrained)}` : '');
       $('image-quality').textContent = '';
       setupQuality(msg.info.data).then(sampleImages);
+      break;
+    }
+    case 'image-metrics': {
+      const r = msg.record;
+      state.imageRecords.push(r);
+      $('image-train-status').textContent = `${r.nimg.toLocaleString('en')} images seen · loss ${r.loss.toFixed(4)} · ${(msg.msPerStep / 1000).toFixed(1)} s per step`;
       break;
     }
     case 'image-grid':
@@ -265,7 +273,7 @@ function sampleImages() {
 
 for (const radio of document.querySelectorAll('input[name="mode"]')) {
   radio.onchange = () => {
-    if (mode() === 'images') send({ type: 'pause' });
+    send({ type: mode() === 'images' ? 'pause' : 'image-pause' });
     showMode();
     refresh();
     saveUrl();
@@ -276,7 +284,8 @@ for (const radio of document.querySelectorAll('input[name="mode"]')) {
 function describeCard(m) {
   const q = m.quality;
   const fid = Object.entries(q.values).map(([k, v]) => `${k} step${k === '1' ? '' : 's'} ${v.toFixed(2)}`).join(' · ');
-  return `${q.metric} (${q.samples.toLocaleString('en')} samples): ${fid}. Trained on ${m.nimg.toLocaleString('en')} images in ${Math.round(m.train_seconds)} s on ${m.machine}.`;
+  const how = m.train ? ` (${m.method === 'imm' ? `M = ${m.particles}, ` : ''}batch ${m.train.batch}, ${m.train.optimizer} at lr ${m.train.lr})` : '';
+  return `${q.metric} (${q.samples.toLocaleString('en')} samples): ${fid}. Trained on ${m.nimg.toLocaleString('en')} images${how} in ${Math.round(m.train_seconds)} s on ${m.machine}.`;
 }
 
 async function loadModels() {
@@ -310,6 +319,7 @@ async function loadPretrained() {
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const bytes = await response.arrayBuffer();
     state.model = file;
+    state.imageTrainer = false;
     send({ type: 'image-load', bytes, preset: '', backend: $('backend').value }, [bytes]);
     saveUrl();
   } catch (e) {
@@ -349,10 +359,35 @@ $('pretrained-2d').onclick = async () => {
   }
 };
 
+// Image training in this tab, on a subset of MNIST that scripts/web.sh packs into www/data/.
+const TRAIN_IMAGES = 'www/data/mnist-4k-images-idx3-ubyte.gz';
+$('image-train').onclick = async () => {
+  showError('');
+  if (!state.imageTrainer) {
+    try {
+      const response = await fetch(TRAIN_IMAGES);
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      const bytes = await response.arrayBuffer();
+      state.imageTrainer = true;
+      state.imageRecords = [];
+      state.model = null;
+      $('image-pretrained').value = '';
+      send({ type: 'image-train-start', bytes, preset: 'mnist-tiny', backend: $('backend').value, batch: 16, seed: Number($('seed').value) }, [bytes]);
+    } catch (e) {
+      showError(`The training images could not be downloaded (${e.message}).`);
+      return;
+    }
+  }
+  $('image-train-status').textContent = 'training…';
+  send({ type: 'image-train' });
+};
+$('image-pause').onclick = () => send({ type: 'image-pause' });
+
 $('image-file').onchange = async () => {
   const file = $('image-file').files[0];
   if (!file) return;
   state.model = null;
+  state.imageTrainer = false;
   $('image-pretrained').value = '';
   showError('');
   $('image-status').textContent = `reading ${file.name}…`;

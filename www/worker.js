@@ -1,11 +1,14 @@
 // The page's Web Worker: owns the wasm playground (training and sampling run here, so the page
 // stays responsive) and answers the page's messages. Every call into wasm goes through one queue:
 // the playground is borrowed for the whole of each async call.
-import init, { ImageModel, Playground, energyDistance } from '../pkg/imm.js';
+import init, { ImageModel, ImageTrainer, Playground, energyDistance } from '../pkg/imm.js';
 
 let playground = null;
 let imageModel = null;
 let qualityFiles = null;
+let imageTrainer = null;
+let imageTraining = false;
+let imageView = { steps: 2, seed: 0, n: 16 };
 let running = false;
 let chain = Promise.resolve();
 let view = { steps: 2, seed: 0, samples: 400 };
@@ -13,6 +16,9 @@ let chunk = 1;
 let net = { hidden: 128, blocks: 3 };
 
 const post = (msg, transfer = []) => self.postMessage(msg, transfer);
+// Lets queued messages (Pause, new settings) in between steps: on the CPU backend every await
+// resolves at once, so a loop would otherwise never give the event loop a turn.
+const yieldToMessages = () => new Promise((resolve) => setTimeout(resolve, 0));
 const report = (e) => post({ type: 'error', message: String(e?.message ?? e) });
 
 // Runs `fn` after every call queued before it; errors go to the page.
@@ -45,6 +51,51 @@ async function sample() {
   post({ type: 'samples', steps, n, paths, data, energy, msPerSampleStep: ms }, [paths.buffer, data.buffer]);
 }
 
+// The current image model's grid at the view's steps, seed and size, with its quality number.
+async function sampleGrid() {
+  if (!imageModel) return;
+  const { steps, seed, n } = imageView;
+  const columns = Math.ceil(Math.sqrt(n));
+  const start = performance.now();
+  const rgba = await imageModel.sample(steps, n, seed, columns);
+  const msPerStep = (performance.now() - start) / steps;
+  const { side } = JSON.parse(imageModel.describe());
+  const width = columns * (side + 1) + 1;
+  const height = rgba.length / 4 / width;
+  const quality = qualityFiles ? JSON.parse(await imageModel.quality(qualityFiles.classifier, qualityFiles.reference)) : null;
+  post({ type: 'image-grid', rgba, width, height, n, steps, seed, msPerStep, quality }, [rgba.buffer]);
+}
+
+// Image training on the page: one step per call (steps are slow), the grid from the EMA weights
+// every few seconds but at most a quarter of the time.
+async function imageLoop() {
+  let last = performance.now();
+  let cost = 0;
+  while (imageTraining) {
+    await enqueue(async () => {
+      const start = performance.now();
+      const record = JSON.parse(await imageTrainer.train(1));
+      post({ type: 'image-metrics', record, msPerStep: performance.now() - start });
+    });
+    await yieldToMessages();
+    if (performance.now() - last > Math.max(3000, 4 * cost)) {
+      const start = performance.now();
+      await enqueue(async () => {
+        imageModel?.free();
+        imageModel = imageTrainer.model();
+        await sampleGrid();
+      });
+      cost = performance.now() - start;
+      last = performance.now();
+    }
+  }
+  await enqueue(async () => {
+    imageModel?.free();
+    imageModel = imageTrainer.model();
+    await sampleGrid();
+  });
+}
+
 // Trains while running; samples about once a second, but never more than a quarter of the time
 // (sampling costs as much as training on slow adapters).
 async function loop() {
@@ -52,6 +103,7 @@ async function loop() {
   let cost = 0;
   while (running) {
     await enqueue(trainChunk);
+    await yieldToMessages();
     if (performance.now() - last > Math.max(1000, 4 * cost)) {
       const start = performance.now();
       await enqueue(sample);
@@ -130,6 +182,7 @@ self.onmessage = ({ data: msg }) => {
       });
       break;
     case 'image-load':
+      imageTraining = false;
       enqueue(async () => {
         imageModel?.free();
         imageModel = null;
@@ -139,18 +192,26 @@ self.onmessage = ({ data: msg }) => {
       });
       break;
     case 'image-sample':
+      imageView = { steps: msg.steps, seed: msg.seed, n: msg.n };
+      enqueue(sampleGrid);
+      break;
+    case 'image-train-start':
       enqueue(async () => {
-        if (!imageModel) return;
-        const columns = Math.ceil(Math.sqrt(msg.n));
-        const start = performance.now();
-        const rgba = await imageModel.sample(msg.steps, msg.n, msg.seed, columns);
-        const msPerStep = (performance.now() - start) / msg.steps;
-        const { side } = JSON.parse(imageModel.describe());
-        const width = columns * (side + 1) + 1;
-        const height = rgba.length / 4 / width;
-        const quality = qualityFiles ? JSON.parse(await imageModel.quality(qualityFiles.classifier, qualityFiles.reference)) : null;
-        post({ type: 'image-grid', rgba, width, height, n: msg.n, steps: msg.steps, seed: msg.seed, msPerStep, quality }, [rgba.buffer]);
+        imageTrainer?.free();
+        imageTrainer = await ImageTrainer.create(new Uint8Array(msg.bytes), msg.preset, msg.backend, msg.batch, msg.seed);
+        imageModel?.free();
+        imageModel = imageTrainer.model();
+        post({ type: 'image-ready', info: JSON.parse(imageModel.describe()), training: true });
       });
+      break;
+    case 'image-train':
+      if (imageTrainer && !imageTraining) {
+        imageTraining = true;
+        imageLoop();
+      }
+      break;
+    case 'image-pause':
+      imageTraining = false;
       break;
     case 'image-quality':
       // The classifier of the model's dataset and its reference, for the live quality number.
