@@ -20,7 +20,7 @@ use crate::classifier::Classifier;
 use crate::eval::energy_distance;
 use crate::fid::{Gaussian, Moments};
 use crate::image_model::ImageModel;
-use crate::images::{ImageData, ImageSet};
+use crate::images::{ImageData, ImageSet, quantize};
 use crate::inception::{self, Inception};
 use crate::method::{FlowMatching, Imm};
 use crate::network::{Mlp, MlpConfig};
@@ -280,9 +280,8 @@ fn evaluate_images(file: &Tensors, what: String, request: &EvalRequest, device: 
         let progress = bar(request.count as u64, format!("{steps} step{}", if steps == 1 { "" } else { "s" }));
         let mut images = generate(&model, steps, request.count, request.seed, device, |done| progress.set_position(done as u64))?;
         progress.finish_and_clear();
-        // As saved images: 8 bits per channel.
         for v in &mut images {
-            *v = ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() / 127.5 - 1.0;
+            *v = quantize(*v);
         }
         let mut moments = Moments::new(extractor.dim());
         moments.add(&extractor.features(&images, channels, side, device)?);

@@ -40,10 +40,6 @@ impl Moments {
         self.count += rows as u64;
     }
 
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
     /// The fitted Gaussian: mean and unbiased covariance (divisor n - 1, as numpy's `cov`).
     pub fn gaussian(&self) -> Result<Gaussian, Error> {
         if self.count < 2 {

@@ -261,6 +261,12 @@ pub fn read_cifar(bytes: &[u8], what: &str) -> Result<Images, Error> {
     Ok(Images { channels: 3, side: 32, pixels })
 }
 
+/// A value in [-1, 1] rounded to the nearest of the 256 levels an 8-bit image holds: samples are
+/// measured as saved images are.
+pub fn quantize(v: f32) -> f32 {
+    ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() / 127.5 - 1.0
+}
+
 /// Random training batches of images in [-1, 1]. The draw of each batch depends only on the seed
 /// and the number of images drawn before it, so a resumed run sees the batches it would have seen.
 pub struct ImageData {

@@ -13,7 +13,7 @@ use crate::eval::energy_distance;
 use crate::fid::{Gaussian, Moments};
 use crate::fused::{Kernels, comparison, relative_error, test_shapes};
 use crate::image_model::{ImageModel, Sampling};
-use crate::images::{ImageData, gunzip_if_needed, read_idx_images};
+use crate::images::{ImageData, gunzip_if_needed, quantize, read_idx_images};
 use crate::method::{FlowMatching, Imm};
 use crate::network::Mlp;
 use crate::presets::{IMAGE_PRESETS, ImagePreset, Preset, image_preset, preset};
@@ -351,7 +351,7 @@ impl PageImageModel {
             .map_err(js)?;
         let reference = Tensors::parse(&reference, "the classifier reference").map_err(js)?;
         let gaussian = Gaussian::from_tensors(&reference, "the classifier reference").map_err(js)?;
-        let samples: Vec<f32> = self.last.borrow().iter().map(|v| ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() / 127.5 - 1.0).collect();
+        let samples: Vec<f32> = self.last.borrow().iter().map(|&v| quantize(v)).collect();
         let (c, side) = (self.model.config.in_channels, self.model.config.img_resolution);
         let n = samples.len() / (c * side * side);
         if c != 1 || side < crate::classifier::SIDE || n < 2 {

@@ -228,8 +228,10 @@ worker.onmessage = ({ data: msg }) => {
       state.imageModel = msg.info;
       const card = msg.info.card;
       const trained = card ? `${card.preset ?? 'a model'} trained with ${card.method} on ${Number(card.nimg).toLocaleString('en')} images` : 'a model without a card';
-      const pretrained = msg.training ? null : state.models.find((m) => m.file === state.model);
-      $('image-info').textContent = `Loaded ${trained}: ${msg.info.channels} × ${msg.info.side} × ${msg.info.side} images.` + (pretrained ? ` ${describeCard(pretrained)}` : '');
+      const pretrained = state.models.find((m) => m.file === state.model);
+      $('image-info').textContent = msg.training
+        ? `Training ${card.preset}'s network with IMM in this tab; the grid shows its EMA weights.`
+        : `Loaded ${trained}: ${msg.info.channels} × ${msg.info.side} × ${msg.info.side} images.` + (pretrained ? ` ${describeCard(pretrained)}` : '');
       $('image-quality').textContent = '';
       setupQuality(msg.info.data).then(sampleImages);
       break;
