@@ -87,7 +87,7 @@ pub struct ImagePreset {
     pub snapshot_every_nimg: u64,
 }
 
-pub const IMAGE_PRESETS: [&str; 4] = ["mnist-tiny", "fmnist-tiny", "fmnist-small", "cifar10-paper"];
+pub const IMAGE_PRESETS: [&str; 5] = ["mnist-tiny", "fmnist-tiny", "fmnist-small", "cifar10-tiny", "cifar10-paper"];
 
 /// The image presets. `cifar10-paper` is the paper's Table 5 recipe exactly; the small ones keep
 /// its choices (OT-FM, Simple-EDM, eps 0.006, T 0.994, M = 4, a = 1, b = 5) and shrink the rest.
@@ -149,6 +149,18 @@ pub fn image_preset(name: &str) -> Option<ImagePreset> {
             fm,
             train: train(256, 5_000_000, 5e-4, OptimizerKind::Radam, 0.9995, 50_000),
             snapshot_every_nimg: 500_000,
+        },
+        // A browser-sized CIFAR-10 model, for training on the page from dropped batch files.
+        "cifar10-tiny" => ImagePreset {
+            name: "cifar10-tiny",
+            data: ImageSet::Cifar10,
+            side: 32,
+            xflip: true,
+            net: unet(3, 32).with_model_channels(16).with_channel_mult(vec![1, 2, 2]).with_num_blocks(1).with_attn_resolutions(vec![8]),
+            imm: imm(12),
+            fm,
+            train: train(64, 60_000, 2e-3, OptimizerKind::Adam, 0.999, 2_000),
+            snapshot_every_nimg: 10_000,
         },
         // [P] Table 5: 55M DDPM++, dropout 0.2, B = 4096, M = 4, RAdam lr 1e-4, EMA 0.9999, k = 15,
         // 400K steps. Sample with 2 steps at eta(t1) = 1.4: `--steps 2 --grid eta:1.4`.

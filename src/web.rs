@@ -13,7 +13,7 @@ use crate::eval::energy_distance;
 use crate::fid::{Gaussian, Moments};
 use crate::fused::{Kernels, comparison, relative_error, test_shapes};
 use crate::image_model::{ImageModel, Sampling};
-use crate::images::{ImageData, gunzip_if_needed, quantize, read_idx_images};
+use crate::images::{ImageData, gunzip_if_needed, quantize, read_cifar, read_idx_images};
 use crate::method::{FlowMatching, Imm};
 use crate::network::Mlp;
 use crate::presets::{IMAGE_PRESETS, ImagePreset, Preset, image_preset, preset};
@@ -394,7 +394,8 @@ pub struct ImageTrainer {
 
 #[wasm_bindgen]
 impl ImageTrainer {
-    /// `images`: an IDX image file, gzipped or not; `preset`: the network and method settings;
+    /// `images`: an IDX image file (gzipped or not) or CIFAR-10 binary batches, concatenated;
+    /// `preset`: the network and method settings;
     /// `batch`: images per step (a multiple of M).
     pub async fn create(images: Vec<u8>, preset: String, backend: String, batch: usize, seed: u32) -> Result<ImageTrainer, JsError> {
         let device = device(&backend).await?;
@@ -403,7 +404,17 @@ impl ImageTrainer {
         preset.train.batch = batch;
         preset.train.seed = seed.into();
         let bytes = gunzip_if_needed(images, "the training images").map_err(js)?;
-        let images = read_idx_images(&bytes, "the training images").map_err(js)?;
+        // IDX files start with their magic number; CIFAR-10 batches are bare records.
+        let images = if bytes.starts_with(&[0, 0, 8, 3]) {
+            read_idx_images(&bytes, "the training images")
+        } else {
+            read_cifar(&bytes, "the chosen CIFAR-10 data")
+        }
+        .map_err(js)?;
+        let (channels, side) = preset.data.shape();
+        if (images.channels, images.side) != (channels, side) {
+            return Err(JsError::new(&format!("{} trains on {channels} x {side} x {side} images", preset.name)));
+        }
         let data = ImageData::new(images, preset.side, preset.xflip, seed.into()).map_err(js)?;
         let net = preset.net.init(&mut Rng::new(seed.into()), &device.clone().autodiff()).map_err(js)?;
         let trainer = Trainer::new(net, preset.imm.clone(), preset.train.clone()).map_err(js)?;

@@ -361,27 +361,52 @@ $('pretrained-2d').onclick = async () => {
   }
 };
 
-// Image training in this tab, on a subset of MNIST that scripts/web.sh packs into www/data/.
+// Image training in this tab: on a subset of MNIST that scripts/web.sh packs into www/data/, or on
+// CIFAR-10 binary batches a person drops or chooses (the page cannot ship CIFAR-10).
 const TRAIN_IMAGES = 'www/data/mnist-4k-images-idx3-ubyte.gz';
-$('image-train').onclick = async () => {
-  showError('');
-  if (!state.imageTrainer) {
-    try {
-      const response = await fetch(TRAIN_IMAGES);
-      if (!response.ok) throw new Error(`HTTP ${response.status}`);
-      const bytes = await response.arrayBuffer();
-      state.imageTrainer = true;
-      state.imageRecords = [];
-      state.model = null;
-      $('image-pretrained').value = '';
-      send({ type: 'image-train-start', bytes, preset: 'mnist-tiny', backend: $('backend').value, batch: 16, seed: Number($('seed').value) }, [bytes]);
-    } catch (e) {
-      showError(`The training images could not be downloaded (${e.message}).`);
-      return;
-    }
-  }
+
+function startImageTraining(bytes, preset) {
+  state.imageTrainer = true;
+  state.imageRecords = [];
+  state.model = null;
+  $('image-pretrained').value = '';
+  send({ type: 'image-train-start', bytes, preset, backend: $('backend').value, batch: 16, seed: Number($('seed').value) }, [bytes]);
   $('image-train-status').textContent = 'training…';
   send({ type: 'image-train' });
+}
+
+$('image-train').onclick = async () => {
+  showError('');
+  if (state.imageTrainer) {
+    $('image-train-status').textContent = 'training…';
+    send({ type: 'image-train' });
+    return;
+  }
+  try {
+    const response = await fetch(TRAIN_IMAGES);
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    startImageTraining(await response.arrayBuffer(), 'mnist-tiny');
+  } catch (e) {
+    showError(`The training images could not be downloaded (${e.message}).`);
+  }
+};
+
+async function trainOnCifar(files) {
+  if (!files.length) return;
+  showError('');
+  const parts = await Promise.all([...files].map((f) => f.arrayBuffer()));
+  const bytes = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+  parts.reduce((at, p) => (bytes.set(new Uint8Array(p), at), at + p.byteLength), 0);
+  startImageTraining(bytes.buffer, 'cifar10-tiny');
+}
+$('cifar-files').onchange = async () => {
+  await trainOnCifar($('cifar-files').files);
+  $('cifar-files').value = '';
+};
+$('image-view').ondragover = (e) => e.preventDefault();
+$('image-view').ondrop = (e) => {
+  e.preventDefault();
+  trainOnCifar(e.dataTransfer.files);
 };
 $('image-pause').onclick = () => send({ type: 'image-pause' });
 

@@ -8,6 +8,7 @@ let imageModel = null;
 let qualityFiles = null;
 let imageTrainer = null;
 let imageTraining = false;
+let imageLoopToken = 0; // a new image loop (or trainer) retires the older loop
 let imageView = { steps: 2, seed: 0, n: 16 };
 let running = false;
 let chain = Promise.resolve();
@@ -69,10 +70,12 @@ async function sampleGrid() {
 // Image training on the page: one step per call (steps are slow), the grid from the EMA weights
 // every few seconds but at most a quarter of the time.
 async function imageLoop() {
+  const token = ++imageLoopToken;
   let last = performance.now();
   let cost = 0;
-  while (imageTraining) {
+  while (imageTraining && token === imageLoopToken) {
     await enqueue(async () => {
+      if (!imageTrainer) return;
       const start = performance.now();
       const record = JSON.parse(await imageTrainer.train(1));
       post({ type: 'image-metrics', record, msPerStep: performance.now() - start });
@@ -80,20 +83,20 @@ async function imageLoop() {
     await yieldToMessages();
     if (performance.now() - last > Math.max(3000, 4 * cost)) {
       const start = performance.now();
-      await enqueue(async () => {
-        imageModel?.free();
-        imageModel = imageTrainer.model();
-        await sampleGrid();
-      });
+      await enqueue(showTrainerGrid);
       cost = performance.now() - start;
       last = performance.now();
     }
   }
-  await enqueue(async () => {
-    imageModel?.free();
-    imageModel = imageTrainer.model();
-    await sampleGrid();
-  });
+  await enqueue(showTrainerGrid);
+}
+
+// The grid of the trainer's EMA weights (none when a new trainer failed to start).
+async function showTrainerGrid() {
+  if (!imageTrainer) return;
+  imageModel?.free();
+  imageModel = imageTrainer.model();
+  await sampleGrid();
 }
 
 // Trains while running; samples about once a second, but never more than a quarter of the time
@@ -196,8 +199,12 @@ self.onmessage = ({ data: msg }) => {
       enqueue(sampleGrid);
       break;
     case 'image-train-start':
+      imageTraining = false;
+      imageLoopToken += 1;
       enqueue(async () => {
         imageTrainer?.free();
+        imageTrainer = null;
+        qualityFiles = null;
         imageTrainer = await ImageTrainer.create(new Uint8Array(msg.bytes), msg.preset, msg.backend, msg.batch, msg.seed);
         imageModel?.free();
         imageModel = imageTrainer.model();
@@ -205,10 +212,13 @@ self.onmessage = ({ data: msg }) => {
       });
       break;
     case 'image-train':
-      if (imageTrainer && !imageTraining) {
-        imageTraining = true;
-        imageLoop();
-      }
+      // After a queued image-train-start has made (or failed to make) its trainer.
+      enqueue(() => {
+        if (imageTrainer && !imageTraining) {
+          imageTraining = true;
+          imageLoop();
+        }
+      });
       break;
     case 'image-pause':
       imageTraining = false;
