@@ -59,6 +59,9 @@ mkdir -p -m 700 "$XDG_RUNTIME_DIR"
 step "native tests (release profile; Flex CPU backend, wgpu tests on lavapipe)"
 cargo test --release --locked
 
+step "the CUDA backend compiles (cargo check --features cuda; running it needs an NVIDIA GPU)"
+cargo check --release --locked --features cuda
+
 step "the page's wasm and bindings (scripts/web.sh build)"
 ./scripts/web.sh build
 

@@ -27,12 +27,14 @@ use crate::{Error, Rng};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceChoice {
-    /// A GPU through wgpu when one is found, else the CPU.
+    /// A GPU when one is found (CUDA in a build with it, else wgpu), else the CPU.
     Auto,
     /// burn's Flex backend on the CPU (fastest for the small 2D networks).
     Cpu,
     /// wgpu on the best adapter found (Vulkan, Metal, DX12), a software one included.
     Wgpu,
+    /// An NVIDIA GPU through CUDA (builds with `--features cuda`).
+    Cuda,
 }
 
 impl DeviceChoice {
@@ -41,6 +43,9 @@ impl DeviceChoice {
     pub fn device(self) -> Result<(Device, DeviceChoice), Error> {
         match self {
             DeviceChoice::Auto => {
+                if cfg!(feature = "cuda") && std::path::Path::new("/dev/nvidiactl").exists() {
+                    return DeviceChoice::Cuda.device();
+                }
                 for kind in [DeviceKind::DiscreteGpu(0), DeviceKind::IntegratedGpu(0)] {
                     if let Ok(device) = Device::wgpu_options().device_kind(kind).init() {
                         return Ok((device, DeviceChoice::Wgpu));
@@ -53,8 +58,24 @@ impl DeviceChoice {
                 .init()
                 .map(|device| (device, self))
                 .map_err(|e| Error::new(format!("no usable wgpu adapter ({e}); try --device cpu"))),
+            DeviceChoice::Cuda => cuda(0).map(|device| (device, self)),
         }
     }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda(index: usize) -> Result<Device, Error> {
+    // cubecl-cuda panics without a CUDA include directory; say so before it does.
+    let include = ["CUDA_PATH", "CUDA_HOME"].iter().filter_map(std::env::var_os).map(std::path::PathBuf::from).chain([std::path::PathBuf::from("/usr/local/cuda")]);
+    if !include.into_iter().any(|dir| dir.join("include/crt/mma.h").exists()) {
+        return Err(Error::new("--device cuda needs the CUDA toolkit's headers: set CUDA_PATH to a directory with include/crt/mma.h"));
+    }
+    Ok(Device::cuda(index))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda(_index: usize) -> Result<Device, Error> {
+    Err(Error::new("this build has no CUDA: build with `cargo run --release --features cuda -- ...` (or use --device wgpu)"))
 }
 
 impl DeviceChoice {
@@ -69,6 +90,7 @@ impl DeviceChoice {
         for i in 1..n {
             let device = match choice {
                 DeviceChoice::Cpu => Device::flex(),
+                DeviceChoice::Cuda => cuda(i)?,
                 _ => Device::wgpu_options()
                     .device_kind(DeviceKind::DiscreteGpu(i))
                     .init()

@@ -67,7 +67,7 @@ pub fn mmd(device: &Device, shape: [usize; 3], iters: usize) -> Result<(), Error
     let implementations = match kernels_for(device, DType::F32) {
         Some(Kernels::Wgsl) => vec![Kernels::Wgsl, Kernels::CubeCl],
         Some(Kernels::CubeCl) => vec![Kernels::CubeCl],
-        None => return Err(Error::new("the fused MMD kernels run on wgpu (and CUDA) devices: use --device wgpu")),
+        None => return Err(Error::new("the fused MMD kernels run on wgpu and CUDA devices: use --device wgpu (or cuda)")),
     };
     if !(1..=16).contains(&m) {
         return Err(Error::new(format!("--particles must be 1 to 16, not {m}")));
@@ -118,12 +118,14 @@ pub struct SampleRow {
 /// `imm bench train`: training images per second of a preset's network and method at a batch
 /// size, on random images (speed does not depend on the data); `iters` timed steps after two
 /// warm-up steps. Prints one line and returns the figures.
-pub fn train<M: Method + Clone>(preset: &ImagePreset, method: M, batch: usize, iters: usize, device: &Device) -> Result<serde_json::Value, Error> {
+pub fn train<M: Method + Clone>(preset: &ImagePreset, method: M, batch: usize, iters: usize, devices: &[Device]) -> Result<serde_json::Value, Error> {
+    let device = &devices[0];
     method.check_batch(batch / preset.train.accumulate)?;
     let net = preset.net.init(&mut Rng::new(0), &device.clone().autodiff())?;
     let params = net.num_params();
     let config = TrainConfig { batch, ..preset.train.clone() };
-    let mut trainer = Trainer::new(net, method.clone(), config)?;
+    let replicas = devices.iter().map(|d| d.clone().autodiff()).collect();
+    let mut trainer = Trainer::new(net, method.clone(), config)?.with_devices(replicas)?;
     let dim = preset.net.in_channels * preset.net.img_resolution * preset.net.img_resolution;
     let ad = device.clone().autodiff();
     let x = Tensor::<2>::random([batch, dim], Distribution::Uniform(-1.0, 1.0), &ad);
@@ -135,13 +137,16 @@ pub fn train<M: Method + Clone>(preset: &ImagePreset, method: M, batch: usize, i
     }
     let images_per_s = batch as f64 / (ms / 1e3);
     println!(
-        "{} {} ({params} parameters), batch {batch} (accumulate {}): {ms:.1} ms per step, {images_per_s:.1} images/s",
+        "{} {} ({params} parameters), batch {batch} (accumulate {}, {} device{}): {ms:.1} ms per step, {images_per_s:.1} images/s",
         preset.name,
         method.name(),
-        preset.train.accumulate
+        preset.train.accumulate,
+        devices.len(),
+        if devices.len() == 1 { "" } else { "s" }
     );
     Ok(json!({"bench": "train", "preset": preset.name, "method": method.name(), "params": params, "batch": batch,
-              "accumulate": preset.train.accumulate, "iters": iters, "ms_per_step": ms, "images_per_s": images_per_s}))
+              "accumulate": preset.train.accumulate, "devices": devices.len(), "iters": iters, "ms_per_step": ms,
+              "images_per_s": images_per_s}))
 }
 
 /// `imm bench sample`: latency and throughput of sampling a preset's network (random weights

@@ -203,6 +203,9 @@ enum Bench {
         /// Split each batch into this many parts.
         #[arg(long, allow_negative_numbers = true, value_parser = positive_usize)]
         accumulate: Option<usize>,
+        /// Data-parallel over this many devices of --device's kind, as `train --devices`.
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = positive_usize)]
+        devices: usize,
         #[command(flatten)]
         timing: Timing,
     },
@@ -467,14 +470,14 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Bench { what: Bench::Mmd { groups, particles, dim, iters, device } } => {
             imm::bench::mmd(&device.device()?.0, [groups, particles, dim], iters)
         }
-        Command::Bench { what: Bench::Train { preset: name, method, batch, accumulate, timing: Timing { iters, json, device } } } => {
+        Command::Bench { what: Bench::Train { preset: name, method, batch, accumulate, devices, timing: Timing { iters, json, device } } } => {
             let mut p = named_image_preset(&name)?;
             p.train.accumulate = accumulate.unwrap_or(p.train.accumulate);
             let batch = batch.unwrap_or(p.train.batch);
-            let device = device.device()?.0;
+            let devices = device.devices(devices)?.0;
             let figures = match method {
-                MethodName::Imm => imm::bench::train(&p, p.imm.clone(), batch, iters, &device)?,
-                MethodName::Fm => imm::bench::train(&p, p.fm.clone(), batch, iters, &device)?,
+                MethodName::Imm => imm::bench::train(&p, p.imm.clone(), batch, iters, &devices)?,
+                MethodName::Fm => imm::bench::train(&p, p.fm.clone(), batch, iters, &devices)?,
             };
             json.map_or(Ok(()), |path| write_json(&path, &figures))
         }

@@ -157,10 +157,7 @@ pub fn image_preset(name: &str) -> Option<ImagePreset> {
             side: 32,
             xflip: true,
             net: unet(3, 32).with_model_channels(16).with_channel_mult(vec![1, 2, 2]).with_num_blocks(1).with_attn_resolutions(vec![8]),
-            imm: imm(12),
-            fm,
-            train: train(64, 60_000, 2e-3, OptimizerKind::Adam, 0.999, 2_000),
-            snapshot_every_nimg: 10_000,
+            ..image_preset("mnist-tiny")?
         },
         // [P] Table 5: 55M DDPM++, dropout 0.2, B = 4096, M = 4, RAdam lr 1e-4, EMA 0.9999, k = 15,
         // 400K steps. Sample with 2 steps at eta(t1) = 1.4: `--steps 2 --grid eta:1.4`.

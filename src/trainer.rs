@@ -15,7 +15,8 @@ use crate::radam::RAdam;
 use crate::{Error, Rng};
 
 /// A generative training method: what the trainer minimises and how its models sample.
-pub trait Method {
+/// `Sync`: data-parallel training computes the loss on every device at once.
+pub trait Method: Sync {
     /// Short name, as in metrics and file names.
     fn name(&self) -> &'static str;
 
@@ -211,34 +212,35 @@ impl<N: Network, M: Method> Trainer<N, M> {
     /// - x: [B, D]
     /// - output: [1]
     pub fn step(&mut self, x: Tensor<2>) -> Tensor<1> {
-        let [batch, d] = x.dims();
+        let [batch, _] = x.dims();
         let home = x.device();
-        let replicas: Vec<(Device, N)> = match self.devices.len() {
-            0 | 1 => vec![(home.clone(), self.net.clone())],
-            _ => self.devices.iter().map(|device| (device.clone(), self.net.clone().fork(device))).collect(),
-        };
-        let parts = self.config.accumulate * replicas.len();
-        let size = batch / parts;
-        let mut sums: Vec<GradientsAccumulator<N>> = replicas.iter().map(|_| GradientsAccumulator::new()).collect();
-        let mut total: Option<Tensor<1>> = None;
-        for i in 0..parts {
-            let (device, net) = &replicas[i % replicas.len()];
-            let part = x.clone().slice([i * size..(i + 1) * size, 0..d]).to_device(device);
-            let loss = self.method.loss(net, part, &mut self.rng).div_scalar(parts as f32);
-            sums[i % replicas.len()].accumulate(net, GradientsParams::from_grads(loss.backward(), net));
-            let loss = loss.inner().to_device(&home);
-            total = Some(total.map_or(loss.clone(), |t| t + loss));
-        }
-        let loss = total.expect("at least one part");
-        self.net = if replicas.len() == 1 {
-            let grads = sums.pop().expect("one replica").grads();
-            self.optim.step(self.config.lr, self.net.clone(), grads)
+        let (loss, net) = if self.devices.len() <= 1 {
+            let mut sum = GradientsAccumulator::new();
+            let parts = self.config.accumulate;
+            let mut total: Option<Tensor<1>> = None;
+            for part in x.chunk(parts, 0) {
+                // One part draws from the trainer's stream, several from a stream each (as data-parallel parts do).
+                let mut fork;
+                let rng = if parts == 1 {
+                    &mut self.rng
+                } else {
+                    fork = Rng::new(self.rng.next_u64());
+                    &mut fork
+                };
+                let loss = self.method.loss(&self.net, part, rng).div_scalar(parts as f32);
+                sum.accumulate(&self.net, GradientsParams::from_grads(loss.backward(), &self.net));
+                let loss = loss.inner();
+                total = Some(total.map_or(loss.clone(), |t| t + loss));
+            }
+            let net = self.optim.step(self.config.lr, self.net.clone(), sum.grads());
+            (total.expect("at least one part"), net)
         } else {
-            let grads = sums.into_iter().zip(&replicas).map(|(mut sum, (device, _))| (sum.grads(), device.clone())).collect();
+            let (loss, grads) = self.data_parallel(x, &home);
             // Each parameter's update runs where its gradients were summed; bring them home after.
             let net = self.optim.step_multi(self.config.lr, self.net.clone(), MultiGradientsParams { grads });
-            net.fork(&home)
+            (loss, net.fork(&home))
         };
+        self.net = net;
         self.steps += 1;
         self.nimg += batch as u64;
         let n = self.steps as f64;
@@ -247,6 +249,52 @@ impl<N: Network, M: Method> Trainer<N, M> {
         self.net.visit(&mut current);
         self.ema = self.ema.clone().map(&mut EmaUpdate { current: current.0, beta });
         loss
+    }
+
+    /// Forward and backward passes of one batch over the devices, one thread each so that the
+    /// devices (or CPU cores) work at once. Part i of the batch goes to device i mod n and draws
+    /// from its own stream, forked from the trainer's in part order: the result does not depend
+    /// on thread timing and equals one device accumulating the same parts.
+    fn data_parallel(&mut self, x: Tensor<2>, home: &Device) -> (Tensor<1>, Vec<(GradientsParams, Device)>) {
+        let n = self.devices.len();
+        let parts = self.config.accumulate * n;
+        let shares: Vec<Vec<(Tensor<2>, Rng)>> = {
+            let mut shares: Vec<Vec<_>> = vec![Vec::new(); n];
+            for (i, part) in x.chunk(parts, 0).into_iter().enumerate() {
+                shares[i % n].push((part.to_device(&self.devices[i % n]), Rng::new(self.rng.next_u64())));
+            }
+            shares
+        };
+        let method = &self.method;
+        let results: Vec<(Tensor<1>, GradientsParams, Device)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = shares
+                .into_iter()
+                .zip(&self.devices)
+                .map(|(share, device)| {
+                    let net = self.net.clone().fork(device);
+                    scope.spawn(move || {
+                        let mut sum = GradientsAccumulator::new();
+                        let mut total: Option<Tensor<1>> = None;
+                        for (part, mut rng) in share {
+                            let loss = method.loss(&net, part, &mut rng).div_scalar(parts as f32);
+                            sum.accumulate(&net, GradientsParams::from_grads(loss.backward(), &net));
+                            let loss = loss.inner();
+                            total = Some(total.map_or(loss.clone(), |t| t + loss));
+                        }
+                        (total.expect("every device has a part"), sum.grads(), device.clone())
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+        });
+        let mut loss: Option<Tensor<1>> = None;
+        let mut grads = Vec::with_capacity(n);
+        for (part_loss, part_grads, device) in results {
+            let part_loss = part_loss.to_device(home);
+            loss = Some(loss.map_or(part_loss.clone(), |l| l + part_loss));
+            grads.push((part_grads, device));
+        }
+        (loss.expect("at least one device"), grads)
     }
 
     pub fn progress(&self) -> Progress {

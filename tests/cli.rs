@@ -83,11 +83,27 @@ fn a_short_run_writes_config_metrics_eval_and_plot() {
     assert!(rows.iter().all(|r| r["value"].as_f64().unwrap() > 0.0 && r["value"].as_f64().unwrap() < 1.0), "{rows:?}");
 }
 
+/// `--device cuda` says what it lacks: the `cuda` feature in a build without it, else (on a machine
+/// without the toolkit) the CUDA headers it needs.
+#[test]
+fn cuda_without_cuda_is_a_clear_error() {
+    let args = ["bench", "train", "--preset", "mnist-tiny", "--device", "cuda"];
+    if cfg!(feature = "cuda") {
+        let toolkit = ["CUDA_PATH", "CUDA_HOME"].iter().any(|v| std::env::var_os(v).is_some())
+            || std::path::Path::new("/usr/local/cuda/include/crt/mma.h").exists();
+        if !toolkit {
+            assert_clean_failure(&args, "set CUDA_PATH");
+        }
+    } else {
+        assert_clean_failure(&args, "build with `cargo run --release --features cuda");
+    }
+}
+
 /// `imm bench mmd` checks both fused implementations against the reference before timing, and
 /// refuses a device the kernels do not run on.
 #[test]
 fn bench_mmd_checks_then_times() {
-    assert_clean_failure(&["bench", "mmd", "--device", "cpu"], "run on wgpu (and CUDA) devices");
+    assert_clean_failure(&["bench", "mmd", "--device", "cpu"], "run on wgpu and CUDA devices");
     assert_clean_failure(&["bench", "mmd", "--particles", "17", "--dim", "8"], "--particles must be 1 to 16");
     let out = imm(&["bench", "mmd", "--groups", "5", "--particles", "3", "--dim", "70", "--iters", "1"], &scratch("bench"));
     let stdout = String::from_utf8_lossy(&out.stdout);

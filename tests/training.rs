@@ -133,41 +133,60 @@ fn gradient_accumulation_gives_the_same_update() {
     assert!(Trainer::new(net, Regress, bad).is_err(), "64 does not split into 5 parts");
 }
 
+/// Three steps of `method` on moons (batch 64) over `devices` Flex devices with `accumulate` parts
+/// each: the losses, the weights and the EMA weights after.
+fn three_steps<M: Method>(method: M, devices: usize, accumulate: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let device = Device::flex().autodiff();
+    let p = preset("moons").unwrap();
+    let x = ToyData::new(p.toy, 1).batch(64, &device);
+    let mut config = p.train.clone();
+    config.batch = 64;
+    config.accumulate = accumulate;
+    let net = MlpConfig::new().with_hidden(32).with_blocks(1).init(&mut Rng::new(4), &device);
+    let trainer = Trainer::new(net, method, config).unwrap();
+    let mut trainer = trainer.with_devices(vec![device.clone(); devices]).unwrap();
+    let losses = (0..3).map(|_| trainer.step(x.clone()).into_scalar::<f32>()).collect();
+    let values = |net| imm::weights::named_params(net).into_values().flat_map(|t| t.values).collect();
+    (losses, values(&trainer.net), values(&trainer.ema))
+}
+
+fn max_difference(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).fold(0f32, |m, (p, q)| m.max((p - q).abs()))
+}
+
 /// burn's multi-device strategy: one step with the batch split over two devices (here two Flex
 /// devices) equals one step on one device with the same global batch.
 #[test]
 fn a_data_parallel_step_equals_a_single_device_step() {
-    let device = Device::flex().autodiff();
-    let p = preset("moons").unwrap();
-    let x = ToyData::new(p.toy, 1).batch(64, &device);
-    let params = |devices: usize, accumulate: usize| {
-        let mut config = p.train.clone();
-        config.batch = 64;
-        config.accumulate = accumulate;
-        let net = MlpConfig::new().with_hidden(32).with_blocks(1).init(&mut Rng::new(4), &device);
-        let trainer = Trainer::new(net, Regress, config).unwrap();
-        let mut trainer = trainer.with_devices(vec![Device::flex().autodiff(); devices]).unwrap();
-        let mut losses = Vec::new();
-        for _ in 0..3 {
-            losses.push(trainer.step(x.clone()).into_scalar::<f32>());
-        }
-        let values: Vec<f32> = imm::weights::named_params(&trainer.net).into_values().flat_map(|t| t.values).collect();
-        let ema: Vec<f32> = imm::weights::named_params(&trainer.ema).into_values().flat_map(|t| t.values).collect();
-        (losses, values, ema)
-    };
-    let (loss_1, one, ema_1) = params(1, 1);
-    let (loss_2, two, ema_2) = params(2, 1);
-    let (loss_4, four, _) = params(2, 2);
-    let max = |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+    let (loss_1, one, ema_1) = three_steps(Regress, 1, 1);
+    let (loss_2, two, ema_2) = three_steps(Regress, 2, 1);
+    let (loss_4, four, _) = three_steps(Regress, 2, 2);
+    let max = max_difference;
     assert!(loss_1[0] > loss_1[2], "three steps lowered the loss: {loss_1:?}");
     assert!(max(&loss_1, &loss_2) < 1e-6 && max(&loss_1, &loss_4) < 1e-6, "{loss_1:?} {loss_2:?} {loss_4:?}");
     assert!(max(&one, &two) < 1e-6 && max(&one, &four) < 1e-6, "{} {}", max(&one, &two), max(&one, &four));
     assert!(max(&ema_1, &ema_2) < 1e-6);
-    let mut config = p.train.clone();
+    let device = Device::flex().autodiff();
+    let mut config = preset("moons").unwrap().train;
     config.batch = 64;
     let net = MlpConfig::new().init(&mut Rng::new(4), &device);
     let refused = Trainer::new(net, Regress, config).unwrap().with_devices(vec![device.clone(); 3]);
     assert!(refused.err().unwrap().0.contains("3 devices"), "64 does not split over 3 devices");
+}
+
+/// With a method that draws times and noise (IMM), two devices working at once on one part each
+/// give the update of one device accumulating the same two parts, run after run.
+#[test]
+fn data_parallel_imm_equals_accumulating_the_same_parts() {
+    let imm = preset("moons").unwrap().imm;
+    let (loss_acc, acc, _) = three_steps(imm.clone(), 1, 2);
+    let (loss_dp, dp, _) = three_steps(imm.clone(), 2, 1);
+    let (loss_again, again, _) = three_steps(imm.clone(), 2, 1);
+    let (loss_whole, _, _) = three_steps(imm, 1, 1);
+    let max = max_difference;
+    assert!(max(&loss_acc, &loss_dp) < 1e-6 && max(&acc, &dp) < 1e-6, "{loss_acc:?} {loss_dp:?} {}", max(&acc, &dp));
+    assert_eq!((loss_dp, dp), (loss_again, again), "threads made the run depend on timing");
+    assert_ne!(loss_whole, loss_acc, "one part draws from the trainer's stream, two from forks of it");
 }
 
 /// A sampling path starts at the prior noise, has one state per network evaluation and ends at

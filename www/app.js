@@ -33,6 +33,25 @@ function notice(message) {
   $('notice').textContent = message ?? '';
 }
 
+// How the Rust side's message starts when WebGPU lost the device (src/web.rs).
+const DEVICE_LOST = 'The GPU device was lost';
+
+// Every later call on a lost device fails: say what happened and offer the ways on.
+function deviceLost(message) {
+  const link = (href, text) => Object.assign(document.createElement('a'), { href, textContent: text });
+  const cpu = new URLSearchParams(location.search);
+  cpu.set('backend', 'cpu');
+  $('notice').hidden = false;
+  $('notice').replaceChildren(
+    `${message}. The browser took the GPU away from this page (a driver reset or crash, a GPU that was removed, or the system reclaiming it), and nothing more can run on it here. `,
+    link(location.href, 'Reload the page'),
+    ' to start again on the GPU, or ',
+    link(`?${cpu}`, 'continue on the CPU'),
+    '.',
+  );
+  for (const id of ['train', 'step', 'image-train']) $(id).disabled = true;
+}
+
 // State in the URL: mode, distribution, steps, seed (and the backend).
 function saveUrl() {
   const p = new URLSearchParams(state.params);
@@ -247,7 +266,8 @@ worker.onmessage = ({ data: msg }) => {
       drawImages(msg);
       break;
     case 'error':
-      showError(msg.message);
+      if (msg.message.startsWith(DEVICE_LOST)) deviceLost(msg.message);
+      else showError(msg.message);
       if (mode() === 'images') $('image-status').textContent = 'failed';
       break;
   }

@@ -20,7 +20,12 @@ const post = (msg, transfer = []) => self.postMessage(msg, transfer);
 // Lets queued messages (Pause, new settings) in between steps: on the CPU backend every await
 // resolves at once, so a loop would otherwise never give the event loop a turn.
 const yieldToMessages = () => new Promise((resolve) => setTimeout(resolve, 0));
-const report = (e) => post({ type: 'error', message: String(e?.message ?? e) });
+const report = (e) => {
+  const message = String(e?.message ?? e);
+  // A lost GPU device fails every later call: stop the loops instead of repeating the error.
+  if (message.startsWith('The GPU device was lost')) running = imageTraining = false;
+  post({ type: 'error', message });
+};
 
 // Runs `fn` after every call queued before it; errors go to the page.
 function enqueue(fn) {

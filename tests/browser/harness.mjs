@@ -42,3 +42,25 @@ export async function runPage(path, { timeoutMs = 600_000 } = {}) {
     return { result: await page.evaluate(() => window.__result), problems };
   });
 }
+
+// A test's named checks: each prints ok or FAIL; `finish` exits non-zero after any failure, the
+// console problems given to `failIf` included.
+export function checks(name) {
+  const failures = [];
+  return {
+    check(ok, what) {
+      console.log(`  ${ok ? 'ok  ' : 'FAIL'} ${what}`);
+      if (!ok) failures.push(what);
+    },
+    failIf(list) {
+      failures.push(...list);
+    },
+    finish() {
+      if (failures.length) {
+        console.error(`${name}: FAILED\n${failures.join('\n')}`);
+        process.exit(1);
+      }
+      console.log(`${name}: passed`);
+    },
+  };
+}

@@ -3,13 +3,9 @@
 // packed MNIST subset for a few steps, pauses, and checks the progress, the loss, the grid of the
 // EMA weights and its live quality number; then trains on CIFAR-10 batch files chosen on the page
 // (synthetic ones) and refuses a truncated one. Any console error or Rust panic fails it.
-import { withPage } from './harness.mjs';
+import { checks, withPage } from './harness.mjs';
 
-const failures = [];
-const check = (ok, what) => {
-  console.log(`  ${ok ? 'ok  ' : 'FAIL'} ${what}`);
-  if (!ok) failures.push(what);
-};
+const { check, failIf, finish } = checks('image training test');
 
 await withPage('index.html?mode=images&steps=1&seed=0&backend=cpu', async (page, problems) => {
   const timeout = 300_000;
@@ -57,11 +53,7 @@ await withPage('index.html?mode=images&steps=1&seed=0&backend=cpu', async (page,
   await page.getByLabel('Train on CIFAR-10 batch files').setInputFiles({ name: 'broken.bin', mimeType: 'application/octet-stream', buffer: Buffer.alloc(100) });
   await page.waitForFunction(() => document.getElementById('error').textContent !== '', null, { timeout });
   check(/whole CIFAR-10 records/.test(await page.locator('#error').textContent()), `a truncated batch file is refused: "${await page.locator('#error').textContent()}"`);
-  for (const p of problems) failures.push(p);
+  failIf(problems);
 });
 
-if (failures.length) {
-  console.error(`image training test: FAILED\n${failures.join('\n')}`);
-  process.exit(1);
-}
-console.log('image training test: passed');
+finish();

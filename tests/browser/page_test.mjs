@@ -8,16 +8,12 @@
 // grid, card and live classifier FID; and loads the pretrained 2D networks for moons. Screenshots of both; any console
 // error or Rust panic fails it.
 import { writeFileSync, mkdirSync } from 'node:fs';
-import { withPage } from './harness.mjs';
+import { checks, withPage } from './harness.mjs';
 
 const STEPS = Number(process.env.PAGE_TEST_STEPS ?? 200);
 const SHOTS = process.env.PAGE_SCREENSHOTS ?? `${process.env.CARGO_TARGET_DIR ?? '/tmp'}/page-screenshots`;
 const MODEL = process.env.IMM_PAGE_MODEL;
-const failures = [];
-const check = (ok, what) => {
-  console.log(`  ${ok ? 'ok  ' : 'FAIL'} ${what}`);
-  if (!ok) failures.push(what);
-};
+const { check, failIf, finish } = checks('page test');
 
 const URL = 'index.html?toy=moons&steps=2&seed=0&batch=64&lr=0.003&hidden=32&blocks=1&backend=webgpu';
 await withPage(URL, async (page, problems) => {
@@ -76,7 +72,7 @@ await withPage(URL, async (page, problems) => {
   const message = await text('error');
   check(/weights file/.test(message), `a corrupt weights file is refused with a message: "${message}"`);
 
-  for (const p of problems) failures.push(p);
+  failIf(problems);
 });
 
 // The pretrained 2D networks of www/models/ (the default network size, on the CPU backend).
@@ -95,7 +91,7 @@ await withPage('index.html?toy=moons&steps=1&seed=0&backend=cpu', async (page, p
   check(/Pretrained: [\d,]+ images per method/.test(await page.locator('#pretrained-2d-info').textContent()), 'its card is shown');
   await page.locator('#toy').selectOption('spirals');
   check(await button.isEnabled(), 'spirals has pretrained networks too');
-  for (const p of problems) failures.push(p);
+  failIf(problems);
 });
 
 check(Boolean(MODEL), `IMM_PAGE_MODEL names an image model file: ${MODEL}`);
@@ -142,13 +138,9 @@ if (MODEL) {
     const [, fid, real] = quality.match(/Classifier FID of these 16 samples: ([\d.]+) \(16 real images score ([\d.]+)/) ?? [];
     check(Number(fid) > 0 && Number(real) > 0, `a live quality number: "${quality}"`);
     check((await page.locator('#error').textContent()) === '', 'no error after loading it');
-    for (const p of problems) failures.push(p);
+    failIf(problems);
   });
 }
 console.log(`  screenshots in ${SHOTS}`);
 
-if (failures.length) {
-  console.error(`page test: FAILED\n${failures.join('\n')}`);
-  process.exit(1);
-}
-console.log('page test: passed');
+finish();
