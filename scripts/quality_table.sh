@@ -6,7 +6,8 @@
 #
 # Writes runs/table-PRESET-KIMG/{imm-m1,...,fm}/ (each a training run with its eval.json and
 # samples.png) and table.md there. A run that has its eval.json is not trained again. RUNS (env)
-# picks rows, e.g. RUNS="imm-m4 fm".
+# picks rows, e.g. RUNS="imm-m4 fm"; TRAIN_ARGS adds options to every run, e.g. "--devices 2" for
+# two parts at once on a 2-core CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 preset=${1:-mnist-tiny}
@@ -28,7 +29,8 @@ for run in $runs; do
   echo "== $run ($(date +%H:%M:%S))"
   rm -rf "$dir"
   start=$(date +%s)
-  "$imm" train --preset "$preset" --kimg "$kimg" --out "$dir" "${args[@]}" >"$out-$run.log" 2>&1
+  # shellcheck disable=SC2086 # TRAIN_ARGS is a list of options
+  "$imm" train --preset "$preset" --kimg "$kimg" --out "$dir" "${args[@]}" ${TRAIN_ARGS:-} >"$out-$run.log" 2>&1
   echo "$(( $(date +%s) - start ))" >"$dir/train-seconds"
   snapshot=$(ls "$dir"/snapshots/ema-*.safetensors | tail -n 1)
   "$imm" eval --weights "$snapshot" --steps 1,2,4,8 --n "$n" --json "$dir/eval.json"

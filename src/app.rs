@@ -43,8 +43,11 @@ impl DeviceChoice {
     pub fn device(self) -> Result<(Device, DeviceChoice), Error> {
         match self {
             DeviceChoice::Auto => {
-                if cfg!(feature = "cuda") && std::path::Path::new("/dev/nvidiactl").exists() {
-                    return DeviceChoice::Cuda.device();
+                // CUDA when this build has it and the machine has an NVIDIA driver and the toolkit's headers.
+                if std::path::Path::new("/dev/nvidiactl").exists()
+                    && let Ok(device) = cuda(0)
+                {
+                    return Ok((device, DeviceChoice::Cuda));
                 }
                 for kind in [DeviceKind::DiscreteGpu(0), DeviceKind::IntegratedGpu(0)] {
                     if let Ok(device) = Device::wgpu_options().device_kind(kind).init() {

@@ -17,11 +17,11 @@ use crate::{Error, Rng};
 pub const MMD_TOLERANCE: f32 = 1e-4;
 
 fn sync(device: &Device) -> Result<(), Error> {
-    device.sync().map_err(|e| Error::new(format!("device error: {e:?}")))
+    device.sync().map_err(|e| Error::new(format!("device error: {e}")))
 }
 
 fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, Error> {
-    let data = t.try_into_data().map_err(|e| Error::new(format!("device error: {e}")))?;
+    let data = t.try_into_data().map_err(|e| crate::read_error(e, "a result"))?;
     data.convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::new(format!("{e:?}")))
 }
 

@@ -49,7 +49,7 @@ pub mod plot;
 #[cfg(target_family = "wasm")]
 pub mod web;
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, ExecutionError, Tensor, TensorData};
 
 pub use rng::Rng;
 
@@ -71,6 +71,23 @@ impl std::fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// How a lost device's errors start (the page recognises it).
+const DEVICE_LOST: &str = "The GPU device was lost";
+
+/// A failed read of `what` from a device. A lost device (after a driver reset, for one) fails
+/// every later call too, so it says so plainly; its reason comes wrapped in "The device is
+/// poisoned / Caused by: ... / Backtrace: ...", of which the cause is kept.
+pub fn read_error(e: ExecutionError, what: &str) -> Error {
+    match e {
+        ExecutionError::DevicePoisoned { reason } => {
+            let mut lines = reason.lines().map(str::trim).filter(|l| !l.is_empty());
+            let why = lines.by_ref().skip_while(|l| !l.starts_with("Caused by")).nth(1).unwrap_or("no reason given");
+            Error::new(format!("{DEVICE_LOST} ({why})"))
+        }
+        e => Error::new(format!("reading {what} from the device failed: {e}")),
+    }
+}
+
 /// Per-row f64 values as an f32 tensor of shape [B].
 pub(crate) fn row(values: &[f64], device: &Device) -> Tensor<1> {
     let v: Vec<f32> = values.iter().map(|&v| v as f32).collect();
@@ -80,4 +97,19 @@ pub(crate) fn row(values: &[f64], device: &Device) -> Tensor<1> {
 /// Per-row f64 values as an f32 column of shape [B, 1], to scale the rows of a [B, D] tensor.
 pub(crate) fn column(values: &[f64], device: &Device) -> Tensor<2> {
     row(values, device).reshape([values.len(), 1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The page recognises a lost device by the message's start; the cause is kept, the wrapping not.
+    #[test]
+    fn a_lost_device_says_so() {
+        let reason = "The device is poisoned\nCaused by:\n  Unknown: A valid external Instance reference no longer exists.\nBacktrace:\nNo backtrace available";
+        let lost = read_error(ExecutionError::DevicePoisoned { reason: reason.into() }, "x");
+        assert_eq!(lost.0, "The GPU device was lost (Unknown: A valid external Instance reference no longer exists.)");
+        let other = read_error(ExecutionError::WithContext { reason: "out of memory".into() }, "the weights");
+        assert!(other.0.starts_with("reading the weights from the device failed") && other.0.contains("out of memory"), "{other}");
+    }
 }

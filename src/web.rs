@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use burn::tensor::{Device, ExecutionError, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 
@@ -64,20 +64,8 @@ async fn device(backend: &str) -> Result<Device, JsError> {
     }
 }
 
-/// The start of the message a lost GPU device gives; the page recognises it.
-const DEVICE_LOST: &str = "The GPU device was lost";
-
 async fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, JsError> {
-    let data = t.into_data_async().await.map_err(|e| match e {
-        // wgpu reports the loss once; cubecl then fails every read on that device.
-        ExecutionError::DevicePoisoned { reason } => {
-            // The reason comes wrapped in "The device is poisoned / Caused by: ... / Backtrace: ...".
-            let lines = reason.lines().map(str::trim).filter(|l| !l.is_empty());
-            let why = lines.skip_while(|l| !l.starts_with("Caused by")).nth(1).unwrap_or("no reason given");
-            JsError::new(&format!("{DEVICE_LOST} ({why})"))
-        }
-        e => JsError::new(&format!("reading from the device failed: {e:?}")),
-    })?;
+    let data = t.into_data_async().await.map_err(|e| js(crate::read_error(e, "a tensor")))?;
     data.try_into_vec::<f32>().map_err(|e| JsError::new(&format!("{e:?}")))
 }
 

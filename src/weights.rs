@@ -75,7 +75,7 @@ pub fn named_params<N: Named>(net: &N) -> BTreeMap<String, Stored> {
 pub async fn named_params_async<N: Named>(net: &N) -> Result<BTreeMap<String, Stored>, Error> {
     let mut out = BTreeMap::new();
     for (name, shape, t) in gather(net, None) {
-        let data = t.into_data_async().await.map_err(|e| Error::new(format!("reading {name} failed: {e:?}")))?;
+        let data = t.into_data_async().await.map_err(|e| crate::read_error(e, &name))?;
         out.insert(name, stored(shape, data));
     }
     Ok(out)
