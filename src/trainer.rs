@@ -1,6 +1,7 @@
 //! The training loop. It knows a [`Method`] (a loss and a sampler), a [`Network`] and a
 //! [`Dataset`]; nothing here is specific to IMM.
 
+use std::borrow::BorrowMut;
 use std::collections::HashMap;
 
 use burn::module::{ModuleMapper, ModuleVisitor, Param, ParamId};
@@ -142,6 +143,26 @@ impl ModuleMapper for EmaUpdate {
     }
 }
 
+/// The loss of each part of a batch with its gradients, summed; each part's loss is divided by
+/// `parts`, the count over all devices, so that the sums over devices make the batch mean. `rng`
+/// is the stream each part draws from (owned, or the trainer's own).
+fn backward_parts<N: Network, M: Method, R: BorrowMut<Rng>>(
+    method: &M,
+    net: &N,
+    shares: impl IntoIterator<Item = (Tensor<2>, R)>,
+    parts: usize,
+) -> (Tensor<1>, GradientsParams) {
+    let mut sum = GradientsAccumulator::new();
+    let mut total: Option<Tensor<1>> = None;
+    for (part, mut rng) in shares {
+        let loss = method.loss(net, part, rng.borrow_mut()).div_scalar(parts as f32);
+        sum.accumulate(net, GradientsParams::from_grads(loss.backward(), net));
+        let loss = loss.inner();
+        total = Some(total.map_or(loss.clone(), |t| t + loss));
+    }
+    (total.expect("at least one part"), sum.grads())
+}
+
 /// What, besides weights and optimizer moments, a resumed run needs to continue exactly.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
@@ -215,25 +236,16 @@ impl<N: Network, M: Method> Trainer<N, M> {
         let [batch, _] = x.dims();
         let home = x.device();
         let (loss, net) = if self.devices.len() <= 1 {
-            let mut sum = GradientsAccumulator::new();
             let parts = self.config.accumulate;
-            let mut total: Option<Tensor<1>> = None;
-            for part in x.chunk(parts, 0) {
-                // One part draws from the trainer's stream, several from a stream each (as data-parallel parts do).
-                let mut fork;
-                let rng = if parts == 1 {
-                    &mut self.rng
-                } else {
-                    fork = Rng::new(self.rng.next_u64());
-                    &mut fork
-                };
-                let loss = self.method.loss(&self.net, part, rng).div_scalar(parts as f32);
-                sum.accumulate(&self.net, GradientsParams::from_grads(loss.backward(), &self.net));
-                let loss = loss.inner();
-                total = Some(total.map_or(loss.clone(), |t| t + loss));
-            }
-            let net = self.optim.step(self.config.lr, self.net.clone(), sum.grads());
-            (total.expect("at least one part"), net)
+            // One part draws from the trainer's stream, several from a stream each (as data-parallel parts do).
+            let (loss, grads) = if parts == 1 {
+                backward_parts(&self.method, &self.net, [(x, &mut self.rng)], 1)
+            } else {
+                let shares: Vec<_> =
+                    x.chunk(parts, 0).into_iter().map(|part| (part, Rng::new(self.rng.next_u64()))).collect();
+                backward_parts(&self.method, &self.net, shares, parts)
+            };
+            (loss, self.optim.step(self.config.lr, self.net.clone(), grads))
         } else {
             let (loss, grads) = self.data_parallel(x, &home);
             // Each parameter's update runs where its gradients were summed; bring them home after.
@@ -273,15 +285,8 @@ impl<N: Network, M: Method> Trainer<N, M> {
                 .map(|(share, device)| {
                     let net = self.net.clone().fork(device);
                     scope.spawn(move || {
-                        let mut sum = GradientsAccumulator::new();
-                        let mut total: Option<Tensor<1>> = None;
-                        for (part, mut rng) in share {
-                            let loss = method.loss(&net, part, &mut rng).div_scalar(parts as f32);
-                            sum.accumulate(&net, GradientsParams::from_grads(loss.backward(), &net));
-                            let loss = loss.inner();
-                            total = Some(total.map_or(loss.clone(), |t| t + loss));
-                        }
-                        (total.expect("every device has a part"), sum.grads(), device.clone())
+                        let (loss, grads) = backward_parts(method, &net, share, parts);
+                        (loss, grads, device.clone())
                     })
                 })
                 .collect();
