@@ -179,6 +179,10 @@ fn differences(saved: &Value, current: &Value) -> Vec<String> {
             train.remove("total_nimg");
             train.remove("log_every_nimg");
         }
+        // Precision is how the same f32 weights compute: a run may resume in another.
+        if let Some(net) = v.get_mut("net").and_then(Value::as_object_mut) {
+            net.remove("precision");
+        }
         if let Some(o) = v.as_object_mut() {
             o.remove("device");
             o.remove("snapshot_every_nimg");

@@ -137,14 +137,16 @@ pub fn train<M: Method + Clone>(preset: &ImagePreset, method: M, batch: usize, i
     }
     let images_per_s = batch as f64 / (ms / 1e3);
     println!(
-        "{} {} ({params} parameters), batch {batch} (accumulate {}, {} device{}): {ms:.1} ms per step, {images_per_s:.1} images/s",
+        "{} {} ({params} parameters, {}), batch {batch} (accumulate {}, {} device{}): {ms:.1} ms per step, {images_per_s:.1} images/s",
         preset.name,
         method.name(),
+        preset.net.precision.unwrap_or_default().name(),
         preset.train.accumulate,
         devices.len(),
         if devices.len() == 1 { "" } else { "s" }
     );
-    Ok(json!({"bench": "train", "preset": preset.name, "method": method.name(), "params": params, "batch": batch,
+    Ok(json!({"bench": "train", "preset": preset.name, "method": method.name(), "params": params,
+              "precision": preset.net.precision, "batch": batch,
               "accumulate": preset.train.accumulate, "devices": devices.len(), "iters": iters, "ms_per_step": ms,
               "images_per_s": images_per_s}))
 }
@@ -157,6 +159,7 @@ pub fn sample(model: &ImageModel, batches: &[usize], steps: &[usize], iters: usi
     }
     let dim = model.dim();
     let mut rows = Vec::new();
+    println!("network in {}", model.config.precision.unwrap_or_default().name());
     println!("{:>6} {:>6} {:>12} {:>10}", "batch", "steps", "ms / batch", "images/s");
     for &batch in batches {
         let z = Tensor::<2>::random([batch, dim], Distribution::Normal(0.0, model.sigma_data()), device);

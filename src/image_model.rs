@@ -9,7 +9,7 @@ use crate::method::{FlowMatching, Imm};
 use crate::presets::ImagePreset;
 use crate::sampler::{Grid, Sampler};
 use crate::safetensors::Tensors;
-use crate::songunet::{SongUNet, SongUNetConfig};
+use crate::songunet::{Precision, SongUNet, SongUNetConfig};
 use crate::trainer::Method;
 use crate::weights::{detect_prefix, load_named};
 use crate::{Error, Rng};
@@ -62,6 +62,12 @@ impl ImageModel {
     pub fn untrained(preset: &ImagePreset, sampling: Sampling, device: &Device) -> Result<Self, Error> {
         let net = preset.net.init(&mut Rng::new(0), device)?;
         Ok(Self { config: preset.net.clone(), net, sampling, card: None })
+    }
+
+    /// The same weights computing in another dtype.
+    pub fn with_precision(self, precision: Precision) -> Self {
+        let config = SongUNetConfig { precision: Some(precision), ..self.config };
+        Self { net: self.net.with_precision(precision), config, ..self }
     }
 
     /// Replaces the trained-with sampling times and IMM sampler by the given ones.

@@ -110,7 +110,7 @@ pub fn imm_loss<N: Network>(
     let x_r = schedule.interpolate(x, eps, &r);
 
     let y_t = precond.f(net, x_t, &s, &t);
-    let y_r = precond.f(&net.valid(), x_r.inner(), &s, &r);
+    let y_r = precond.f(&net.target(), x_r.inner(), &s, &r);
 
     let kernel_scale: Vec<f64> = groups.iter().map(|gr| precond.kernel_scale(gr.s, gr.t)).collect();
     let weight: Vec<f64> = groups.iter().map(|gr| weight(schedule, gr.t, a, b)).collect();

@@ -12,8 +12,10 @@ use imm::image_model::{ImageModel, Sampling};
 use imm::safetensors::Tensors;
 use imm::images::ImageSet;
 use imm::method::{FlowMatching, Imm};
+use imm::precond::TimeInput;
 use imm::presets::{IMAGE_PRESETS, ImagePreset, Preset, image_preset, names, preset};
 use imm::sampler::{Grid, Sampler};
+use imm::songunet::Precision;
 use imm::trainer::{Method, TrainConfig};
 
 /// Inductive Moment Matching: one- and few-step generative models trained from scratch.
@@ -62,6 +64,10 @@ enum Command {
         /// Image presets: train data-parallel over this many GPUs (0 to N-1) of --device's kind.
         #[arg(long, allow_negative_numbers = true, value_parser = positive_usize)]
         devices: Option<usize>,
+        /// Image presets: the dtype of the network's convolutions, linear layers and attention
+        /// products; weights, time maths, the target pass and the MMD stay f32.
+        #[arg(long, value_enum)]
+        precision: Option<Precision>,
         #[command(flatten)]
         options: Options,
     },
@@ -250,6 +256,9 @@ enum Bench {
 /// How `bench train` and `bench sample` measure and report.
 #[derive(Args)]
 struct Timing {
+    /// The network's compute dtype, as `train --precision`.
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    precision: Precision,
     /// Timed repetitions (after two warm-up ones).
     #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = positive_usize)]
     iters: usize,
@@ -293,6 +302,15 @@ struct Options {
     /// IMM: r(s, t) steps back in eta by (eta(T) - eta(eps)) / 2^k.
     #[arg(long)]
     k: Option<u32>,
+    /// IMM: r(s, t) is also at least this far below t (the paper's FP16 runs: 1e-4).
+    #[arg(long, allow_negative_numbers = true)]
+    min_gap: Option<f64>,
+    /// IMM: the weighting exponent a of w(s, t) (the paper's FP16 runs: 2).
+    #[arg(long, allow_negative_numbers = true)]
+    a: Option<f64>,
+    /// IMM: the network's second time input, s or the stride t - s (the paper's FP16 runs).
+    #[arg(long, value_enum)]
+    time_input: Option<TimeInput>,
     /// Smallest time eps.
     #[arg(long, allow_negative_numbers = true)]
     eps: Option<f64>,
@@ -365,6 +383,9 @@ impl Options {
         t.seed = self.seed.unwrap_or(t.seed);
         imm.particles = self.particles.unwrap_or(imm.particles);
         imm.times.k = self.k.unwrap_or(imm.times.k);
+        imm.times.min_gap = self.min_gap.unwrap_or(imm.times.min_gap);
+        imm.a = self.a.unwrap_or(imm.a);
+        imm.precond.time_input = self.time_input.unwrap_or(imm.precond.time_input);
         imm.times.eps = self.eps.unwrap_or(imm.times.eps);
         imm.times.t_max = self.t_max.unwrap_or(imm.times.t_max);
         (fm.eps, fm.t_max) = (imm.times.eps, imm.times.t_max);
@@ -383,8 +404,9 @@ impl Options {
     }
 
     /// An image preset with these overrides applied, validated.
-    fn apply_image(&self, mut p: ImagePreset, accumulate: Option<usize>) -> Result<ImagePreset, Error> {
+    fn apply_image(&self, mut p: ImagePreset, accumulate: Option<usize>, precision: Option<Precision>) -> Result<ImagePreset, Error> {
         p.train.accumulate = accumulate.unwrap_or(p.train.accumulate);
+        p.net.precision = precision.or(p.net.precision);
         self.override_common(&mut p.train, &mut p.imm, &mut p.fm)?;
         p.snapshot_every_nimg = p.snapshot_every_nimg.min(p.train.total_nimg);
         p.net.validate()?;
@@ -411,14 +433,14 @@ fn run(command: Command) -> Result<(), Error> {
             let (p, eval) = options.apply(preset(&name)?)?;
             demo(&p, options.device.unwrap_or(DeviceChoice::Cpu), &eval, &out)
         }
-        Command::Train { preset: name, method, out, data_dir, resume, accumulate, devices, options } => {
+        Command::Train { preset: name, method, out, data_dir, resume, accumulate, devices, precision, options } => {
             let method_name = match method {
                 MethodName::Imm => "imm",
                 MethodName::Fm => "fm",
             };
             let default_out = || PathBuf::from(format!("runs/{name}-{method_name}"));
             if let Some(p) = image_preset(&name) {
-                let p = options.apply_image(p, accumulate)?;
+                let p = options.apply_image(p, accumulate, precision)?;
                 let choice = options.device.unwrap_or(DeviceChoice::Auto);
                 let (all, choice) = choice.devices(devices.unwrap_or(1))?;
                 let device = (&all[0], choice);
@@ -429,8 +451,8 @@ fn run(command: Command) -> Result<(), Error> {
                     MethodName::Fm => train_images(&p, p.fm.clone(), device, &run),
                 };
             }
-            if resume || data_dir.is_some() || accumulate.is_some() || devices.is_some() {
-                return Err(Error::new("--resume, --data-dir, --accumulate and --devices apply to image presets only"));
+            if resume || data_dir.is_some() || accumulate.is_some() || devices.is_some() || precision.is_some() {
+                return Err(Error::new("--resume, --data-dir, --accumulate, --devices and --precision apply to image presets only"));
             }
             let (p, eval) = options.apply(preset(&name)?)?;
             let out = out.unwrap_or_else(default_out);
@@ -470,9 +492,10 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Bench { what: Bench::Mmd { groups, particles, dim, iters, device } } => {
             imm::bench::mmd(&device.device()?.0, [groups, particles, dim], iters)
         }
-        Command::Bench { what: Bench::Train { preset: name, method, batch, accumulate, devices, timing: Timing { iters, json, device } } } => {
+        Command::Bench { what: Bench::Train { preset: name, method, batch, accumulate, devices, timing: Timing { precision, iters, json, device } } } => {
             let mut p = named_image_preset(&name)?;
             p.train.accumulate = accumulate.unwrap_or(p.train.accumulate);
+            p.net.precision = Some(precision);
             let batch = batch.unwrap_or(p.train.batch);
             let devices = device.devices(devices)?.0;
             let figures = match method {
@@ -481,15 +504,17 @@ fn run(command: Command) -> Result<(), Error> {
             };
             json.map_or(Ok(()), |path| write_json(&path, &figures))
         }
-        Command::Bench { what: Bench::Sample { preset: name, weights, batches, steps, timing: Timing { iters, json, device } } } => {
+        Command::Bench { what: Bench::Sample { preset: name, weights, batches, steps, timing: Timing { precision, iters, json, device } } } => {
             let device = device.device()?.0;
+            precision.check(&device)?;
             let model = match weights {
                 Some(path) => ImageModel::load(&Tensors::read(&path)?, &path.display().to_string(), None, &device)?,
                 None => {
                     let p = named_image_preset(&name)?;
                     ImageModel::untrained(&p, Sampling::Imm(p.imm.clone()), &device)?
                 }
-            };
+            }
+            .with_precision(precision);
             let rows = imm::bench::sample(&model, &batches.0, &steps.0, iters, &device)?;
             json.map_or(Ok(()), |path| write_json(&path, &rows))
         }

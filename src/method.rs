@@ -38,6 +38,9 @@ impl Imm {
         if self.particles == 0 {
             return Err(Error::new("the number of particles M must be at least 1"));
         }
+        if !(self.a.is_finite() && self.b.is_finite()) {
+            return Err(Error::new(format!("the weighting's a and b must be finite, got a = {} and b = {}", self.a, self.b)));
+        }
         Ok(())
     }
 

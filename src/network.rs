@@ -15,6 +15,12 @@ pub trait Network: Module + crate::weights::Named {
     /// - c_t, c_s: [B], the time inputs (1000 t and 1000 s, or 1000 (t - s))
     /// - output: [B, D]
     fn forward(&self, x: Tensor<2>, c_t: Tensor<1>, c_s: Tensor<1>) -> Tensor<2>;
+
+    /// The network of IMM's stop-gradient target pass: no autodiff, and f32 however this one
+    /// computes (the official code's `force_fp32`).
+    fn target(&self) -> Self {
+        self.valid()
+    }
 }
 
 /// Sinusoidal embedding of a scalar input, as DDPM++'s (frequencies (1/10000)^(i/(n/2-1))).

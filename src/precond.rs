@@ -22,6 +22,7 @@ pub enum Parameterization {
 
 /// The network's second time input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(target_family = "wasm"), derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum TimeInput {
     /// c_noise(s) = time_scale * s ([P] Table 5).

@@ -4,12 +4,15 @@
 //! one attention head, skips scaled by sqrt(0.5). Parameters carry the official `state_dict` names
 //! through [`SongUNet::official_name`], so PyTorch checkpoints load directly.
 
+use std::borrow::Cow;
+
 use burn::config::Config;
-use burn::module::{Module, Param};
+use burn::module::{Module, ModuleMapper, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Linear, PaddingConfig2d};
 use burn::tensor::activation::{silu, softmax};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
 
 use crate::network::{Network, positional_embedding};
 use crate::weights::Named;
@@ -47,6 +50,81 @@ pub struct SongUNetConfig {
     /// A second time embedding for s, added after its own two-layer map.
     #[config(default = true)]
     pub s_embed: bool,
+    /// The dtype convolutions, linear layers and attention products run in; none is f32 (and lets
+    /// configs saved before this option load).
+    #[config(default = "None")]
+    pub precision: Option<Precision>,
+}
+
+/// Mixed precision as PyTorch's autocast: the parameters stay f32 (the optimizer updates those)
+/// and are cast on the way into each convolution and linear layer; GroupNorm, softmax, the time
+/// embedding's sinusoids and the network's output stay f32 ([P] App. I.6: FP16 wants a = 2 and
+/// t - s conditioning; BF16 blurs nearby t and r).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(target_family = "wasm"), derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
+    Bf16,
+}
+
+impl Precision {
+    fn dtype(self) -> FloatDType {
+        match self {
+            Precision::F32 => FloatDType::F32,
+            Precision::F16 => FloatDType::F16,
+            Precision::Bf16 => FloatDType::BF16,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    /// Fails, instead of a panic inside a kernel, where `device` cannot compute in this dtype.
+    pub fn check(self, device: &Device) -> Result<(), Error> {
+        if device.supports_dtype(self.dtype()) {
+            return Ok(());
+        }
+        Err(Error::new(format!(
+            "this device cannot compute in {} (WGSL, for one, has no bf16): choose another --precision or --device",
+            self.name()
+        )))
+    }
+}
+
+/// Casts every float parameter of a module to one dtype.
+struct CastParams(FloatDType);
+
+impl ModuleMapper for CastParams {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let dtype = self.0;
+        param.map(|value| value.cast(dtype))
+    }
+}
+
+/// A layer whose parameters are cast to `dtype` (a differentiable cast: gradients reach the f32
+/// parameters); in f32 the layer itself.
+fn cast<M: Module>(layer: &M, dtype: FloatDType) -> Cow<'_, M> {
+    match dtype {
+        FloatDType::F32 => Cow::Borrowed(layer),
+        _ => Cow::Owned(layer.clone().map(&mut CastParams(dtype))),
+    }
+}
+
+/// GroupNorm in f32 whatever the compute dtype.
+///
+/// # Shapes
+/// - x: [B, C, H, W]
+/// - output: [B, C, H, W], in `dtype`
+fn norm(layer: &GroupNorm, x: Tensor<4>, dtype: FloatDType) -> Tensor<4> {
+    layer.forward(x.cast(FloatDType::F32)).cast(dtype)
 }
 
 /// How a block changes resolution; the [1, 1] filter of DDPM++ makes these exact.
@@ -152,31 +230,32 @@ impl UNetBlock {
     }
 
     /// # Shapes
-    /// - x: [B, C_in, H, W], emb: [B, E]
-    /// - output: [B, C_out, H', W'] with H' = H/2 (down), 2H (up) or H
-    fn forward(&self, x: Tensor<4>, emb: Tensor<2>) -> Tensor<4> {
+    /// - x: [B, C_in, H, W], emb: [B, E], both in `dtype`
+    /// - output: [B, C_out, H', W'] in `dtype`, with H' = H/2 (down), 2H (up) or H
+    fn forward(&self, x: Tensor<4>, emb: Tensor<2>, dtype: FloatDType) -> Tensor<4> {
         let skip_scale = std::f32::consts::FRAC_1_SQRT_2;
         let orig = x.clone();
-        let h = self.conv0.forward(self.resample.apply(silu(self.norm0.forward(x))));
+        let h = cast(&self.conv0, dtype).forward(self.resample.apply(silu(norm(&self.norm0, x, dtype))));
         let [b, c, _, _] = h.dims();
-        let h = silu(self.norm1.forward(h + self.affine.forward(emb).reshape([b, c, 1, 1])));
-        let h = self.conv1.forward(self.dropout.forward(h));
+        let h = silu(norm(&self.norm1, h + cast(&self.affine, dtype).forward(emb).reshape([b, c, 1, 1]), dtype));
+        let h = cast(&self.conv1, dtype).forward(self.dropout.forward(h));
         let skip = match &self.skip {
-            Some(conv) => conv.forward(self.resample.apply(orig)),
+            Some(conv) => cast(conv, dtype).forward(self.resample.apply(orig)),
             None => orig,
         };
         let x = (h + skip).mul_scalar(skip_scale);
         match (&self.norm2, &self.qkv, &self.proj) {
-            (Some(norm), Some(qkv), Some(proj)) => {
+            (Some(norm2), Some(qkv), Some(proj)) => {
                 let [_, _, height, width] = x.dims();
                 let n = height * width;
                 // Channels of qkv interleave q, k, v: channel 3c + j is part j of channel c.
-                let qkv = qkv.forward(norm.forward(x.clone())).reshape([b, c, 3, n]);
+                let qkv = cast(qkv, dtype).forward(norm(norm2, x.clone(), dtype)).reshape([b, c, 3, n]);
                 let part = |j: usize| qkv.clone().slice([0..b, 0..c, j..j + 1, 0..n]).reshape([b, c, n]);
                 let (q, k, v) = (part(0), part(1), part(2));
-                let w = softmax(q.swap_dims(1, 2).matmul(k).div_scalar((c as f32).sqrt()), 2);
+                let logits = q.swap_dims(1, 2).matmul(k).div_scalar((c as f32).sqrt());
+                let w = softmax(logits.cast(FloatDType::F32), 2).cast(dtype);
                 let a = v.matmul(w.swap_dims(1, 2)).reshape([b, c, height, width]);
-                (proj.forward(a) + x).mul_scalar(skip_scale)
+                (cast(proj, dtype).forward(a) + x).mul_scalar(skip_scale)
             }
             _ => x,
         }
@@ -197,6 +276,8 @@ pub struct SongUNet {
     noise_channels: usize,
     in_channels: usize,
     resolution: usize,
+    #[module(skip)]
+    precision: Precision,
     /// Official names of the blocks in `enc` and `dec`, such as `16x16_block0`.
     #[module(skip)]
     enc_keys: Vec<String>,
@@ -228,6 +309,8 @@ impl SongUNetConfig {
 
     pub fn init(&self, rng: &mut Rng, device: &Device) -> Result<SongUNet, Error> {
         self.validate()?;
+        let precision = self.precision.unwrap_or_default();
+        precision.check(device)?;
         let mut init = Init { rng, device };
         let mc = self.model_channels;
         let (emb, noise) = (mc * self.channel_mult_emb, mc * self.channel_mult_noise);
@@ -296,6 +379,7 @@ impl SongUNetConfig {
             noise_channels: noise,
             in_channels: self.in_channels,
             resolution: self.img_resolution,
+            precision,
             enc_keys,
             dec_keys,
         })
@@ -303,6 +387,11 @@ impl SongUNetConfig {
 }
 
 impl SongUNet {
+    /// The same weights computing in another dtype.
+    pub fn with_precision(self, precision: Precision) -> Self {
+        SongUNet { precision, ..self }
+    }
+
     /// The official `state_dict` name of a parameter given its module path here, for example
     /// `enc.3.norm0.gamma` -> `enc.16x16_block0.norm0.weight`.
     pub fn official_name(&self, path: &str) -> String {
@@ -334,8 +423,9 @@ impl SongUNet {
     ///
     /// # Shapes
     /// - c: [B]
-    /// - output: [B, E]
+    /// - output: [B, E], in the compute dtype
     fn embed(&self, c: Tensor<1>, layer0: &Linear, layer1: &Linear) -> Tensor<2> {
+        let dtype = self.precision.dtype();
         let half = self.noise_channels / 2;
         let cos_sin = positional_embedding(c, self.noise_channels);
         let [b, _] = cos_sin.dims();
@@ -343,7 +433,7 @@ impl SongUNet {
             vec![cos_sin.clone().slice([0..b, half..2 * half]), cos_sin.slice([0..b, 0..half])],
             1,
         );
-        layer1.forward(silu(layer0.forward(sin_cos)))
+        cast(layer1, dtype).forward(silu(cast(layer0, dtype).forward(sin_cos.cast(dtype))))
     }
 }
 
@@ -351,31 +441,124 @@ impl Network for SongUNet {
     fn forward(&self, x: Tensor<2>, c_t: Tensor<1>, c_s: Tensor<1>) -> Tensor<2> {
         let [b, d] = x.dims();
         let r = self.resolution;
-        let mut x = x.reshape([b, self.in_channels, r, r]);
+        let dtype = self.precision.dtype();
+        let mut x = x.reshape([b, self.in_channels, r, r]).cast(dtype);
         let mut emb = self.embed(c_t, &self.map_layer0, &self.map_layer1);
         if let (Some(l0), Some(l1)) = (&self.map_layer0_s, &self.map_layer1_s) {
             emb = emb + self.embed(c_s, l0, l1);
         }
         let emb = silu(emb);
 
-        x = self.enc_conv.forward(x);
+        x = cast(&self.enc_conv, dtype).forward(x);
         let mut skips = vec![x.clone()];
         for block in &self.enc {
-            x = block.forward(x, emb.clone());
+            x = block.forward(x, emb.clone(), dtype);
             skips.push(x.clone());
         }
         for block in &self.dec {
             if x.dims()[1] != block.in_channels {
                 x = Tensor::cat(vec![x, skips.pop().expect("one skip per decoder block")], 1);
             }
-            x = block.forward(x, emb.clone());
+            x = block.forward(x, emb.clone(), dtype);
         }
-        self.dec_aux_conv.forward(silu(self.dec_aux_norm.forward(x))).reshape([b, d])
+        let out = cast(&self.dec_aux_conv, dtype).forward(silu(norm(&self.dec_aux_norm, x, dtype)));
+        out.cast(FloatDType::F32).reshape([b, d])
+    }
+
+    fn target(&self) -> Self {
+        self.valid().with_precision(Precision::F32)
     }
 }
 
 impl Named for SongUNet {
     fn param_name(&self, path: &str) -> String {
         self.official_name(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use burn::optim::GradientsParams;
+
+    use super::*;
+    use crate::loss::{GroupTimes, imm_loss};
+    use crate::presets::image_preset;
+    use crate::safetensors::{Stored, Tensors};
+    use crate::weights::{load_named, named_grads, named_params};
+
+    /// A small SongUNet computing in `precision`, with weights at a scale where every layer matters
+    /// (the official init starts the last convolution of each branch near zero).
+    fn small(precision: Precision, device: &Device) -> SongUNet {
+        let config = SongUNetConfig::new()
+            .with_img_resolution(8)
+            .with_in_channels(1)
+            .with_out_channels(1)
+            .with_model_channels(8)
+            .with_channel_mult(vec![1, 2])
+            .with_num_blocks(1)
+            .with_attn_resolutions(vec![4])
+            .with_precision(Some(precision));
+        let mut rng = Rng::new(7);
+        let fresh = config.init(&mut rng, device).unwrap();
+        let tensors = named_params(&fresh)
+            .into_iter()
+            .map(|(name, s)| (name, Stored { values: rng.normal_vec(s.values.len(), 0.3), shape: s.shape }))
+            .collect();
+        load_named(fresh, &Tensors { tensors, metadata: BTreeMap::new() }, "", "random weights", None).unwrap()
+    }
+
+    /// IMM's loss on two groups of four 8 x 8 images and its gradients, with the network in `precision`.
+    fn loss_and_grads(precision: Precision) -> (f32, Vec<f32>, usize) {
+        let device = Device::flex().autodiff();
+        let net = small(precision, &device);
+        let imm = image_preset("mnist-tiny").unwrap().imm;
+        let mut rng = Rng::new(3);
+        let (g, m, d) = (2, 4, 64);
+        let mut normal = |std| Tensor::<2>::from_data(TensorData::new(rng.normal_vec(g * m * d, std), [g * m, d]), &device);
+        let (x, eps) = (normal(0.5), normal(0.5));
+        let groups = [GroupTimes { s: 0.1, r: 0.55, t: 0.6 }, GroupTimes { s: 0.3, r: 0.85, t: 0.9 }];
+        let loss = imm_loss(&net, &imm.precond, x, eps, &groups, (imm.a, imm.b)).loss;
+        let grads = named_grads(&net, &GradientsParams::from_grads(loss.backward(), &net));
+        let count = grads.len();
+        (loss.into_scalar::<f32>(), grads.into_values().flat_map(|s| s.values).collect(), count)
+    }
+
+    fn relative_error(a: &[f32], b: &[f32]) -> f64 {
+        let norm = |v: &mut dyn Iterator<Item = f64>| v.map(|x| x * x).sum::<f64>().sqrt();
+        norm(&mut a.iter().zip(b).map(|(x, y)| (x - y) as f64)) / norm(&mut a.iter().map(|&x| x as f64))
+    }
+
+    #[test]
+    fn half_precision_trains_the_f32_weights_close_to_f32() {
+        let (loss, grads, count) = loss_and_grads(Precision::F32);
+        let params = named_params(&small(Precision::F32, &Device::flex())).len();
+        assert_eq!(count, params, "every parameter has a gradient");
+        let mut errors = Vec::new();
+        // Measured: f16 1.4e-4 (loss) and 1.6e-3 (gradients), bf16 1.2e-5 and 1.3e-2.
+        for (precision, loss_tolerance, grad_tolerance) in [(Precision::F16, 2e-3, 8e-3), (Precision::Bf16, 2e-2, 6e-2)] {
+            let (low_loss, low_grads, low_count) = loss_and_grads(precision);
+            assert_eq!(low_count, params, "{precision:?}: every f32 parameter has a gradient");
+            let loss_error = ((low_loss - loss) / loss).abs() as f64;
+            let grad_error = relative_error(&grads, &low_grads);
+            // Zero would mean the network never left f32.
+            assert!(loss_error > 0.0 && grad_error > 0.0, "{precision:?} computed exactly as f32");
+            assert!(loss_error < loss_tolerance && grad_error < grad_tolerance, "{precision:?}: loss {loss_error:e}, gradients {grad_error:e}");
+            errors.push(grad_error);
+        }
+        assert!(errors[0] < errors[1], "f16 (11-bit mantissa) is closer to f32 than bf16 (8-bit): {errors:?}");
+    }
+
+    #[test]
+    fn the_target_pass_runs_in_f32() {
+        let device = Device::flex();
+        let x = Tensor::<2>::from_data(TensorData::new(Rng::new(1).normal_vec(3 * 64, 0.5), [3, 64]), &device);
+        let c = || Tensor::<1>::from_data(TensorData::new(vec![100f32, 500.0, 900.0], [3]), &device);
+        let run = |net: &SongUNet| net.forward(x.clone(), c(), c()).into_data().try_into_vec::<f32>().unwrap();
+        let f32_out = run(&small(Precision::F32, &device));
+        let bf16 = small(Precision::Bf16, &device);
+        assert!(relative_error(&f32_out, &run(&bf16)) > 1e-4, "bf16 differs from f32");
+        assert_eq!(run(&bf16.target()), f32_out);
     }
 }

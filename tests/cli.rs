@@ -126,18 +126,25 @@ fn bench_mmd_checks_then_times() {
 #[test]
 fn bench_train_and_sample_report_speed() {
     let dir = scratch("bench");
-    let out = imm(&["bench", "train", "--preset", "mnist-tiny", "--batch", "8", "--iters", "1", "--device", "cpu", "--json", "t.json"], &dir);
+    let args = ["bench", "train", "--preset", "mnist-tiny", "--batch", "8", "--iters", "1", "--device", "cpu", "--precision", "f16", "--json", "t.json"];
+    let out = imm(&args, &dir);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("images/s"));
     let t: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("t.json")).unwrap()).unwrap();
     assert_eq!((t["preset"].as_str(), t["batch"].as_u64(), t["method"].as_str()), (Some("mnist-tiny"), Some(8), Some("imm")));
+    assert_eq!(t["precision"], "f16");
     assert!(t["images_per_s"].as_f64().unwrap() > 0.0 && t["params"].as_u64().unwrap() > 300_000);
-    let args = ["bench", "sample", "--preset", "mnist-tiny", "--batches", "1,3", "--steps", "1,2", "--iters", "1", "--device", "cpu", "--json", "s.json"];
+    let args = ["bench", "sample", "--preset", "mnist-tiny", "--batches", "1,3", "--steps", "1,2", "--iters", "1", "--device", "cpu", "--precision", "bf16", "--json", "s.json"];
     let out = imm(&args, &dir);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("network in bf16"));
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(dir.join("s.json")).unwrap()).unwrap();
     let cells: Vec<(u64, u64)> = rows.iter().map(|r| (r["batch"].as_u64().unwrap(), r["steps"].as_u64().unwrap())).collect();
     assert_eq!(cells, [(1, 1), (1, 2), (3, 1), (3, 2)]);
     assert!(rows.iter().all(|r| r["ms_per_batch"].as_f64().unwrap() > 0.0));
     assert_clean_failure(&["bench", "train", "--preset", "mnist-tiny", "--batch", "6", "--device", "cpu"], "multiple of");
+    // WGSL has no bf16: a clear refusal, not a panic inside a kernel.
+    for what in ["train", "sample"] {
+        assert_clean_failure(&["bench", what, "--preset", "mnist-tiny", "--device", "wgpu", "--precision", "bf16"], "cannot compute in bf16");
+    }
 }

@@ -112,6 +112,19 @@ fn a_run_saves_resumes_exactly_and_samples() {
     let config: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("parallel/config.json")).unwrap()).unwrap();
     assert_eq!(config["devices"], 2);
     fails(&train_args("parallel3", "0.032", &["--devices", "3"]), &dir, "3 devices");
+    // The same f32 weights may continue in another precision; the snapshot's card says which.
+    let resumed = ok(&train_args("parallel", "0.048", &["--resume", "--precision", "bf16"]), &dir);
+    assert!(resumed.contains("at 32 images"), "{resumed}");
+    let card = Tensors::read(&dir.join("parallel/snapshots/ema-000000000048.safetensors")).unwrap().metadata["imm"].clone();
+    let card: serde_json::Value = serde_json::from_str(&card).unwrap();
+    assert_eq!(card["net"]["precision"], "bf16");
+    fails(&["train", "--preset", "moons", "--precision", "f16"], &dir, "--precision apply to image presets only");
+    // The paper's FP16 recipe, flag by flag, lands in the run's configuration.
+    ok(&train_args("fp16", "0.016", &["--precision", "f16", "--a", "2", "--time-input", "stride", "--min-gap", "1e-4"]), &dir);
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("fp16/config.json")).unwrap()).unwrap();
+    let imm = &config["method_config"];
+    assert_eq!((&config["net"]["precision"], &imm["a"], &imm["precond"]["time_input"]), (&"f16".into(), &2.0.into(), &"stride".into()));
+    assert_eq!(imm["times"]["min_gap"], 1e-4);
 
     std::fs::write(dir.join("bad.safetensors"), b"not weights").unwrap();
     fails(&["sample", "--weights", "bad.safetensors", "--device", "cpu"], &dir, "not a valid safetensors file");
