@@ -96,6 +96,7 @@ for arg in sys.argv[1:]:
         "preset": config["preset"],
         "method": method,
         "particles": particles,
+        "k": config["method_config"]["times"]["k"] if method == "imm" else None,
         "nimg": nimg,
         "train": {k: config["train"][k] for k in ("batch", "lr", "optimizer", "ema", "seed")},
         "train_seconds": float(open(os.path.join(run, "train-seconds")).read()),

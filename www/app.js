@@ -306,7 +306,7 @@ for (const radio of document.querySelectorAll('input[name="mode"]')) {
 function describeCard(m) {
   const q = m.quality;
   const fid = Object.entries(q.values).map(([k, v]) => `${k} step${k === '1' ? '' : 's'} ${v.toFixed(2)}`).join(' · ');
-  const how = m.train ? ` (${m.method === 'imm' ? `M = ${m.particles}, ` : ''}batch ${m.train.batch}, ${m.train.optimizer} at lr ${m.train.lr})` : '';
+  const how = m.train ? ` (${m.method === 'imm' ? `M = ${m.particles}, k = ${m.k}, ` : ''}batch ${m.train.batch}, ${m.train.optimizer} at lr ${m.train.lr})` : '';
   return `${q.metric} (${q.samples.toLocaleString('en')} samples): ${fid}. Trained on ${m.nimg.toLocaleString('en')} images${how} in ${Math.round(m.train_seconds)} s on ${m.machine}.`;
 }
 
