@@ -140,7 +140,7 @@ pub fn image_preset(name: &str) -> Option<ImagePreset> {
         },
         // mnist-tiny on Fashion-MNIST: the quality table's second dataset.
         "fmnist-tiny" => ImagePreset { name: "fmnist-tiny", data: ImageSet::FashionMnist, ..image_preset("mnist-tiny")? },
-        // A GPU-sized model for the page's Fashion-MNIST weights: padded to 32 px, levels 32/16/8.
+        // A GPU-sized Fashion-MNIST model: padded to 32 px, levels 32/16/8.
         "fmnist-small" => ImagePreset {
             name: "fmnist-small",
             data: ImageSet::FashionMnist,
