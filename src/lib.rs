@@ -1,51 +1,31 @@
 //! Inductive Moment Matching (Zhou, Ermon, Song, ICML 2025) on burn.
 //!
-//! The five nouns: [`schedule`] (interpolant and time maths), [`precond`] (parameterisation of
-//! f_{s,t}), [`loss`] (IMM's MMD, with fused kernels in [`fused`], and flow matching),
-//! [`sampler`] (pushforward, restart, grids) and
-//! [`trainer`] (a loop that knows a [`trainer::Method`] but not which). [`method`] joins a loss and a
-//! sampler into a method; the networks ([`network`]'s MLP, [`songunet`]'s DDPM++), data
-//! ([`data2d`], [`images`]), weights on disk ([`safetensors`], [`weights`]) and [`presets`] supply
-//! the rest.
+//! The folders are the layers, lowest first; a module imports only from layers below its own:
+//! - [`io`]: safetensors files, module parameters by name, .npz arrays, PNG figures.
+//! - [`networks`]: the [`networks::Network`] trait, the 2D MLP, DDPM++ (SongUNet).
+//! - [`data`]: the [`data::Dataset`] trait, 2D distributions, image files.
+//! - [`kernels`]: IMM's grouped MMD, as plain ops (the reference) and as fused WGSL / CubeCL kernels.
+//! - [`method`]: schedule, preconditioning, losses, samplers, and the two [`method::Method`]s (IMM,
+//!   flow matching).
+//! - [`training`]: the loop (which knows a `Method`, not which one), optimizers, presets, and
+//!   trained image models with their cards.
+//! - [`evaluation`]: energy distance, FID (Inception or a small classifier), golden-file parity.
+//! - [`cli`] (native) and [`web`] (wasm): the two faces; nothing imports them.
+//!
+//! [`Error`], [`Rng`] and a few tensor helpers sit at the root, below every layer.
 //! References: [P] the paper, notes in `shared/docs/imm-algorithm.md`.
 
-pub mod classifier;
-pub mod data2d;
-pub mod eval;
-pub mod fid;
-pub mod fused;
-mod fused_cube;
-#[cfg(not(target_family = "wasm"))]
-pub mod golden;
-pub mod image_model;
-pub mod images;
-#[cfg(not(target_family = "wasm"))]
-pub mod inception;
-pub mod loss;
-mod md5;
+pub mod data;
+pub mod evaluation;
+pub mod io;
+pub mod kernels;
 pub mod method;
-pub mod network;
-pub mod precond;
-pub mod presets;
-pub mod radam;
+pub mod networks;
 mod rng;
-pub mod safetensors;
-pub mod sampler;
-pub mod schedule;
-pub mod songunet;
-pub mod trainer;
-pub mod weights;
+pub mod training;
 
 #[cfg(not(target_family = "wasm"))]
-pub mod app;
-#[cfg(not(target_family = "wasm"))]
-pub mod app_eval;
-#[cfg(not(target_family = "wasm"))]
-pub mod app_images;
-#[cfg(not(target_family = "wasm"))]
-pub mod bench;
-#[cfg(not(target_family = "wasm"))]
-pub mod plot;
+pub mod cli;
 #[cfg(target_family = "wasm")]
 pub mod web;
 

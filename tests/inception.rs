@@ -4,8 +4,8 @@
 //! converted weights at `$IMM_INCEPTION` or the cache (`python3 scripts/fid_weights.py` makes them).
 
 use burn::tensor::{Device, Tensor, TensorData};
-use imm::inception::{FEATURES, Inception, default_weights};
-use imm::safetensors::Tensors;
+use imm::evaluation::inception::{FEATURES, Inception, default_weights};
+use imm::io::safetensors::Tensors;
 
 #[test]
 fn features_match_the_numpy_reference() {

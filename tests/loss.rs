@@ -2,11 +2,13 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor, TensorData};
+use imm::kernels::mmd::mmd;
+use imm::method::loss::{GroupTimes, imm_loss};
+use imm::method::precond::{Parameterization, Precond, TimeInput};
+use imm::method::schedule::{Schedule, weight};
+use imm::networks::mlp::MlpConfig;
+use imm::networks::Network;
 use imm::Rng;
-use imm::loss::{GroupTimes, imm_loss, mmd};
-use imm::network::{MlpConfig, Network};
-use imm::precond::{Parameterization, Precond, TimeInput};
-use imm::schedule::{Schedule, weight};
 
 fn device() -> Device {
     Device::flex()
@@ -101,7 +103,7 @@ struct Scale {
     c: Param<Tensor<1>>,
 }
 
-impl imm::weights::Named for Scale {}
+impl imm::io::weights::Named for Scale {}
 
 impl Network for Scale {
     fn forward(&self, x: Tensor<2>, _c_t: Tensor<1>, _c_s: Tensor<1>) -> Tensor<2> {

@@ -1,12 +1,14 @@
 //! Short training runs on the CPU: IMM learns, runs are reproducible, flow matching trains in the same loop.
 
 use burn::tensor::{Device, Tensor, TensorData};
+use imm::data::Dataset;
+use imm::data::toy::ToyData;
+use imm::evaluation::energy::energy_distance;
+use imm::method::Method;
+use imm::networks::mlp::{Mlp, MlpConfig};
 use imm::Rng;
-use imm::data2d::{Dataset, ToyData};
-use imm::eval::energy_distance;
-use imm::network::{Mlp, MlpConfig};
-use imm::presets::preset;
-use imm::trainer::{Method, Trainer};
+use imm::training::presets::preset;
+use imm::training::trainer::{MAX_BAD_STEPS, Metrics, Observer, Trainer, fit};
 
 const EVAL_N: usize = 1000;
 
@@ -26,7 +28,7 @@ fn train<M: Method + Clone>(method: M, steps: usize, seed: u64) -> (Trainer<Mlp,
     let net = MlpConfig::new().with_hidden(64).with_blocks(2).init(&mut Rng::new(seed), &device);
     let mut trainer = Trainer::new(net, method, config).unwrap();
     let mut data = ToyData::new(p.toy, seed);
-    let losses = (0..steps).map(|_| trainer.step(data.batch(256, &device)).into_scalar::<f32>()).collect();
+    let losses = (0..steps).map(|_| trainer.step(data.batch(256, &device)).expect("a finite step").into_scalar::<f32>()).collect();
     (trainer, losses)
 }
 
@@ -87,12 +89,12 @@ impl Method for Regress {
     fn sigma_data(&self) -> f64 {
         0.5
     }
-    fn loss<N: imm::network::Network>(&self, net: &N, x: Tensor<2>, _rng: &mut Rng) -> Tensor<1> {
+    fn loss<N: imm::networks::Network>(&self, net: &N, x: Tensor<2>, _rng: &mut Rng) -> Tensor<1> {
         let [b, _] = x.dims();
         let c = Tensor::<1>::from_data(TensorData::new(vec![300f32; b], [b]), &x.device());
         (net.forward(x.clone(), c.clone(), c) - x).square().mean()
     }
-    fn sample_path<N: imm::network::Network>(
+    fn sample_path<N: imm::networks::Network>(
         &self,
         _net: &N,
         z: Tensor<2>,
@@ -114,15 +116,15 @@ fn gradient_accumulation_gives_the_same_update() {
         config.accumulate = accumulate;
         let net = MlpConfig::new().with_hidden(32).with_blocks(1).init(&mut Rng::new(4), &device);
         let mut trainer = Trainer::new(net, Regress, config).unwrap();
-        let loss = trainer.step(x.clone()).into_scalar::<f32>();
-        let values: Vec<f32> = imm::weights::named_params(&trainer.net).into_values().flat_map(|t| t.values).collect();
+        let loss = trainer.step(x.clone()).expect("a finite step").into_scalar::<f32>();
+        let values: Vec<f32> = imm::io::weights::named_params(&trainer.net).into_values().flat_map(|t| t.values).collect();
         (loss, values)
     };
     let (loss_1, one) = params(1);
     let (loss_4, four) = params(4);
     assert!((loss_1 - loss_4).abs() < 1e-6 * loss_1.abs().max(1.0), "{loss_1} vs {loss_4}");
     let fresh = MlpConfig::new().with_hidden(32).with_blocks(1).init(&mut Rng::new(4), &device);
-    let initial: Vec<f32> = imm::weights::named_params(&fresh).into_values().flat_map(|t| t.values).collect();
+    let initial: Vec<f32> = imm::io::weights::named_params(&fresh).into_values().flat_map(|t| t.values).collect();
     assert!(one.iter().zip(&initial).any(|(a, b)| (a - b).abs() > 1e-5), "the step changed the weights");
     let max = one.iter().zip(&four).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(max < 1e-6, "parameters differ by {max}");
@@ -145,8 +147,8 @@ fn three_steps<M: Method>(method: M, devices: usize, accumulate: usize) -> (Vec<
     let net = MlpConfig::new().with_hidden(32).with_blocks(1).init(&mut Rng::new(4), &device);
     let trainer = Trainer::new(net, method, config).unwrap();
     let mut trainer = trainer.with_devices(vec![device.clone(); devices]).unwrap();
-    let losses = (0..3).map(|_| trainer.step(x.clone()).into_scalar::<f32>()).collect();
-    let values = |net| imm::weights::named_params(net).into_values().flat_map(|t| t.values).collect();
+    let losses = (0..3).map(|_| trainer.step(x.clone()).expect("a finite step").into_scalar::<f32>()).collect();
+    let values = |net| imm::io::weights::named_params(net).into_values().flat_map(|t| t.values).collect();
     (losses, values(&trainer.net), values(&trainer.ema))
 }
 
@@ -208,4 +210,116 @@ fn sample_paths_run_from_the_noise_to_the_sample() {
     }
     check(&p.imm, &net, z(), read);
     check(&p.fm, &net, z(), read);
+}
+
+/// [`Regress`] whose loss is NaN at the steps in `nan_loss`, and whose gradients are NaN (with a
+/// finite loss) at the steps in `nan_grad`; steps count from 0 and every step calls the loss once.
+struct Poisoned {
+    calls: std::sync::atomic::AtomicUsize,
+    nan_loss: Vec<usize>,
+    nan_grad: Vec<usize>,
+}
+
+impl Poisoned {
+    fn new(nan_loss: &[usize], nan_grad: &[usize]) -> Self {
+        Self { calls: Default::default(), nan_loss: nan_loss.to_vec(), nan_grad: nan_grad.to_vec() }
+    }
+}
+
+impl Method for Poisoned {
+    fn name(&self) -> &'static str {
+        "poisoned"
+    }
+    fn check_batch(&self, batch: usize) -> Result<(), imm::Error> {
+        Regress.check_batch(batch)
+    }
+    fn check_steps(&self, steps: usize) -> Result<(), imm::Error> {
+        Regress.check_steps(steps)
+    }
+    fn sigma_data(&self) -> f64 {
+        0.5
+    }
+    fn loss<N: imm::networks::Network>(&self, net: &N, x: Tensor<2>, rng: &mut Rng) -> Tensor<1> {
+        let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let [b, d] = x.dims();
+        let c = Tensor::<1>::from_data(TensorData::new(vec![300f32; b], [b]), &x.device());
+        let out = net.forward(x.clone(), c.clone(), c);
+        let loss = Regress.loss(net, x, rng);
+        if self.nan_loss.contains(&call) {
+            loss.mul_scalar(f32::NAN)
+        } else if self.nan_grad.contains(&call) {
+            // sqrt at 0: the value is 0, its gradient 0 x inf = NaN.
+            loss + out.mul_scalar(0.0).abs().sqrt().sum().div_scalar((b * d) as f32)
+        } else {
+            loss
+        }
+    }
+    fn sample_path<N: imm::networks::Network>(&self, net: &N, z: Tensor<2>, steps: usize, rng: &mut Rng) -> Result<Vec<Tensor<2>>, imm::Error> {
+        Regress.sample_path(net, z, steps, rng)
+    }
+}
+
+fn weights_of(net: &Mlp) -> Vec<f32> {
+    imm::io::weights::named_params(net).into_values().flat_map(|t| t.values).collect()
+}
+
+fn poisoned_trainer(method: Poisoned) -> (Trainer<Mlp, Poisoned>, Tensor<2>) {
+    let device = Device::flex().autodiff();
+    let p = preset("moons").unwrap();
+    let mut config = p.train.clone();
+    config.batch = 64;
+    let net = MlpConfig::new().with_hidden(32).with_blocks(1).init(&mut Rng::new(4), &device);
+    (Trainer::new(net, method, config).unwrap(), ToyData::new(p.toy, 1).batch(64, &device))
+}
+
+/// A step whose loss or gradients are not finite changes nothing but the image count, and is counted.
+#[test]
+fn non_finite_steps_are_skipped_and_counted() {
+    let (mut trainer, x) = poisoned_trainer(Poisoned::new(&[1], &[2]));
+    assert!(trainer.step(x.clone()).is_some());
+    let (net, ema) = (weights_of(&trainer.net), weights_of(&trainer.ema));
+    for (step, what) in [(1, "loss"), (2, "gradient")] {
+        assert!(trainer.step(x.clone()).is_none(), "step {step}: a NaN {what} is skipped");
+        assert_eq!(weights_of(&trainer.net), net, "step {step}: the weights stay");
+        assert_eq!(weights_of(&trainer.ema), ema, "step {step}: the EMA stays");
+        assert_eq!(trainer.skipped(), (step as u64, step as u32));
+    }
+    assert_eq!(trainer.nimg, 3 * 64, "skipped images count as seen");
+    assert!(trainer.check_health().is_ok(), "two in a row are tolerated");
+    let loss = trainer.step(x.clone()).expect("a finite step after them");
+    assert!(loss.into_scalar::<f32>().is_finite());
+    assert_ne!(weights_of(&trainer.net), net, "training goes on");
+    assert_eq!(trainer.skipped(), (2, 0));
+}
+
+#[derive(Default)]
+struct Records(Vec<Metrics>);
+
+impl Observer for Records {
+    fn on_log(&mut self, record: &Metrics) -> Result<(), imm::Error> {
+        self.0.push(record.clone());
+        Ok(())
+    }
+}
+
+/// [`MAX_BAD_STEPS`] skipped steps in a row stop `fit` with a message, after a metrics record
+/// that counts them; the weights are those of the last good step.
+#[test]
+fn fit_stops_after_non_finite_steps_in_a_row() {
+    let bad: Vec<usize> = (3..100).collect();
+    let (mut trainer, _) = poisoned_trainer(Poisoned::new(&bad, &[]));
+    trainer.config.total_nimg = 100 * 64;
+    trainer.config.log_every_nimg = 2 * 64;
+    let mut data = ToyData::new(preset("moons").unwrap().toy, 1);
+    let mut records = Records::default();
+    let mut good = Vec::new();
+    let error = fit(&mut trainer, &mut data, || 0.0, &mut records).err().expect("fit stops");
+    assert!(error.0.contains(&format!("not finite in {MAX_BAD_STEPS} steps in a row")), "{error}");
+    assert_eq!(trainer.nimg, (3 + MAX_BAD_STEPS as u64) * 64, "it stopped at the fifth bad step");
+    let skipped: u64 = records.0.iter().map(|r| r.skipped).sum();
+    assert_eq!(skipped, MAX_BAD_STEPS as u64, "the records count the skipped steps: {:?}", records.0);
+    assert!(records.0.last().unwrap().nimg == trainer.nimg, "a record at the stop");
+    assert!(records.0.iter().all(|r| r.loss.is_finite() || r.skipped > 0));
+    good.extend(weights_of(&trainer.net));
+    assert!(good.iter().all(|v| v.is_finite()));
 }

@@ -7,10 +7,10 @@ use std::sync::OnceLock;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
+use imm::method::loss::{GroupTimes, imm_loss};
+use imm::networks::mlp::MlpConfig;
 use imm::Rng;
-use imm::loss::{GroupTimes, imm_loss};
-use imm::network::MlpConfig;
-use imm::presets::preset;
+use imm::training::presets::preset;
 
 /// The wgpu device, initialised once per process as wgpu requires.
 fn gpu() -> Device {
@@ -68,7 +68,7 @@ fn imm_loss_and_gradients_on_wgpu_equal_the_cpu() {
 #[test]
 fn fused_mmd_kernels_equal_the_reference() {
     use burn::tensor::DType;
-    use imm::fused::{Kernels, comparison, kernels_for, relative_error, test_shapes};
+    use imm::kernels::mmd::{Kernels, comparison, kernels_for, relative_error, test_shapes};
     let gpu = gpu();
     assert_eq!(kernels_for(&gpu, DType::F32), Some(Kernels::Wgsl));
     assert_eq!(kernels_for(&Device::flex(), DType::F32), None);

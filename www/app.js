@@ -33,7 +33,7 @@ function notice(message) {
   $('notice').textContent = message ?? '';
 }
 
-// How the Rust side's message starts when WebGPU lost the device (src/web.rs).
+// How the Rust side's message starts when WebGPU lost the device (src/web/mod.rs).
 const DEVICE_LOST = 'The GPU device was lost';
 
 // Every later call on a lost device fails: say what happened and offer the ways on.
@@ -486,7 +486,10 @@ function reset() {
   saveUrl();
 }
 
-$('train').onclick = () => send({ type: 'train' });
+$('train').onclick = () => {
+  showError('');
+  send({ type: 'train' });
+};
 $('pause').onclick = () => send({ type: 'pause' });
 $('step').onclick = () => send({ type: 'step' });
 $('reset').onclick = () => {

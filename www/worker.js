@@ -23,7 +23,8 @@ const yieldToMessages = () => new Promise((resolve) => setTimeout(resolve, 0));
 const report = (e) => {
   const message = String(e?.message ?? e);
   // A lost GPU device fails every later call: stop the loops instead of repeating the error.
-  if (message.startsWith('The GPU device was lost')) running = imageTraining = false;
+  // So does training whose numbers stopped being finite (src/web: paused), until Train is pressed.
+  if (message.startsWith('The GPU device was lost') || message.startsWith('Training paused')) running = imageTraining = false;
   post({ type: 'error', message });
 };
 

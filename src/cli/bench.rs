@@ -1,0 +1,183 @@
+//! Benchmarks that print figures (`imm bench ...`); speed targets are checked here, never in tests.
+
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::tensor::{DType, Device, Distribution, Tensor, TensorData};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::kernels::mmd::{Kernels, REFERENCE_CHUNK_BYTES, comparison, kernels_for, mmd_reference_chunked, mmd_with, relative_error};
+use crate::method::Method;
+use crate::training::image_model::ImageModel;
+use crate::training::presets::ImagePreset;
+use crate::training::trainer::{TrainConfig, Trainer};
+use crate::{Error, Rng};
+
+/// The largest relative error the fused MMD may have against the reference.
+pub const MMD_TOLERANCE: f32 = 1e-4;
+
+fn sync(device: &Device) -> Result<(), Error> {
+    device.sync().map_err(|e| Error::new(format!("device error: {e}")))
+}
+
+fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, Error> {
+    let data = t.try_into_data().map_err(|e| crate::read_error(e, "a result"))?;
+    data.convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::new(format!("{e:?}")))
+}
+
+/// Mean milliseconds of `run` over `iters` calls after two warm-up calls, the device drained.
+fn time_ms(device: &Device, iters: usize, mut run: impl FnMut()) -> Result<f64, Error> {
+    for _ in 0..2 {
+        run();
+    }
+    sync(device)?;
+    let start = Instant::now();
+    for _ in 0..iters {
+        run();
+    }
+    sync(device)?;
+    Ok(start.elapsed().as_secs_f64() * 1e3 / iters as f64)
+}
+
+/// Forward and backward of one MMD implementation on fixed random inputs.
+fn time_mmd(
+    device: &Device,
+    [g, m, d]: [usize; 3],
+    iters: usize,
+    f: impl Fn(Tensor<3>, Tensor<3>, Tensor<1>) -> Tensor<1>,
+) -> Result<f64, Error> {
+    let device = device.clone().autodiff();
+    let y_t = Tensor::<3>::random([g, m, d], Distribution::Normal(0.0, 1.0), &device).require_grad();
+    let y_r = Tensor::<3>::random([g, m, d], Distribution::Normal(0.0, 1.0), &device);
+    let scale = Tensor::<1>::from_data(TensorData::new(vec![10f32; g], [g]), &device);
+    time_ms(&device, iters, || {
+        let grads = f(y_t.clone(), y_r.clone(), scale.clone()).sum().backward();
+        drop(y_t.grad(&grads));
+    })
+}
+
+/// `imm bench mmd`: checks the fused MMD against the reference on one set of inputs (an error
+/// over [`MMD_TOLERANCE`]), then times forward + backward of both (the reference a few groups per
+/// launch where its intermediates would exceed wgpu's buffer limits) and relates the fused time to
+/// the bandwidth floor: y_t and y_r read once, dL/dy_t written once, at the device's streaming
+/// bandwidth (measured as x + 1 over as many floats).
+pub fn mmd(device: &Device, shape: [usize; 3], iters: usize) -> Result<(), Error> {
+    let [g, m, d] = shape;
+    // On wgpu both implementations run: the WGSL one is used there, the CubeCL one on CUDA.
+    let implementations = match kernels_for(device, DType::F32) {
+        Some(Kernels::Wgsl) => vec![Kernels::Wgsl, Kernels::CubeCl],
+        Some(Kernels::CubeCl) => vec![Kernels::CubeCl],
+        None => return Err(Error::new("the fused MMD kernels run on wgpu and CUDA devices: use --device wgpu (or cuda)")),
+    };
+    if !(1..=16).contains(&m) {
+        return Err(Error::new(format!("--particles must be 1 to 16, not {m}")));
+    }
+    println!("MMD, G = {g} groups of M = {m} particles of D = {d}: forward + backward, mean of {iters}");
+    for &kernels in &implementations {
+        let c = comparison(device, shape, 0, kernels);
+        let e_value = relative_error(&read(c.fused.0)?, &read(c.reference.0)?);
+        let e_grad = relative_error(&read(c.fused.1)?, &read(c.reference.1)?);
+        println!("check of {kernels:?} against the reference: relative error {e_value:.2e} (values), {e_grad:.2e} (gradients)");
+        if e_value > MMD_TOLERANCE || e_grad > MMD_TOLERANCE {
+            return Err(Error::new(format!("the fused MMD differs from the reference by more than {MMD_TOLERANCE:e}")));
+        }
+    }
+
+    let reference = time_mmd(device, shape, iters, mmd_reference_chunked)?;
+    let n = g * m * d;
+    let x = Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), device);
+    let copy = time_ms(device, iters, || drop(x.clone().add_scalar(1.0)))?;
+    let stream_gbs = (2 * n * 4) as f64 / copy / 1e6;
+    let floor_bytes = (3 * n + 3 * g) * 4;
+    let floor = floor_bytes as f64 / stream_gbs / 1e6;
+    let gbs = |ms: f64| floor_bytes as f64 / ms / 1e6;
+    let chunk = (REFERENCE_CHUNK_BYTES / (m * m * d * 4)).max(1).min(g);
+    println!("{:<24} {:>10} {:>14} {:>9} {:>10}", "", "ms", "GB/s at floor", "speed-up", "x floor");
+    println!("{:<24} {reference:>10.3} {:>14.1} {:>9} {:>10.2}  ({chunk} groups per launch)", "reference tensor ops", gbs(reference), "1.0x", reference / floor);
+    for kernels in implementations {
+        let fused = time_mmd(device, shape, iters, |a, b, c| mmd_with(a, b, c, kernels))?;
+        let name = format!("fused {kernels:?} kernels");
+        println!("{name:<24} {fused:>10.3} {:>14.1} {:>8.1}x {:>10.2}", gbs(fused), reference / fused, fused / floor);
+    }
+    println!(
+        "floor: {:.1} MB (inputs read once, outputs written once) at the streaming bandwidth of {stream_gbs:.1} GB/s (x + 1) = {floor:.3} ms",
+        floor_bytes as f64 / 1e6
+    );
+    Ok(())
+}
+
+/// One row of `imm bench sample`.
+#[derive(Clone, Debug, Serialize)]
+pub struct SampleRow {
+    pub batch: usize,
+    pub steps: usize,
+    pub ms_per_batch: f64,
+    pub images_per_s: f64,
+}
+
+/// `imm bench train`: training images per second of a preset's network and method at a batch
+/// size, on random images (speed does not depend on the data); `iters` timed steps after two
+/// warm-up steps. Prints one line and returns the figures.
+pub fn train<M: Method + Clone>(preset: &ImagePreset, method: M, batch: usize, iters: usize, devices: &[Device]) -> Result<serde_json::Value, Error> {
+    let device = &devices[0];
+    method.check_batch(batch / preset.train.accumulate)?;
+    let net = preset.net.init(&mut Rng::new(0), &device.clone().autodiff())?;
+    let params = net.num_params();
+    let config = TrainConfig { batch, ..preset.train.clone() };
+    let replicas = devices.iter().map(|d| d.clone().autodiff()).collect();
+    let mut trainer = Trainer::new(net, method.clone(), config)?.with_devices(replicas)?;
+    let dim = preset.net.in_channels * preset.net.img_resolution * preset.net.img_resolution;
+    let ad = device.clone().autodiff();
+    let x = Tensor::<2>::random([batch, dim], Distribution::Uniform(-1.0, 1.0), &ad);
+    let mut last = None;
+    let ms = time_ms(device, iters, || last = trainer.step(x.clone()))?;
+    if last.is_none() {
+        return Err(Error::new("the last step's loss was not finite: the benchmark did not train"));
+    }
+    let images_per_s = batch as f64 / (ms / 1e3);
+    println!(
+        "{} {} ({params} parameters, {}), batch {batch} (accumulate {}, {} device{}): {ms:.1} ms per step, {images_per_s:.1} images/s",
+        preset.name,
+        method.name(),
+        preset.net.precision.unwrap_or_default().name(),
+        preset.train.accumulate,
+        devices.len(),
+        if devices.len() == 1 { "" } else { "s" }
+    );
+    Ok(json!({"bench": "train", "preset": preset.name, "method": method.name(), "params": params,
+              "precision": preset.net.precision, "batch": batch,
+              "accumulate": preset.train.accumulate, "devices": devices.len(), "iters": iters, "ms_per_step": ms,
+              "images_per_s": images_per_s}))
+}
+
+/// `imm bench sample`: latency and throughput of sampling a preset's network (random weights
+/// unless `model` is given) at each batch size and step count; prints a table.
+pub fn sample(model: &ImageModel, batches: &[usize], steps: &[usize], iters: usize, device: &Device) -> Result<Vec<SampleRow>, Error> {
+    for &k in steps {
+        model.check_steps(k)?;
+    }
+    let dim = model.dim();
+    let mut rows = Vec::new();
+    println!("network in {}", model.config.precision.unwrap_or_default().name());
+    println!("{:>6} {:>6} {:>12} {:>10}", "batch", "steps", "ms / batch", "images/s");
+    for &batch in batches {
+        let z = Tensor::<2>::random([batch, dim], Distribution::Normal(0.0, model.sigma_data()), device);
+        for &k in steps {
+            let mut rng = Rng::new(0);
+            let mut failed = None;
+            let ms = time_ms(device, iters, || {
+                if let Err(e) = model.sample(z.clone(), k, &mut rng) {
+                    failed = Some(e);
+                }
+            })?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            let row = SampleRow { batch, steps: k, ms_per_batch: ms, images_per_s: batch as f64 / (ms / 1e3) };
+            println!("{:>6} {:>6} {:>12.2} {:>10.1}", row.batch, row.steps, row.ms_per_batch, row.images_per_s);
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}

@@ -1,0 +1,305 @@
+//! `imm eval`: sample quality at several step counts. Image models: FID of N samples (quantised to
+//! 8 bits, as saved images are) against a Gaussian fitted to the whole training split, computed
+//! once and cached, in the features of the FID Inception or, for MNIST and Fashion-MNIST, of the
+//! small classifier trained here (`imm classifier`). 2D models: the energy distance to held-out
+//! points of their toy distribution.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use clap::ValueEnum;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::cli::images::generate;
+use crate::cli::run_dir::{write_atomic, write_json};
+use crate::cli::toy::{held_out, sample_steps};
+use crate::data::images::{ImageData, ImageSet, quantize};
+use crate::evaluation::classifier::Classifier;
+use crate::evaluation::energy::energy_distance;
+use crate::evaluation::fid::{Gaussian, Moments};
+use crate::evaluation::inception::{self, Inception};
+use crate::io::safetensors::Tensors;
+use crate::io::weights::load_named;
+use crate::method::Method;
+use crate::method::sampler::{Grid, Sampler};
+use crate::method::{flow_matching::FlowMatching, imm::Imm};
+use crate::networks::mlp::{Mlp, MlpConfig};
+use crate::training::image_model::ImageModel;
+use crate::training::presets::{ImagePreset, Preset, image_preset, preset};
+use crate::{Error, Rng};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Metric {
+    /// The FID Inception-v3 (2048-d pool features), the standard.
+    Inception,
+    /// The small classifier of `imm classifier` (128-d), MNIST and Fashion-MNIST only.
+    Classifier,
+}
+
+pub struct EvalRequest {
+    pub weights: PathBuf,
+    /// For weights without a card (an export of the official checkpoint).
+    pub preset: Option<ImagePreset>,
+    pub steps: Vec<usize>,
+    /// Sampling times and IMM sampler [default: those the model was trained with].
+    pub grid: Option<Grid>,
+    pub sampler: Option<Sampler>,
+    pub count: usize,
+    pub seed: u64,
+    /// Default: the classifier for MNIST and Fashion-MNIST, Inception otherwise.
+    pub metric: Option<Metric>,
+    /// Default: `www/models/classifier-SET.safetensors`.
+    pub classifier: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    /// Where to write the report as JSON.
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalRow {
+    pub steps: usize,
+    pub value: f64,
+    pub seconds: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalReport {
+    pub weights: String,
+    /// "fid-classifier", "fid-inception" or "energy-distance".
+    pub metric: String,
+    pub data: String,
+    pub samples: usize,
+    /// Data points behind the reference.
+    pub reference: u64,
+    /// The value two samples of the data itself give (energy distance).
+    pub floor: Option<f64>,
+    pub rows: Vec<EvalRow>,
+}
+
+enum Extractor {
+    Inception(Inception),
+    /// The network and the digest of its file, which keys its cached statistics.
+    Classifier(Classifier, String),
+}
+
+impl Extractor {
+    fn load(metric: Metric, set: ImageSet, file: Option<&Path>, device: &Device) -> Result<Self, Error> {
+        match metric {
+            Metric::Inception => Ok(Self::Inception(Inception::load(&inception::default_weights(), device)?)),
+            Metric::Classifier => {
+                let path = file.map_or_else(|| PathBuf::from(format!("www/models/classifier-{}.safetensors", set.name())), Path::to_path_buf);
+                if !path.exists() {
+                    return Err(Error::new(format!(
+                        "no classifier at {}; train one with `imm classifier --data {}` or pass --classifier",
+                        path.display(),
+                        set.name()
+                    )));
+                }
+                let (net, card) = Classifier::load(&path, device)?;
+                if card.data != set {
+                    return Err(Error::new(format!(
+                        "{} was trained on {}, the model on {}",
+                        path.display(),
+                        card.data.name(),
+                        set.name()
+                    )));
+                }
+                let bytes = std::fs::read(&path).map_err(|e| Error::new(format!("cannot read {}: {e}", path.display())))?;
+                Ok(Self::Classifier(net, crate::data::images::md5_hex(&bytes)[..12].to_string()))
+            }
+        }
+    }
+
+    fn key(&self) -> String {
+        match self {
+            Self::Inception(_) => "inception".into(),
+            Self::Classifier(_, digest) => format!("classifier-{digest}"),
+        }
+    }
+
+    /// Features of images in [-1, 1], C x side x side values each.
+    fn features(&self, images: &[f32], channels: usize, side: usize, device: &Device) -> Result<Vec<f32>, Error> {
+        let per = channels * side * side;
+        let chunk = match self {
+            Self::Inception(_) => 50,
+            Self::Classifier(..) => 500,
+        };
+        let mut out = Vec::new();
+        for part in images.chunks(chunk * per) {
+            let x = Tensor::<4>::from_data(TensorData::new(part.to_vec(), [part.len() / per, channels, side, side]), device);
+            let f = match self {
+                Self::Inception(net) => net.features(x),
+                Self::Classifier(net, _) => net.features(x),
+            };
+            out.extend(f.into_data().try_into_vec::<f32>().map_err(|e| Error::new(format!("reading features: {e:?}")))?);
+        }
+        Ok(out)
+    }
+
+    fn dim(&self) -> usize {
+        match self {
+            Self::Inception(_) => inception::FEATURES,
+            Self::Classifier(..) => crate::evaluation::classifier::FEATURES,
+        }
+    }
+}
+
+fn bar(len: u64, prefix: String) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>12} [{bar:32}] {human_pos}/{human_len} img  {elapsed} < {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix);
+    bar
+}
+
+/// The Gaussian of the training split's features at the model's side (padded as in training),
+/// from the cache or computed and cached.
+fn reference(extractor: &Extractor, set: ImageSet, side: usize, data_dir: Option<&Path>, device: &Device) -> Result<Gaussian, Error> {
+    let cache = inception::cache_dir().join("fid-stats");
+    let path = cache.join(format!("{}-{}-{side}px-train.safetensors", extractor.key(), set.name()));
+    if path.exists() {
+        return Gaussian::from_tensors(&Tensors::read(&path)?, &path.display().to_string());
+    }
+    let images = set.load(data_dir)?;
+    let (channels, n) = (images.channels, images.len());
+    let data = ImageData::new(images, side, false, 0)?;
+    let mut moments = Moments::new(extractor.dim());
+    let progress = bar(n as u64, "reference".into());
+    for start in (0..n).step_by(1000) {
+        let end = (start + 1000).min(n);
+        let pixels: Vec<f32> = (start..end).flat_map(|i| data.image(i, false)).collect();
+        moments.add(&extractor.features(&pixels, channels, side, device)?);
+        progress.set_position(end as u64);
+    }
+    progress.finish_and_clear();
+    std::fs::create_dir_all(&cache).map_err(|e| Error::new(format!("cannot create {}: {e}", cache.display())))?;
+    let about = format!("{} features of the {} training split at {side} px", extractor.key(), set.name());
+    let stored = moments.gaussian()?.to_tensors(&about);
+    write_atomic(&path, &stored.to_bytes())?;
+    // As stored (f32), so that this run and later ones measure against the same numbers.
+    Gaussian::from_tensors(&stored, &path.display().to_string())
+}
+
+/// Samples the model at each step count from the same noise and measures the FID (images) or
+/// the energy distance (2D) of each; writes the report to `request.json` when asked.
+pub fn evaluate(request: &EvalRequest, device: &Device) -> Result<EvalReport, Error> {
+    let file = Tensors::read(&request.weights)?;
+    let what = request.weights.display().to_string();
+    let card: Option<Value> = file.metadata.get("imm").and_then(|c| serde_json::from_str(c).ok());
+    let toy = card.as_ref().and_then(|c| c["preset"].as_str()).and_then(|name| preset(name).ok());
+    let report = match toy {
+        Some(p) => evaluate_2d(&file, &what, card.as_ref().expect("a card"), &p, request, device)?,
+        None => evaluate_images(&file, what, request, device)?,
+    };
+    if let Some(path) = &request.json {
+        write_json(path, &report)?;
+    }
+    Ok(report)
+}
+
+fn evaluate_2d(file: &Tensors, what: &str, card: &Value, p: &Preset, request: &EvalRequest, device: &Device) -> Result<EvalReport, Error> {
+    let bad = |e: serde_json::Error| Error::new(format!("{what}: bad card: {e}"));
+    let config: MlpConfig = serde_json::from_value(card["net"].clone()).map_err(bad)?;
+    let net = load_named(config.init(&mut Rng::new(0), device), file, "", what, None)?;
+    let settings = card["method_config"].clone();
+    let samples = match card["method"].as_str() {
+        Some("fm") => {
+            let mut fm: FlowMatching = serde_json::from_value(settings).map_err(bad)?;
+            fm.grid = request.grid.clone().unwrap_or(fm.grid);
+            timed_samples(&fm, &net, request, device)?
+        }
+        _ => {
+            let mut imm: Imm = serde_json::from_value(settings).map_err(bad)?;
+            imm.grid = request.grid.clone().unwrap_or(imm.grid);
+            imm.sampler = request.sampler.unwrap_or(imm.sampler);
+            timed_samples(&imm, &net, request, device)?
+        }
+    };
+    let (held_out, floor) = held_out(p, request.count);
+    let rows = samples
+        .into_iter()
+        .map(|(steps, (x, seconds))| EvalRow { steps, value: energy_distance(&x, &held_out, 2), seconds })
+        .collect();
+    Ok(EvalReport {
+        weights: what.into(),
+        metric: "energy-distance".into(),
+        data: p.name.into(),
+        samples: request.count,
+        reference: request.count as u64,
+        floor: Some(floor),
+        rows,
+    })
+}
+
+/// Samples at each step count from the same noise, with the seconds each took.
+fn timed_samples<M: Method>(method: &M, net: &Mlp, request: &EvalRequest, device: &Device) -> Result<BTreeMap<usize, (Vec<f32>, f64)>, Error> {
+    for &steps in &request.steps {
+        method.check_steps(steps)?;
+    }
+    let mut out = BTreeMap::new();
+    for &steps in &request.steps {
+        let start = Instant::now();
+        let x = sample_steps(method, net, &[steps], request.count, request.seed, device)?.remove(&steps).expect("one step count");
+        out.insert(steps, (x, start.elapsed().as_secs_f64()));
+    }
+    Ok(out)
+}
+
+fn evaluate_images(file: &Tensors, what: String, request: &EvalRequest, device: &Device) -> Result<EvalReport, Error> {
+    let mut model = ImageModel::load(file, &what, request.preset.as_ref(), device)?;
+    model.choose_sampling(request.grid.clone(), request.sampler);
+    let set = match (&model.card, &request.preset) {
+        (Some(card), _) => card["preset"].as_str().and_then(image_preset).map(|p| p.data),
+        (None, Some(p)) => Some(p.data),
+        (None, None) => None,
+    }
+    .ok_or_else(|| Error::new(format!("{what} does not say which dataset it models; pass --preset")))?;
+    for &steps in &request.steps {
+        model.check_steps(steps)?;
+    }
+    let metric = request.metric.unwrap_or(match set {
+        ImageSet::Mnist | ImageSet::FashionMnist => Metric::Classifier,
+        ImageSet::Cifar10 => Metric::Inception,
+    });
+    if metric == Metric::Classifier && set == ImageSet::Cifar10 {
+        return Err(Error::new("the classifier metric covers MNIST and Fashion-MNIST; use --metric inception"));
+    }
+    let extractor = Extractor::load(metric, set, request.classifier.as_deref(), device)?;
+    let (channels, side) = (model.config.in_channels, model.config.img_resolution);
+    let reference = reference(&extractor, set, side, request.data_dir.as_deref(), device)?;
+    let mut rows = Vec::new();
+    for &steps in &request.steps {
+        let start = Instant::now();
+        let progress = bar(request.count as u64, format!("{steps} step{}", if steps == 1 { "" } else { "s" }));
+        let mut images = generate(&model, steps, request.count, request.seed, device, |done| progress.set_position(done as u64))?;
+        progress.finish_and_clear();
+        for v in &mut images {
+            *v = quantize(*v);
+        }
+        let mut moments = Moments::new(extractor.dim());
+        moments.add(&extractor.features(&images, channels, side, device)?);
+        let fid = moments.gaussian()?.frechet_distance(&reference)?;
+        rows.push(EvalRow { steps, value: fid, seconds: start.elapsed().as_secs_f64() });
+    }
+    let metric = match metric {
+        Metric::Inception => "fid-inception",
+        Metric::Classifier => "fid-classifier",
+    };
+    Ok(EvalReport {
+        weights: what,
+        metric: metric.into(),
+        data: set.name().into(),
+        samples: request.count,
+        reference: reference.count,
+        floor: None,
+        rows,
+    })
+}

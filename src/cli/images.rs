@@ -1,0 +1,401 @@
+//! The native image trainer and sampler. A run directory holds `config.json`, `metrics.jsonl`,
+//! sample grids (`samples.png`, `samples/`), small EMA snapshots for sampling and the page
+//! (`snapshots/`), and the resumable training state (`checkpoints/state-NIMG/`: weights, EMA,
+//! optimizer moments, RNG and image count), each written to a temporary name and then renamed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::cli::device::DeviceChoice;
+use crate::cli::run_dir::{Terminal, create_dir, io_error, latest_state, prepare_dir, states, tidy_for_resume, write_atomic, write_json};
+use crate::data::images::{CIFAR10_MD5, CIFAR10_URL, ImageData, ImageSet, Images, unpack_cifar10};
+use crate::io::npz::npz_u8;
+use crate::io::plot::image_grid;
+use crate::io::safetensors::Tensors;
+use crate::io::weights::{load_named, named_params, param_ids};
+use crate::method::Method;
+use crate::method::sampler::{Grid, Sampler};
+use crate::networks::Network;
+use crate::networks::songunet::{SongUNet, SongUNetConfig};
+use crate::training::image_model::ImageModel;
+use crate::training::presets::ImagePreset;
+use crate::training::trainer::{Metrics, Observer, Progress, Trainer, fit};
+use crate::{Error, Rng};
+
+/// Images per row of a sample grid.
+const GRID_COLUMNS: usize = 10;
+/// Training states kept on disk (the newest ones).
+const KEEP_STATES: usize = 2;
+
+/// Where and how an image run goes.
+pub struct ImageRun {
+    pub out: PathBuf,
+    pub data_dir: Option<PathBuf>,
+    /// Continue from the newest state in `out/checkpoints`.
+    pub resume: bool,
+    /// Step counts shown in the sample grids.
+    pub steps: Vec<usize>,
+    /// More than one: train data-parallel over these (the first holds the weights).
+    pub devices: Vec<Device>,
+}
+
+/// What a weights file needs to be sampled on its own: stored as its `imm` metadata.
+fn card<M: Method + Serialize>(preset: &str, net: &SongUNetConfig, method: &M, nimg: u64) -> String {
+    json!({"preset": preset, "net": net, "method": method.name(), "method_config": method, "nimg": nimg}).to_string()
+}
+
+struct Saver<'a> {
+    terminal: Terminal,
+    out: &'a Path,
+    preset: &'a ImagePreset,
+    steps: &'a [usize],
+    every: u64,
+    next: u64,
+    /// Prior noise of the grids, the same at every snapshot.
+    z: Vec<f32>,
+    saved_at: u64,
+}
+
+impl Saver<'_> {
+    fn save<N: Network, M: Method + Serialize>(&mut self, trainer: &Trainer<N, M>) -> Result<(), Error> {
+        let (out, nimg) = (self.out, trainer.nimg);
+        let (channels, side) = (self.preset.net.in_channels, self.preset.side);
+        // Never a non-finite file over a good one (the trainer skips such steps; this is the last guard).
+        let (net, ema) = (named_params(&trainer.net), named_params(&trainer.ema));
+        if let Some(name) = net.iter().chain(&ema).find(|(_, t)| !t.values.iter().all(|v| v.is_finite())).map(|(n, _)| n) {
+            return Err(Error::new(format!("the weights at {nimg} images are not finite ({name}); nothing was saved")));
+        }
+
+        let device = trainer.ema.devices()[0].clone();
+        let mut rows = Vec::new();
+        for &k in self.steps {
+            let z = Tensor::<2>::from_data(TensorData::new(self.z.clone(), [GRID_COLUMNS, channels * side * side]), &device);
+            let x = trainer.method.sample(&trainer.ema, z, k, &mut Rng::new(nimg))?;
+            let values = x.into_data().try_into_vec::<f32>().map_err(|e| Error::new(format!("reading samples: {e:?}")))?;
+            rows.push((format!("{k} step{}", if k == 1 { "" } else { "s" }), values));
+        }
+        create_dir(&out.join("samples"))?;
+        let grid = out.join("samples").join(format!("{nimg:012}.png"));
+        image_grid(&rows, channels, side, 2, &grid)?;
+        write_atomic(&out.join("samples.png"), &std::fs::read(&grid).map_err(|e| io_error(&grid, e))?)?;
+
+        let mut metadata = BTreeMap::new();
+        metadata.insert("imm".to_string(), card(self.preset.name, &self.preset.net, &trainer.method, nimg));
+        create_dir(&out.join("snapshots"))?;
+        let snapshot = out.join("snapshots").join(format!("ema-{nimg:012}.safetensors"));
+        write_atomic(&snapshot, &Tensors { tensors: ema.clone(), metadata: metadata.clone() }.to_bytes())?;
+
+        // The resumable state: a directory made under a temporary name, then renamed.
+        let states_dir = out.join("checkpoints");
+        create_dir(&states_dir)?;
+        let tmp = states_dir.join(format!("state-{nimg:012}.partial"));
+        create_dir(&tmp)?;
+        let ids = serde_json::to_string(&param_ids(&trainer.net)).expect("ids serialise");
+        metadata.insert("param_ids".to_string(), ids);
+        let write = |name: &str, bytes: &[u8]| std::fs::write(tmp.join(name), bytes).map_err(|e| io_error(&tmp.join(name), e));
+        write("net.safetensors", &Tensors { tensors: net, metadata: metadata.clone() }.to_bytes())?;
+        write("ema.safetensors", &Tensors { tensors: ema, metadata }.to_bytes())?;
+        write("optimizer.bpk", &trainer.optimizer_bytes()?)?;
+        write("progress.json", serde_json::to_string_pretty(&trainer.progress()).expect("progress serialises").as_bytes())?;
+        let done = states_dir.join(format!("state-{nimg:012}"));
+        if done.exists() {
+            std::fs::remove_dir_all(&done).map_err(|e| io_error(&done, e))?;
+        }
+        std::fs::rename(&tmp, &done).map_err(|e| io_error(&done, e))?;
+        let all = states(&states_dir);
+        for (_, old) in &all[..all.len().saturating_sub(KEEP_STATES)] {
+            std::fs::remove_dir_all(old).map_err(|e| io_error(old, e))?;
+        }
+        self.saved_at = nimg;
+        self.terminal.println(&format!(
+            "     nimg {nimg:>9}  wrote {}, {} and {}",
+            grid.display(),
+            snapshot.display(),
+            done.display()
+        ));
+        Ok(())
+    }
+}
+
+impl Observer for Saver<'_> {
+    fn on_step<N: Network, M: Method>(&mut self, trainer: &Trainer<N, M>) -> Result<(), Error> {
+        self.terminal.on_step(trainer)
+    }
+
+    fn on_log(&mut self, record: &Metrics) -> Result<(), Error> {
+        self.terminal.on_log(record)
+    }
+}
+
+/// The run's configuration; a resumed run must match it (its length may change).
+fn run_config<M: Method + Serialize>(preset: &ImagePreset, method: &M) -> Value {
+    json!({
+        "preset": preset.name,
+        "data": preset.data,
+        "side": preset.side,
+        "xflip": preset.xflip,
+        "net": preset.net,
+        "method": method.name(),
+        "method_config": method,
+        "train": preset.train,
+        "snapshot_every_nimg": preset.snapshot_every_nimg,
+    })
+}
+
+fn differences(saved: &Value, current: &Value) -> Vec<String> {
+    // Length, logging and saving cadence may change between sessions, and the learning rate (to
+    // continue a run whose numbers stopped being finite); the rest of the maths may not.
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(train) = v.get_mut("train").and_then(Value::as_object_mut) {
+            train.remove("total_nimg");
+            train.remove("log_every_nimg");
+            train.remove("lr");
+        }
+        // Precision is how the same f32 weights compute: a run may resume in another.
+        if let Some(net) = v.get_mut("net").and_then(Value::as_object_mut) {
+            net.remove("precision");
+        }
+        if let Some(o) = v.as_object_mut() {
+            o.remove("device");
+            o.remove("snapshot_every_nimg");
+        }
+        v
+    };
+    let (saved, current) = (strip(saved), strip(current));
+    let keys = current.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+    keys.into_iter().filter(|k| saved.get(k) != current.get(k)).collect()
+}
+
+/// Trains `method` on the preset's images, saving grids, snapshots and states every
+/// `snapshot_every_nimg` images and at the end.
+pub fn train_images<M: Method + Serialize + Clone>(
+    preset: &ImagePreset,
+    method: M,
+    (device, choice): (&Device, DeviceChoice),
+    run: &ImageRun,
+) -> Result<(), Error> {
+    let out = &run.out;
+    prepare_dir(out)?;
+    for &k in &run.steps {
+        method.check_steps(k)?;
+    }
+    let config = run_config(preset, &method);
+    let config_path = out.join("config.json");
+    let latest = latest_state(&out.join("checkpoints"));
+    match (run.resume, &latest) {
+        (false, Some((_, dir))) => {
+            return Err(Error::new(format!(
+                "{} already holds a run (newest state {}); pass --resume to continue it, or choose another --out",
+                out.display(),
+                dir.display()
+            )));
+        }
+        (true, None) => {
+            return Err(Error::new(format!("nothing to resume in {}: it has no checkpoints/state-*", out.display())));
+        }
+        (true, Some(_)) => {
+            let text = std::fs::read_to_string(&config_path).map_err(|e| io_error(&config_path, e))?;
+            let saved: Value = serde_json::from_str(&text).map_err(|e| Error::new(format!("{} is damaged: {e}", config_path.display())))?;
+            let differ = differences(&saved, &config);
+            if !differ.is_empty() {
+                return Err(Error::new(format!(
+                    "the run in {} was started with a different {}; resume it with the options it was started with",
+                    out.display(),
+                    differ.join(", ")
+                )));
+            }
+        }
+        (false, None) => {
+            let mut with_device = config.clone();
+            with_device["device"] = json!(choice);
+            with_device["devices"] = json!(run.devices.len().max(1));
+            write_json(&config_path, &with_device)?;
+            std::fs::write(out.join("metrics.jsonl"), "").map_err(|e| io_error(&out.join("metrics.jsonl"), e))?;
+        }
+    }
+
+    let train = preset.train.clone();
+    let mut seeds = Rng::new(train.seed);
+    let images = load_images(preset.data, run.data_dir.as_deref())?;
+    let net = preset.net.init(&mut seeds.fork(), &device.clone().autodiff())?;
+    let mut data = ImageData::new(images, preset.side, preset.xflip, seeds.next_u64())?;
+    let mut trainer = Trainer::new(net, method, train.clone())?;
+    if run.devices.len() > 1 {
+        trainer = trainer.with_devices(run.devices.iter().map(|d| d.clone().autodiff()).collect())?;
+    }
+    if let Some((_, dir)) = latest.filter(|_| run.resume) {
+        let what = dir.display().to_string();
+        let net_file = Tensors::read(&dir.join("net.safetensors"))?;
+        let ids: BTreeMap<String, u64> = net_file
+            .metadata
+            .get("param_ids")
+            .and_then(|t| serde_json::from_str(t).ok())
+            .ok_or_else(|| Error::new(format!("{what}/net.safetensors has no parameter ids")))?;
+        let net = load_named(trainer.net.clone(), &net_file, "", &what, Some(&ids))?;
+        let ema = load_named(trainer.ema.clone(), &Tensors::read(&dir.join("ema.safetensors"))?, "", &what, Some(&ids))?;
+        let progress_path = dir.join("progress.json");
+        let progress: Progress = std::fs::read_to_string(&progress_path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .ok_or_else(|| Error::new(format!("{} is missing or damaged", progress_path.display())))?;
+        let optimizer = std::fs::read(dir.join("optimizer.bpk")).map_err(|e| io_error(&dir.join("optimizer.bpk"), e))?;
+        trainer.resume(net, ema, progress, optimizer)?;
+        data.drawn = trainer.nimg;
+        tidy_for_resume(out, trainer.nimg)?;
+        println!("Resuming {} at {} images.", out.display(), trainer.nimg);
+    }
+
+    let label = trainer.method.name();
+    let every = preset.snapshot_every_nimg;
+    let dim = preset.net.in_channels * preset.side * preset.side;
+    let mut saver = Saver {
+        terminal: Terminal::new(label, train.total_nimg, out.join("metrics.jsonl"))?,
+        out,
+        preset,
+        steps: &run.steps,
+        every,
+        next: (trainer.nimg / every + 1) * every,
+        z: Rng::new(train.seed ^ 0x6e1d).normal_vec(GRID_COLUMNS * dim, trainer.method.sigma_data()),
+        saved_at: trainer.nimg,
+    };
+    println!(
+        "Training {} on {} ({} parameters) for {} images, batch {}, on {:?}.",
+        label,
+        preset.name,
+        burn::module::Module::num_params(&trainer.net),
+        train.total_nimg,
+        train.batch,
+        choice
+    );
+    let start = Instant::now();
+    let result = fit_saving(&mut trainer, &mut data, &start, &mut saver);
+    saver.terminal.finish();
+    if let (Err(e), (_, 1..)) = (&result, trainer.skipped()) {
+        let kept = latest_state(&out.join("checkpoints"))
+            .map(|(_, dir)| format!("the newest saved state, {}, is intact: continue from it with --resume (and a lower --lr)", dir.display()))
+            .unwrap_or_else(|| "nothing was saved yet".into());
+        return Err(Error::new(format!("{e}; {kept}")));
+    }
+    result?;
+    println!(
+        "Trained to {} images in {:.0} s. Samples: {}; EMA weights: {}.",
+        trainer.nimg,
+        start.elapsed().as_secs_f64(),
+        out.join("samples.png").display(),
+        out.join("snapshots").display()
+    );
+    Ok(())
+}
+
+/// The training images; CIFAR-10, when not found and no --data-dir was given, is downloaded from its
+/// home page (with curl), checked against its published MD5 and unpacked into data/cifar10.
+fn load_images(set: ImageSet, data_dir: Option<&Path>) -> Result<Images, Error> {
+    match set.load(data_dir) {
+        Err(missing) if set == ImageSet::Cifar10 && data_dir.is_none() => {
+            let dir = PathBuf::from("data").join(set.name());
+            println!("Downloading CIFAR-10 from {CIFAR10_URL} into {} ...", dir.display());
+            let fetched = std::process::Command::new("curl")
+                .args(["-fsSL", "--connect-timeout", "20", CIFAR10_URL])
+                .output()
+                .map_err(|e| format!("cannot run curl: {e}"))
+                .and_then(|o| if o.status.success() { Ok(o.stdout) } else { Err(String::from_utf8_lossy(&o.stderr).trim().to_string()) });
+            let archive = fetched.map_err(|why| Error::new(format!("{missing} (the download failed: {why})")))?;
+            unpack_cifar10(&archive, CIFAR10_MD5, &dir)?;
+            set.load(Some(&dir))
+        }
+        result => result,
+    }
+}
+
+/// [`fit`] in stretches between snapshots, saving after each stretch and at the end.
+fn fit_saving<M: Method + Serialize + Clone>(
+    trainer: &mut Trainer<SongUNet, M>,
+    data: &mut ImageData,
+    start: &Instant,
+    saver: &mut Saver,
+) -> Result<(), Error> {
+    let total = trainer.config.total_nimg;
+    while trainer.nimg < total {
+        let end = saver.next.min(total);
+        trainer.config.total_nimg = end;
+        let result = fit(trainer, data, || start.elapsed().as_secs_f64(), saver);
+        trainer.config.total_nimg = total;
+        result?;
+        saver.save(trainer)?;
+        saver.next = (trainer.nimg / saver.every + 1) * saver.every;
+    }
+    if saver.saved_at != trainer.nimg {
+        saver.save(trainer)?;
+    }
+    Ok(())
+}
+
+/// What `imm sample` makes.
+pub struct SampleRequest {
+    pub weights: PathBuf,
+    /// Used when the weights file does not say how it was trained (e.g. an export of the official checkpoint).
+    pub preset: Option<ImagePreset>,
+    pub steps: usize,
+    pub sampler: Option<Sampler>,
+    pub grid: Option<Grid>,
+    pub seed: u64,
+    pub count: usize,
+    /// A .png grid or an .npz of uint8 images [N, H, W, C] under `arr_0`.
+    pub out: PathBuf,
+}
+
+/// Samples a weights file into a PNG grid or an .npz for FID tools.
+pub fn sample(request: &SampleRequest, device: &Device) -> Result<(), Error> {
+    let file = Tensors::read(&request.weights)?;
+    let what = request.weights.display().to_string();
+    if !file.metadata.contains_key("imm") && request.preset.is_none() {
+        return Err(Error::new(format!("{what} does not say which network it holds; pass --preset")));
+    }
+    let mut model = ImageModel::load(&file, &what, request.preset.as_ref(), device)?;
+    model.choose_sampling(request.grid.clone(), request.sampler);
+    model.check_steps(request.steps)?;
+    let images = generate(&model, request.steps, request.count, request.seed, device, |_| ())?;
+    let (c, side) = (model.config.in_channels, model.config.img_resolution);
+    let is_npz = request.out.extension().is_some_and(|e| e == "npz");
+    if is_npz {
+        write_atomic(&request.out, &npz_u8(&images, request.count, c, side))?;
+    } else {
+        let per_row = GRID_COLUMNS * c * side * side;
+        let rows: Vec<(String, Vec<f32>)> = images.chunks(per_row).map(|r| (String::new(), r.to_vec())).collect();
+        image_grid(&rows, c, side, 2, &request.out)?;
+    }
+    println!("Wrote {} samples ({} step{}) to {}.", request.count, request.steps, if request.steps == 1 { "" } else { "s" }, request.out.display());
+    Ok(())
+}
+
+/// `count` samples in batches, all from one seeded stream of prior noise; `progress` hears the
+/// number done after each batch.
+pub(crate) fn generate(
+    model: &ImageModel,
+    steps: usize,
+    count: usize,
+    seed: u64,
+    device: &Device,
+    mut progress: impl FnMut(usize),
+) -> Result<Vec<f32>, Error> {
+    const BATCH: usize = 256;
+    let dim = model.dim();
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::with_capacity(count * dim);
+    let mut done = 0;
+    while done < count {
+        let n = BATCH.min(count - done);
+        let z = Tensor::<2>::from_data(TensorData::new(rng.normal_vec(n * dim, model.sigma_data()), [n, dim]), device);
+        let x = model.sample(z, steps, &mut rng)?;
+        out.extend(x.into_data().try_into_vec::<f32>().map_err(|e| Error::new(format!("reading samples: {e:?}")))?);
+        done += n;
+        progress(done);
+    }
+    Ok(out)
+}

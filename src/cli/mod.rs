@@ -1,0 +1,623 @@
+//! The command line: its arguments, and one module per command family: [`toy`] (the demo and 2D
+//! runs), [`images`] (image runs and sampling), [`eval`] (FID, the classifier), [`bench`]; the
+//! `--device` flag ([`device`]) and what run directories share ([`run_dir`]).
+
+pub mod bench;
+pub mod device;
+pub mod eval;
+pub mod images;
+pub mod run_dir;
+pub mod toy;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use crate::cli::device::DeviceChoice;
+use crate::cli::eval::{EvalRequest, Metric, evaluate};
+use crate::cli::images::{ImageRun, SampleRequest, sample, train_images};
+use crate::cli::run_dir::write_json;
+use crate::cli::toy::{EvalOptions, demo, train_and_evaluate};
+use crate::data::images::ImageSet;
+use crate::Error;
+use crate::io::safetensors::Tensors;
+use crate::method::Method;
+use crate::method::precond::TimeInput;
+use crate::method::sampler::{Grid, Sampler};
+use crate::method::{flow_matching::FlowMatching, imm::Imm};
+use crate::networks::songunet::Precision;
+use crate::training::image_model::{ImageModel, Sampling};
+use crate::training::presets::{IMAGE_PRESETS, ImagePreset, Preset, image_preset, names, preset};
+use crate::training::trainer::TrainConfig;
+
+/// Inductive Moment Matching: one- and few-step generative models trained from scratch.
+#[derive(Parser)]
+#[command(name = "imm", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train IMM and flow matching on one preset with the same budget and compare them at 1, 2, 4
+    /// and 8 sampling steps (what `imm` with no arguments runs).
+    Demo {
+        /// Preset to train on.
+        #[arg(long, default_value = "checkerboard")]
+        preset: String,
+        /// Output directory.
+        #[arg(long, default_value = "runs/default")]
+        out: PathBuf,
+        #[command(flatten)]
+        options: Options,
+    },
+    /// Train one method on a preset: 2D presets are then evaluated and plotted; image presets
+    /// write sample grids, EMA snapshots and resumable states as they go.
+    Train {
+        /// Preset to train on (see `imm presets`).
+        #[arg(long)]
+        preset: String,
+        /// Training method.
+        #[arg(long, value_enum, default_value_t = MethodName::Imm)]
+        method: MethodName,
+        /// Output directory [default: runs/PRESET-METHOD].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Image presets: where the dataset files are (default: data/NAME, then the offline packages).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Image presets: continue the run in --out from its newest saved state.
+        #[arg(long)]
+        resume: bool,
+        /// Image presets: split each batch into this many parts (same update, less memory).
+        #[arg(long, allow_negative_numbers = true, value_parser = positive_usize)]
+        accumulate: Option<usize>,
+        /// Image presets: train data-parallel over this many GPUs (0 to N-1) of --device's kind.
+        #[arg(long, allow_negative_numbers = true, value_parser = positive_usize)]
+        devices: Option<usize>,
+        /// Image presets: the dtype of the network's convolutions, linear layers and attention
+        /// products; weights, time maths, the target pass and the MMD stay f32.
+        #[arg(long, value_enum)]
+        precision: Option<Precision>,
+        /// Image presets: write a sample grid, an EMA snapshot and a resumable state every this many
+        /// thousand images [default: the preset's].
+        #[arg(long, allow_negative_numbers = true, value_parser = positive_f64)]
+        snapshot_kimg: Option<f64>,
+        #[command(flatten)]
+        options: Options,
+    },
+    /// Sample a trained image model into a PNG grid, or an .npz (uint8 [N, H, W, C]) for FID tools.
+    Sample {
+        /// Weights: an EMA snapshot of `imm train`, or safetensors under the official names.
+        #[arg(long)]
+        weights: PathBuf,
+        /// The image preset the weights belong to, when the file does not say (an exported checkpoint).
+        #[arg(long)]
+        preset: Option<String>,
+        /// Sampling steps.
+        #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = positive_usize)]
+        steps: usize,
+        /// IMM sampler [default: the one the model was trained with].
+        #[arg(long, value_enum)]
+        sampler: Option<Sampler>,
+        /// Sampling times: uniform, edm, or eta:V1,... (the paper's CIFAR-10 2 steps: eta:1.4).
+        #[arg(long, value_parser = grid)]
+        grid: Option<Grid>,
+        /// Seed of the prior noise: the same seed gives the same noise at every step count.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Number of samples.
+        #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = positive_usize)]
+        n: usize,
+        /// Output file: .png for a grid, .npz for the images.
+        #[arg(long, default_value = "samples.png")]
+        out: PathBuf,
+        /// Compute device.
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+        device: DeviceChoice,
+    },
+    /// Measure an image model's FID at several step counts against its training set (statistics
+    /// cached after the first run).
+    Eval {
+        /// Weights: an EMA snapshot of `imm train`, or safetensors under the official names.
+        #[arg(long)]
+        weights: PathBuf,
+        /// The image preset the weights belong to, when the file does not say.
+        #[arg(long)]
+        preset: Option<String>,
+        /// Sampling step counts, comma-separated.
+        #[arg(long, default_value = "1,2,4,8", allow_hyphen_values = true, value_parser = step_list)]
+        steps: StepList,
+        /// IMM sampler [default: the one the model was trained with].
+        #[arg(long, value_enum)]
+        sampler: Option<Sampler>,
+        /// Sampling times: uniform, edm, or eta:V1,... (the paper's CIFAR-10 2 steps: eta:1.4).
+        #[arg(long, value_parser = grid)]
+        grid: Option<Grid>,
+        /// Samples per step count (the paper: 50000).
+        #[arg(long, default_value_t = 10_000, allow_negative_numbers = true, value_parser = positive_usize)]
+        n: usize,
+        /// Features [default: classifier for MNIST and Fashion-MNIST, inception otherwise].
+        #[arg(long, value_enum)]
+        metric: Option<Metric>,
+        /// The classifier for --metric classifier [default: www/models/classifier-SET.safetensors].
+        #[arg(long)]
+        classifier: Option<PathBuf>,
+        /// Where the dataset files are (default: data/NAME, then the offline packages).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Seed of the prior noise (the same noise at every step count).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Also write the report here as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Compute device.
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+        device: DeviceChoice,
+    },
+    /// Train the small MNIST / Fashion-MNIST classifier whose features `imm eval` and the page use.
+    Classifier {
+        /// Dataset.
+        #[arg(long, value_enum)]
+        data: DataName,
+        /// Passes over the training split.
+        #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = positive_usize)]
+        epochs: usize,
+        /// Output file [default: www/models/classifier-SET.safetensors].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Where the dataset files are.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Seed of the shuffles.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Keep the classifier already at --out and only write its reference file.
+        #[arg(long)]
+        keep: bool,
+        /// Compute device.
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+        device: DeviceChoice,
+    },
+    /// Rewrite a weights file in f16, keeping its card: half the size, for the page.
+    Export {
+        /// Weights to convert.
+        #[arg(long)]
+        weights: PathBuf,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// List the presets.
+    Presets,
+    /// Print speed figures.
+    Bench {
+        #[command(subcommand)]
+        what: Bench,
+    },
+    /// Check the network, losses, gradients, time maths and samplers against a golden file of the
+    /// official code (layout: shared/golden/README.md; manifest: same stem, .json).
+    Golden {
+        /// The golden .safetensors file.
+        file: PathBuf,
+        /// Compute device.
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+        device: DeviceChoice,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Training speed: images per second of an image preset's network and method at a batch size
+    /// (random images; two warm-up steps, then --iters timed ones).
+    Train {
+        /// Image preset.
+        #[arg(long, default_value = "cifar10-paper")]
+        preset: String,
+        /// Training method.
+        #[arg(long, value_enum, default_value_t = MethodName::Imm)]
+        method: MethodName,
+        /// Batch size [default: the preset's].
+        #[arg(long, allow_negative_numbers = true, value_parser = positive_usize)]
+        batch: Option<usize>,
+        /// Split each batch into this many parts.
+        #[arg(long, allow_negative_numbers = true, value_parser = positive_usize)]
+        accumulate: Option<usize>,
+        /// Data-parallel over this many devices of --device's kind, as `train --devices`.
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = positive_usize)]
+        devices: usize,
+        #[command(flatten)]
+        timing: Timing,
+    },
+    /// Sampling speed: latency per batch and images per second at each batch size and step count.
+    Sample {
+        /// Image preset (its network with fresh weights, unless --weights).
+        #[arg(long, default_value = "cifar10-paper")]
+        preset: String,
+        /// Weights to sample instead (their card says the network).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Batch sizes, comma-separated.
+        #[arg(long, default_value = "1,64,256", value_parser = step_list)]
+        batches: StepList,
+        /// Step counts, comma-separated.
+        #[arg(long, default_value = "1,2,4,8", value_parser = step_list)]
+        steps: StepList,
+        #[command(flatten)]
+        timing: Timing,
+    },
+    /// The fused WGSL MMD against the reference tensor ops: checks their agreement, then times
+    /// forward + backward of both (default: the paper's CIFAR-10 batch, B = 4096 as 1024 x 4).
+    Mmd {
+        /// Groups, G.
+        #[arg(long, default_value_t = 1024, allow_negative_numbers = true, value_parser = positive_usize)]
+        groups: usize,
+        /// Particles per group, M (1 to 16).
+        #[arg(long, default_value_t = 4, allow_negative_numbers = true, value_parser = positive_usize)]
+        particles: usize,
+        /// Dimension of a particle, D (3072 for 32 x 32 RGB).
+        #[arg(long, default_value_t = 3072, allow_negative_numbers = true, value_parser = positive_usize)]
+        dim: usize,
+        /// Timed repetitions.
+        #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = positive_usize)]
+        iters: usize,
+        /// Compute device (the fused kernels run on wgpu).
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Wgpu)]
+        device: DeviceChoice,
+    },
+}
+
+/// How `bench train` and `bench sample` measure and report.
+#[derive(Args)]
+struct Timing {
+    /// The network's compute dtype, as `train --precision`.
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    precision: Precision,
+    /// Timed repetitions (after two warm-up ones).
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = positive_usize)]
+    iters: usize,
+    /// Also write the figures here as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Compute device.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DataName {
+    Mnist,
+    FashionMnist,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MethodName {
+    /// Inductive Moment Matching.
+    Imm,
+    /// Conditional flow matching with an Euler sampler (the baseline).
+    Fm,
+}
+
+/// Overrides of the preset, and evaluation settings.
+#[derive(Args)]
+struct Options {
+    /// Training length in thousands of images.
+    #[arg(long, allow_negative_numbers = true, value_parser = positive_f64)]
+    kimg: Option<f64>,
+    /// Batch size (a multiple of the number of particles for IMM).
+    #[arg(long, allow_negative_numbers = true, value_parser = positive_usize)]
+    batch: Option<usize>,
+    /// Learning rate.
+    #[arg(long, allow_negative_numbers = true, value_parser = positive_f64)]
+    lr: Option<f64>,
+    /// IMM: particles per group, M.
+    #[arg(long, allow_negative_numbers = true, value_parser = positive_usize)]
+    particles: Option<usize>,
+    /// IMM: r(s, t) steps back in eta by (eta(T) - eta(eps)) / 2^k.
+    #[arg(long)]
+    k: Option<u32>,
+    /// IMM: r(s, t) is also at least this far below t (the paper's FP16 runs: 1e-4).
+    #[arg(long, allow_negative_numbers = true)]
+    min_gap: Option<f64>,
+    /// IMM: the weighting exponent a of w(s, t) (the paper's FP16 runs: 2).
+    #[arg(long, allow_negative_numbers = true)]
+    a: Option<f64>,
+    /// IMM: the network's second time input, s or the stride t - s (the paper's FP16 runs).
+    #[arg(long, value_enum)]
+    time_input: Option<TimeInput>,
+    /// Smallest time eps.
+    #[arg(long, allow_negative_numbers = true)]
+    eps: Option<f64>,
+    /// Largest time T (below 1).
+    #[arg(long = "t-max", allow_negative_numbers = true)]
+    t_max: Option<f64>,
+    /// IMM sampler used in the evaluation.
+    #[arg(long, value_enum)]
+    sampler: Option<Sampler>,
+    /// Sampling times: uniform, edm, or eta:V1,V2,... (explicit intermediate etas, one fewer than steps).
+    #[arg(long, value_parser = grid)]
+    grid: Option<Grid>,
+    /// Seed of data, noise, times and initial weights.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Sampling step counts to evaluate, comma-separated.
+    #[arg(long, default_value = "1,2,4,8", allow_hyphen_values = true, value_parser = step_list)]
+    eval_steps: StepList,
+    /// Generated and held-out points per energy distance.
+    #[arg(long, default_value_t = 2000, allow_negative_numbers = true, value_parser = positive_usize)]
+    eval_samples: usize,
+    /// Compute device [default: cpu for 2D presets, auto for images].
+    #[arg(long, value_enum)]
+    device: Option<DeviceChoice>,
+}
+
+#[derive(Clone)]
+struct StepList(Vec<usize>);
+
+fn step_list(text: &str) -> Result<StepList, String> {
+    let steps = text
+        .split(',')
+        .map(|item| match item.trim().parse::<i64>() {
+            Ok(k) if k > 0 => Ok(k as usize),
+            Ok(k) => Err(format!("sampling step counts must be positive, got {k}")),
+            Err(_) => Err(format!("'{item}' is not a step count")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(StepList(steps))
+}
+
+fn grid(text: &str) -> Result<Grid, String> {
+    Grid::parse(text).map_err(|e| e.to_string())
+}
+
+fn positive_f64(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("expected a positive number, got '{text}'")),
+    }
+}
+
+fn positive_usize(text: &str) -> Result<usize, String> {
+    match text.parse::<i64>() {
+        Ok(v) if v > 0 => Ok(v as usize),
+        _ => Err(format!("expected a positive integer, got '{text}'")),
+    }
+}
+
+impl Options {
+    /// Applies the overrides shared by every preset to its training set-up and both methods, then
+    /// validates them; `kimg` also caps the intervals that depend on the length.
+    fn override_common(&self, t: &mut TrainConfig, imm: &mut Imm, fm: &mut FlowMatching) -> Result<(), Error> {
+        if let Some(kimg) = self.kimg {
+            t.total_nimg = (kimg * 1000.0).round().max(1.0) as u64;
+            t.log_every_nimg = t.log_every_nimg.min(t.total_nimg);
+        }
+        t.batch = self.batch.unwrap_or(t.batch);
+        t.lr = self.lr.unwrap_or(t.lr);
+        t.seed = self.seed.unwrap_or(t.seed);
+        imm.particles = self.particles.unwrap_or(imm.particles);
+        imm.times.k = self.k.unwrap_or(imm.times.k);
+        imm.times.min_gap = self.min_gap.unwrap_or(imm.times.min_gap);
+        imm.a = self.a.unwrap_or(imm.a);
+        imm.precond.time_input = self.time_input.unwrap_or(imm.precond.time_input);
+        imm.times.eps = self.eps.unwrap_or(imm.times.eps);
+        imm.times.t_max = self.t_max.unwrap_or(imm.times.t_max);
+        (fm.eps, fm.t_max) = (imm.times.eps, imm.times.t_max);
+        imm.sampler = self.sampler.unwrap_or(imm.sampler);
+        if let Some(grid) = &self.grid {
+            (imm.grid, fm.grid) = (grid.clone(), grid.clone());
+        }
+        imm.validate()?;
+        fm.validate()?;
+        t.validate()?;
+        // Fail before training, not after, when the grid cannot make one of the step counts.
+        for &steps in &self.eval_steps.0 {
+            imm.timesteps(steps)?;
+        }
+        Ok(())
+    }
+
+    /// An image preset with these overrides applied, validated.
+    fn apply_image(&self, mut p: ImagePreset, accumulate: Option<usize>, precision: Option<Precision>) -> Result<ImagePreset, Error> {
+        p.train.accumulate = accumulate.unwrap_or(p.train.accumulate);
+        p.net.precision = precision.or(p.net.precision);
+        self.override_common(&mut p.train, &mut p.imm, &mut p.fm)?;
+        p.snapshot_every_nimg = p.snapshot_every_nimg.min(p.train.total_nimg);
+        p.net.validate()?;
+        Ok(p)
+    }
+
+    /// A 2D preset with these overrides applied, validated, and what to evaluate.
+    fn apply(&self, mut p: Preset) -> Result<(Preset, EvalOptions), Error> {
+        self.override_common(&mut p.train, &mut p.imm, &mut p.fm)?;
+        p.imm.check_batch(p.train.batch)?;
+        let eval = EvalOptions { steps: self.eval_steps.0.clone(), samples: self.eval_samples };
+        Ok((p, eval))
+    }
+}
+
+fn named_image_preset(name: &str) -> Result<ImagePreset, Error> {
+    image_preset(name)
+        .ok_or_else(|| Error::new(format!("unknown image preset '{name}'; available: {}", IMAGE_PRESETS.join(", "))))
+}
+
+fn run(command: Command) -> Result<(), Error> {
+    match command {
+        Command::Demo { preset: name, out, options } => {
+            let (p, eval) = options.apply(preset(&name)?)?;
+            demo(&p, options.device.unwrap_or(DeviceChoice::Cpu), &eval, &out)
+        }
+        Command::Train { preset: name, method, out, data_dir, resume, accumulate, devices, precision, snapshot_kimg, options } => {
+            let method_name = match method {
+                MethodName::Imm => "imm",
+                MethodName::Fm => "fm",
+            };
+            let default_out = || PathBuf::from(format!("runs/{name}-{method_name}"));
+            if let Some(p) = image_preset(&name) {
+                let mut p = options.apply_image(p, accumulate, precision)?;
+                if let Some(kimg) = snapshot_kimg {
+                    p.snapshot_every_nimg = ((kimg * 1000.0).round() as u64).clamp(1, p.train.total_nimg);
+                }
+                let choice = options.device.unwrap_or(DeviceChoice::Auto);
+                let (all, choice) = choice.devices(devices.unwrap_or(1))?;
+                let device = (&all[0], choice);
+                let steps = options.eval_steps.0.clone();
+                let run = ImageRun { out: out.unwrap_or_else(default_out), data_dir, resume, steps, devices: all.clone() };
+                return match method {
+                    MethodName::Imm => train_images(&p, p.imm.clone(), device, &run),
+                    MethodName::Fm => train_images(&p, p.fm.clone(), device, &run),
+                };
+            }
+            if resume || data_dir.is_some() || accumulate.is_some() || devices.is_some() || precision.is_some() || snapshot_kimg.is_some() {
+                return Err(Error::new(
+                    "--resume, --data-dir, --accumulate, --devices, --snapshot-kimg and --precision apply to image presets only",
+                ));
+            }
+            let (p, eval) = options.apply(preset(&name)?)?;
+            let out = out.unwrap_or_else(default_out);
+            let choice = options.device.unwrap_or(DeviceChoice::Cpu);
+            let (device, choice) = choice.device()?;
+            let device = (&device, choice);
+            let outcome = match method {
+                MethodName::Imm => train_and_evaluate(&p, p.imm.clone(), device, &eval, &out)?,
+                MethodName::Fm => train_and_evaluate(&p, p.fm.clone(), device, &eval, &out)?,
+            };
+            println!("Energy distance to held-out data (floor {:.5}):", outcome.floor);
+            for (k, e) in &outcome.energy {
+                println!("{k:>3} step{}  {e:.5}", if *k == 1 { " " } else { "s" });
+            }
+            println!("Wrote {}/{{config.json, metrics.jsonl, eval.json, samples.png, ema.safetensors}}.", out.display());
+            Ok(())
+        }
+        Command::Sample { weights, preset: name, steps, sampler, grid, seed, n, out, device } => {
+            let preset = name.map(|name| named_image_preset(&name)).transpose()?;
+            let request = SampleRequest { weights, preset, steps, sampler, grid, seed, count: n, out };
+            sample(&request, &device.device()?.0)
+        }
+        Command::Golden { file, device } => {
+            let rows = crate::evaluation::golden::check(&file, &device.device()?.0)?;
+            println!("{:<44} {:>11} {:>11} {:>9}", "tensor", "max abs err", "rel err", "tolerance");
+            for row in &rows {
+                let verdict = if row.ok() { "" } else { "  FAIL" };
+                println!("{:<44} {:>11.3e} {:>11.3e} {:>9.0e}{verdict}", row.name, row.max_abs, row.rel, row.tol);
+            }
+            let failed = rows.iter().filter(|r| !r.ok()).count();
+            if failed > 0 {
+                return Err(Error::new(format!("{failed} of {} tensors exceed their tolerance", rows.len())));
+            }
+            println!("all {} tensors within tolerance", rows.len());
+            Ok(())
+        }
+        Command::Bench { what: Bench::Mmd { groups, particles, dim, iters, device } } => {
+            crate::cli::bench::mmd(&device.device()?.0, [groups, particles, dim], iters)
+        }
+        Command::Bench { what: Bench::Train { preset: name, method, batch, accumulate, devices, timing: Timing { precision, iters, json, device } } } => {
+            let mut p = named_image_preset(&name)?;
+            p.train.accumulate = accumulate.unwrap_or(p.train.accumulate);
+            p.net.precision = Some(precision);
+            let batch = batch.unwrap_or(p.train.batch);
+            let devices = device.devices(devices)?.0;
+            let figures = match method {
+                MethodName::Imm => crate::cli::bench::train(&p, p.imm.clone(), batch, iters, &devices)?,
+                MethodName::Fm => crate::cli::bench::train(&p, p.fm.clone(), batch, iters, &devices)?,
+            };
+            json.map_or(Ok(()), |path| write_json(&path, &figures))
+        }
+        Command::Bench { what: Bench::Sample { preset: name, weights, batches, steps, timing: Timing { precision, iters, json, device } } } => {
+            let device = device.device()?.0;
+            precision.check(&device)?;
+            let model = match weights {
+                Some(path) => ImageModel::load(&Tensors::read(&path)?, &path.display().to_string(), None, &device)?,
+                None => {
+                    let p = named_image_preset(&name)?;
+                    ImageModel::untrained(&p, Sampling::Imm(p.imm.clone()), &device)?
+                }
+            }
+            .with_precision(precision);
+            let rows = crate::cli::bench::sample(&model, &batches.0, &steps.0, iters, &device)?;
+            json.map_or(Ok(()), |path| write_json(&path, &rows))
+        }
+        Command::Eval { weights, preset: name, steps, sampler, grid, n, metric, classifier, data_dir, seed, json, device } => {
+            let preset = name.map(|name| named_image_preset(&name)).transpose()?;
+            let request =
+                EvalRequest { weights, preset, steps: steps.0, grid, sampler, count: n, seed, metric, classifier, data_dir, json };
+            let report = evaluate(&request, &device.device()?.0)?;
+            match report.floor {
+                Some(floor) => println!(
+                    "Energy distance of {} samples to {} held-out {} points (floor {floor:.5}):",
+                    report.samples, report.reference, report.data
+                ),
+                None => println!(
+                    "{}: {} samples against {} {} training images",
+                    report.metric, report.samples, report.reference, report.data
+                ),
+            }
+            println!("{:>5} {:>10} {:>9}", "steps", "value", "seconds");
+            for row in &report.rows {
+                println!("{:>5} {:>10.4} {:>9.1}", row.steps, row.value, row.seconds);
+            }
+            Ok(())
+        }
+        Command::Classifier { data, epochs, out, data_dir, seed, keep, device } => {
+            let set = match data {
+                DataName::Mnist => ImageSet::Mnist,
+                DataName::FashionMnist => ImageSet::FashionMnist,
+            };
+            let out = out.unwrap_or_else(|| PathBuf::from(format!("www/models/classifier-{}.safetensors", set.name())));
+            let device = device.device()?.0;
+            let net = if keep {
+                crate::evaluation::classifier::Classifier::load(&out, &device)?.0
+            } else {
+                let (net, card) = crate::evaluation::classifier::train(set, data_dir.as_deref(), epochs, seed, &device, |nimg, loss| {
+                    println!("nimg {nimg:>7}  loss {loss:.4}");
+                })?;
+                if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| Error::new(format!("cannot create {}: {e}", dir.display())))?;
+                }
+                std::fs::write(&out, net.to_tensors(&card).to_bytes())
+                    .map_err(|e| Error::new(format!("cannot write {}: {e}", out.display())))?;
+                println!(
+                    "test accuracy {:.2}% after {} images ({:.0} s); wrote {}",
+                    100.0 * card.test_accuracy,
+                    card.nimg,
+                    card.seconds,
+                    out.display()
+                );
+                net
+            };
+            // Beside it, what the page's live quality number compares with.
+            let reference = crate::evaluation::classifier::reference(&net, set, data_dir.as_deref(), &device)?;
+            let path = out.with_extension("ref.safetensors");
+            std::fs::write(&path, reference.to_bytes()).map_err(|e| Error::new(format!("cannot write {}: {e}", path.display())))?;
+            println!("real-image FIDs by grid size {}; wrote {}", reference.metadata["floors"], path.display());
+            Ok(())
+        }
+        Command::Export { weights, out } => {
+            let file = Tensors::read(&weights)?;
+            let bytes = file.to_bytes_as(true);
+            std::fs::write(&out, &bytes).map_err(|e| Error::new(format!("cannot write {}: {e}", out.display())))?;
+            println!("Wrote {} ({:.2} MB, f16).", out.display(), bytes.len() as f64 / 1e6);
+            Ok(())
+        }
+        Command::Presets => {
+            for name in names().into_iter().chain(IMAGE_PRESETS) {
+                println!("{name}");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Parses the arguments and runs the command; with none, the demo.
+pub fn main() -> ExitCode {
+    let command = Cli::parse().command.or_else(|| Cli::parse_from(["imm", "demo"]).command);
+    match run(command.expect("demo parses")) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Parity with the official code: loads a golden file (layout in `shared/golden/README.md`: weights
+//! under `param.<official name>`, inputs `in.*`, outputs `out.*`, gradients `grad.*`, time maths
+//! `time.*`, and a manifest of the same stem with `.json`) and recomputes every output it holds.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Tensor, TensorData};
+use serde_json::Value;
+
+use crate::io::safetensors::{Stored, Tensors};
+use crate::io::weights::{load_named, named_grads};
+use crate::method::loss::{GroupTimes, imm_loss};
+use crate::method::precond::{Parameterization, Precond, TimeInput};
+use crate::method::sampler::{Grid, pushforward, restart};
+use crate::method::schedule::{Schedule, Times};
+use crate::networks::songunet::{SongUNet, SongUNetConfig};
+use crate::{Error, Rng};
+
+/// Tolerances of the golden README (relative: max-abs error over max-abs reference value).
+pub const TOL_OUTPUT: f64 = 1e-4;
+pub const TOL_GRAD: f64 = 1e-3;
+
+/// One compared tensor.
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub name: String,
+    pub max_abs: f64,
+    pub rel: f64,
+    pub tol: f64,
+}
+
+impl Row {
+    pub fn ok(&self) -> bool {
+        self.rel <= self.tol
+    }
+}
+
+fn compare(name: &str, ours: &[f64], golden: &[f32], tol: f64) -> Row {
+    let scale = golden.iter().fold(0f64, |m, &v| m.max((v as f64).abs()));
+    let max_abs = if ours.len() == golden.len() {
+        ours.iter().zip(golden).fold(0f64, |m, (&a, &b)| m.max((a - b as f64).abs()).max(if a.is_nan() { f64::INFINITY } else { 0.0 }))
+    } else {
+        f64::INFINITY
+    };
+    let rel = if scale > 0.0 { max_abs / scale } else { max_abs };
+    Row { name: name.to_string(), max_abs, rel, tol }
+}
+
+struct Golden {
+    tensors: Tensors,
+    manifest: Value,
+    what: String,
+}
+
+impl Golden {
+    fn get(&self, key: &str) -> Result<&Stored, Error> {
+        self.tensors.get(key).ok_or_else(|| Error::new(format!("{} has no tensor {key}", self.what)))
+    }
+
+    fn number(&self, key: &str) -> Result<f64, Error> {
+        self.manifest[key].as_f64().ok_or_else(|| Error::new(format!("the manifest of {} has no number '{key}'", self.what)))
+    }
+
+    fn f64s(&self, key: &str) -> Result<Vec<f64>, Error> {
+        Ok(self.get(key)?.values.iter().map(|&v| v as f64).collect())
+    }
+
+    fn config(&self) -> Result<SongUNetConfig, Error> {
+        let x = self.get("in.x")?;
+        let [_, channels, h, w] = x.shape[..] else {
+            return Err(Error::new(format!("in.x of {} is not [B, C, H, W]", self.what)));
+        };
+        if h != w {
+            return Err(Error::new("golden images must be square"));
+        }
+        let c = &self.manifest["songunet_config"];
+        let usize_of = |key: &str, default: usize| c[key].as_u64().map_or(default, |v| v as usize);
+        let list = |key: &str| -> Result<Vec<usize>, Error> {
+            c[key]
+                .as_array()
+                .and_then(|a| a.iter().map(|v| v.as_u64().map(|v| v as usize)).collect())
+                .ok_or_else(|| Error::new(format!("songunet_config.{key} missing in the manifest of {}", self.what)))
+        };
+        Ok(SongUNetConfig::new()
+            .with_img_resolution(h)
+            .with_in_channels(channels)
+            .with_out_channels(channels)
+            .with_model_channels(usize_of("model_channels", 128))
+            .with_channel_mult(list("channel_mult")?)
+            .with_num_blocks(usize_of("num_blocks", 4))
+            .with_attn_resolutions(list("attn_resolutions")?)
+            .with_channel_mult_emb(usize_of("channel_mult_emb", 4))
+            .with_channel_mult_noise(usize_of("channel_mult_noise", 1))
+            .with_dropout(0.0))
+    }
+
+    fn precond(&self, parameterization: Parameterization) -> Result<Precond, Error> {
+        Ok(Precond {
+            schedule: Schedule::OtFm,
+            parameterization,
+            sigma_data: self.number("sigma_data")?,
+            time_input: TimeInput::S,
+            time_scale: self.number("time_scale")?,
+        })
+    }
+
+    fn times(&self, k: u32) -> Result<Times, Error> {
+        Ok(Times { schedule: Schedule::OtFm, eps: self.number("eps")?, t_max: self.number("T")?, k, min_gap: 0.0 })
+    }
+
+    /// A [B, D] tensor of an image input; `index` picks one slice of a stacked input.
+    fn batch(&self, key: &str, index: Option<usize>, device: &Device) -> Result<Tensor<2>, Error> {
+        let stored = self.get(key)?;
+        let (values, shape) = match index {
+            Some(i) => {
+                let n: usize = stored.shape[1..].iter().product();
+                (stored.values[i * n..(i + 1) * n].to_vec(), &stored.shape[1..])
+            }
+            None => (stored.values.clone(), &stored.shape[..]),
+        };
+        let b = shape[0];
+        let d = values.len() / b;
+        Ok(Tensor::from_data(TensorData::new(values, [b, d]), device))
+    }
+}
+
+fn values(t: Tensor<2>) -> Vec<f64> {
+    t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32").into_iter().map(f64::from).collect()
+}
+
+/// Recomputes every output of the golden file at `path` on `device` and compares it.
+pub fn check(path: &Path, device: &Device) -> Result<Vec<Row>, Error> {
+    let what = path.display().to_string();
+    let manifest_path = path.with_extension("json");
+    let manifest = std::fs::read_to_string(&manifest_path)
+        .map_err(|e| Error::new(format!("cannot read the manifest {} beside the golden file: {e}", manifest_path.display())))?;
+    let golden = Golden {
+        tensors: Tensors::read(path)?,
+        manifest: serde_json::from_str(&manifest)
+            .map_err(|e| Error::new(format!("{} is not JSON: {e}", manifest_path.display())))?,
+        what,
+    };
+    let schedule_name = golden.manifest["schedule"].as_str().unwrap_or_default();
+    if !schedule_name.starts_with("OT-FM") {
+        return Err(Error::new(format!("golden schedule '{schedule_name}' is not supported (OT-FM only)")));
+    }
+    let mut rows = Vec::new();
+    let ad = device.clone().autodiff();
+    let net = golden.config()?.init(&mut Rng::new(0), &ad)?;
+    let net: SongUNet = load_named(net, &golden.tensors, "param.", &golden.what, None)?;
+    let eval = net.valid();
+
+    // Per-sample times, and the groups of M contiguous samples that share them.
+    let m = golden.manifest["particles_M"].as_u64().unwrap_or(0) as usize;
+    let (t, s, r) = (golden.f64s("in.t")?, golden.f64s("in.s")?, golden.f64s("in.r")?);
+    if m == 0 || t.len() % m != 0 {
+        return Err(Error::new(format!("particles_M in the manifest must divide the batch ({})", t.len())));
+    }
+    let groups: Vec<GroupTimes> = (0..t.len()).step_by(m).map(|i| GroupTimes { s: s[i], r: r[i], t: t[i] }).collect();
+    let x = golden.batch("in.x", None, device)?;
+    let noise = golden.batch("in.noise", None, device)?;
+    let x_t = Schedule::OtFm.interpolate(x, noise, &t);
+
+    let edm = golden.precond(Parameterization::SimpleEdm)?;
+    let fm = golden.precond(Parameterization::EulerFm)?;
+    let g = edm.g_raw(&eval, x_t.clone(), &s, &t);
+    rows.push(compare("out.G_t", &values(g), &golden.get("out.G_t")?.values, TOL_OUTPUT));
+    for (p, key) in [(&edm, "out.f_t_simple_edm"), (&fm, "out.f_t_euler_fm")] {
+        let f = p.f(&eval, x_t.clone(), &s, &t);
+        rows.push(compare(key, &values(f), &golden.get(key)?.values, TOL_OUTPUT));
+    }
+
+    // The losses, their parts, and d loss_simple_edm / d params through the autodiff network.
+    let (a, b) = (golden.number("a")?, golden.number("b")?);
+    let (x_ad, noise_ad) = (golden.batch("in.x", None, &ad)?, golden.batch("in.noise", None, &ad)?);
+    for (p, name) in [(&fm, "euler_fm"), (&edm, "simple_edm")] {
+        let terms = imm_loss(&net, p, x_ad.clone(), noise_ad.clone(), &groups, (a, b));
+        let loss = terms.loss.clone().inner().into_scalar::<f32>() as f64;
+        rows.push(compare(&format!("out.loss_{name}"), &[loss], &golden.get(&format!("out.loss_{name}"))?.values, TOL_OUTPUT));
+        let kernel = format!("out.kernel_w_{name}");
+        rows.push(compare(&kernel, &terms.kernel_scale, &golden.get(&kernel)?.values, TOL_OUTPUT));
+        if p == &edm {
+            let mmd = values(terms.mmd.clone().inner().reshape([1, groups.len()]));
+            rows.push(compare("out.mmd_simple_edm", &mmd, &golden.get("out.mmd_simple_edm")?.values, TOL_OUTPUT));
+            rows.push(compare("out.w", &terms.weight, &golden.get("out.w")?.values, TOL_OUTPUT));
+            let grads = GradientsParams::from_grads(terms.loss.backward(), &net);
+            let ours = named_grads(&net, &grads);
+            for (key, stored) in golden.tensors.tensors.range("grad.".to_string()..) {
+                let Some(param) = key.strip_prefix("grad.") else { break };
+                let ours: Vec<f64> = ours.get(param).map_or(Vec::new(), |g| g.values.iter().map(|&v| v as f64).collect());
+                rows.push(compare(key, &ours, &stored.values, TOL_GRAD));
+            }
+        }
+    }
+
+    // Time maths.
+    let (qt, qs) = (golden.f64s("time.t")?, golden.f64s("time.s")?);
+    for k in [15, 12] {
+        let times = golden.times(k)?;
+        let ours: Vec<f64> = qs.iter().zip(&qt).map(|(&s, &t)| times.r(s, t)).collect();
+        let key = format!("time.r_k{k}");
+        rows.push(compare(&key, &ours, &golden.get(&key)?.values, TOL_OUTPUT));
+    }
+    let times = golden.times(golden.number("k_for_in.r")? as u32)?;
+    let ours: Vec<f64> = s.iter().zip(&t).map(|(&s, &t)| times.r(s, t)).collect();
+    rows.push(compare("in.r", &ours, &golden.get("in.r")?.values, TOL_OUTPUT));
+
+    // The four samplers from the same start z, with the Simple-EDM parameterisation.
+    let (eps, t_max) = (golden.number("eps")?, golden.number("T")?);
+    let z = golden.batch("in.z", None, device)?;
+    let jump = |x: Tensor<2>, s: f64, t: f64| {
+        let n = x.dims()[0];
+        edm.f(&eval, x, &vec![s; n], &vec![t; n])
+    };
+    let grids = [
+        ("pushforward_1", Grid::Uniform, 1),
+        ("pushforward_2_eta1.4", Grid::Eta(vec![1.4]), 2),
+        ("pushforward_4_uniform", Grid::Uniform, 4),
+    ];
+    for (key, grid, steps) in grids {
+        let ts = grid.timesteps(Schedule::OtFm, eps, t_max, steps)?;
+        let listed: Vec<f64> = golden.manifest["ts"][key].as_array().map_or(Vec::new(), |a| a.iter().filter_map(Value::as_f64).collect());
+        let as_f32: Vec<f32> = listed.iter().map(|&v| v as f32).collect();
+        rows.push(compare(&format!("ts.{key}"), &ts, &as_f32, TOL_OUTPUT));
+        let out = pushforward(z.clone(), &ts, jump);
+        let name = format!("out.sample_{key}");
+        rows.push(compare(&name, &values(out), &golden.get(&name)?.values, TOL_OUTPUT));
+    }
+    let ts = Grid::Uniform.timesteps(Schedule::OtFm, eps, t_max, 4)?;
+    if golden.get("in.restart_noise")?.shape.first() != Some(&(ts.len() - 2)) {
+        return Err(Error::new(format!("in.restart_noise of {} needs one slice per intermediate time", golden.what)));
+    }
+    let out = restart(z, &ts, Schedule::OtFm, jump, |i| {
+        golden.batch("in.restart_noise", Some(i), device).expect("checked above")
+    });
+    rows.push(compare("out.sample_restart_4_uniform", &values(out), &golden.get("out.sample_restart_4_uniform")?.values, TOL_OUTPUT));
+    Ok(rows)
+}

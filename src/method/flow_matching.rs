@@ -1,0 +1,72 @@
+//! Conditional flow matching with an Euler sampler: the baseline the trainer runs beside IMM.
+
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::method::loss::fm_loss;
+use crate::method::precond::Precond;
+use crate::method::sampler::{Grid, pushforward};
+use crate::method::{Method, gaussian};
+use crate::networks::Network;
+use crate::{Error, Rng};
+
+/// Conditional flow matching with an Euler sampler: the baseline, same network and time range.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FlowMatching {
+    pub precond: Precond,
+    pub eps: f64,
+    #[serde(rename = "T")]
+    pub t_max: f64,
+    pub grid: Grid,
+}
+
+impl FlowMatching {
+    pub fn validate(&self) -> Result<(), Error> {
+        self.precond.validate()?;
+        if !(self.eps >= 0.0 && self.eps < self.t_max && self.t_max <= 1.0) {
+            return Err(Error::new(format!(
+                "times must satisfy 0 <= eps < T <= 1, got eps = {} and T = {}",
+                self.eps, self.t_max
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Method for FlowMatching {
+    fn name(&self) -> &'static str {
+        "fm"
+    }
+
+    fn check_batch(&self, _batch: usize) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn check_steps(&self, steps: usize) -> Result<(), Error> {
+        self.grid.timesteps(self.precond.schedule, self.eps, self.t_max, steps).map(drop)
+    }
+
+    fn sigma_data(&self) -> f64 {
+        self.precond.sigma_data
+    }
+
+    fn loss<N: Network>(&self, net: &N, x: Tensor<2>, rng: &mut Rng) -> Tensor<1> {
+        let t: Vec<f64> = (0..x.dims()[0]).map(|_| rng.uniform_in(self.eps, self.t_max)).collect();
+        let eps = gaussian(&x, self.precond.sigma_data, rng);
+        fm_loss(net, &self.precond, x, eps, &t)
+    }
+
+    fn sample_path<N: Network>(&self, net: &N, z: Tensor<2>, steps: usize, _rng: &mut Rng) -> Result<Vec<Tensor<2>>, Error> {
+        let ts = self.grid.timesteps(self.precond.schedule, self.eps, self.t_max, steps)?;
+        let sigma_data = self.precond.sigma_data as f32;
+        let mut path = vec![z.clone()];
+        pushforward(z, &ts, |x, s, t| {
+            let b = x.dims()[0];
+            let velocity = self.precond.g_raw(net, x.clone(), &vec![t; b], &vec![t; b]).mul_scalar(sigma_data);
+            let y = x + velocity.mul_scalar((s - t) as f32);
+            path.push(y.clone());
+            y
+        });
+        Ok(path)
+    }
+}

@@ -1,0 +1,440 @@
+//! The training loop. It knows a [`Method`] (a loss and a sampler), a [`Network`] and a
+//! [`Dataset`]; nothing here is specific to IMM. A step whose loss or gradients are not finite is
+//! skipped and counted; [`MAX_BAD_STEPS`] of them in a row stop [`fit`].
+
+use std::borrow::BorrowMut;
+use std::collections::HashMap;
+
+use burn::module::{ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::optim::{AdamConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer, MultiGradientsParams};
+use burn::tensor::{Bytes, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+#[cfg(not(target_family = "wasm"))]
+use crate::data::Dataset;
+use crate::method::Method;
+use crate::networks::Network;
+use crate::training::radam::RAdam;
+use crate::{Error, Rng};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    Adam,
+    Radam,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub batch: usize,
+    /// Training length in images.
+    pub total_nimg: u64,
+    pub lr: f64,
+    pub optimizer: OptimizerKind,
+    /// EMA decay per step for the evaluation weights, warmed up as min(ema, (1 + n) / (10 + n)).
+    pub ema: f64,
+    /// One metrics record per this many images.
+    pub log_every_nimg: u64,
+    pub seed: u64,
+    /// Split each batch into this many equal parts and sum their gradients (same update, less memory).
+    #[serde(default = "one")]
+    pub accumulate: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.batch == 0 || self.total_nimg == 0 || self.log_every_nimg == 0 || self.accumulate == 0 {
+            return Err(Error::new("batch, training length, log interval and accumulation must be positive"));
+        }
+        if self.batch % self.accumulate != 0 {
+            return Err(Error::new(format!(
+                "the batch ({}) must split into {} equal parts for gradient accumulation",
+                self.batch, self.accumulate
+            )));
+        }
+        if !(self.lr > 0.0) || !(0.0..1.0).contains(&self.ema) {
+            return Err(Error::new(format!("need lr > 0 and 0 <= ema < 1, got lr = {} and ema = {}", self.lr, self.ema)));
+        }
+        Ok(())
+    }
+}
+
+/// One metrics record: a line of metrics.jsonl, a terminal line, a point on the page's chart.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Images seen so far.
+    pub nimg: u64,
+    /// Mean loss of the steps taken since the previous record (NaN, written null, when every
+    /// one was skipped).
+    pub loss: f64,
+    pub lr: f64,
+    /// Wall-clock seconds per thousand training images since the previous record.
+    pub sec_per_kimg: f64,
+    /// Steps skipped since the previous record because their loss or gradients were not finite.
+    #[serde(default)]
+    pub skipped: u64,
+}
+
+/// Steps in a row with a non-finite loss or gradient after which [`fit`] stops.
+pub const MAX_BAD_STEPS: u32 = 5;
+
+/// The sum of every gradient's sum, plus `loss`: finite exactly when all of them are (up to an
+/// overflow of the sum, which is no usable gradient either).
+struct FiniteCheck<'a> {
+    grads: &'a GradientsParams,
+    sum: Tensor<1>,
+}
+
+impl ModuleVisitor for FiniteCheck<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(grad) = self.grads.get::<D>(param.id) {
+            let part = grad.sum().to_device(&self.sum.device());
+            self.sum = self.sum.clone() + part;
+        }
+    }
+}
+
+fn finite_check<N: Network>(net: &N, grads: &GradientsParams, loss: Tensor<1>) -> Tensor<1> {
+    let mut check = FiniteCheck { grads, sum: loss };
+    net.visit(&mut check);
+    check.sum
+}
+
+/// Gradients where they were computed: on the weights' device, or one set per data-parallel device.
+enum Grads {
+    One(GradientsParams),
+    Many(Vec<(GradientsParams, Device)>),
+}
+
+/// One batch's loss and gradients, not yet applied: [`Trainer::gradients`], then [`Trainer::apply`].
+pub struct Gradients {
+    /// The batch loss, detached: [1].
+    pub loss: Tensor<1>,
+    /// Finite exactly when the loss and every gradient are: [1].
+    pub check: Tensor<1>,
+    grads: Grads,
+    batch: usize,
+}
+
+/// Float parameters of a module, flattened, by id.
+struct Collect(HashMap<ParamId, Tensor<1>>);
+
+impl ModuleVisitor for Collect {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let value = param.val().inner();
+        let n = value.shape().num_elements();
+        self.0.insert(param.id, value.reshape([n]));
+    }
+}
+
+/// ema <- beta ema + (1 - beta) current, matched by parameter id.
+struct EmaUpdate {
+    current: HashMap<ParamId, Tensor<1>>,
+    beta: f32,
+}
+
+impl ModuleMapper for EmaUpdate {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let Some(current) = self.current.remove(&param.id) else {
+            return param;
+        };
+        let beta = self.beta;
+        param.map(|ema| {
+            let shape = ema.shape();
+            ema.mul_scalar(beta) + current.reshape(shape).mul_scalar(1.0 - beta)
+        })
+    }
+}
+
+/// The loss of each part of a batch with its gradients, summed; each part's loss is divided by
+/// `parts`, the count over all devices, so that the sums over devices make the batch mean. `rng`
+/// is the stream each part draws from (owned, or the trainer's own).
+fn backward_parts<N: Network, M: Method, R: BorrowMut<Rng>>(
+    method: &M,
+    net: &N,
+    shares: impl IntoIterator<Item = (Tensor<2>, R)>,
+    parts: usize,
+) -> (Tensor<1>, GradientsParams) {
+    let mut sum = GradientsAccumulator::new();
+    let mut total: Option<Tensor<1>> = None;
+    for (part, mut rng) in shares {
+        let loss = method.loss(net, part, rng.borrow_mut()).div_scalar(parts as f32);
+        sum.accumulate(net, GradientsParams::from_grads(loss.backward(), net));
+        let loss = loss.inner();
+        total = Some(total.map_or(loss.clone(), |t| t + loss));
+    }
+    (total.expect("at least one part"), sum.grads())
+}
+
+/// What, besides weights and optimizer moments, a resumed run needs to continue exactly.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub nimg: u64,
+    pub steps: u64,
+    pub rng: Rng,
+}
+
+pub struct Trainer<N: Network, M: Method> {
+    /// The trained weights (autodiff).
+    pub net: N,
+    /// Their exponential moving average, for evaluation (no autodiff).
+    pub ema: N,
+    pub method: M,
+    pub config: TrainConfig,
+    /// Images seen.
+    pub nimg: u64,
+    steps: u64,
+    optim: ModuleOptimizer,
+    rng: Rng,
+    /// Data-parallel devices ([`Trainer::with_devices`]); empty for the weights' own device.
+    devices: Vec<Device>,
+    /// Steps skipped for non-finite numbers: in all, and the latest run of them.
+    skipped: u64,
+    bad_in_a_row: u32,
+}
+
+impl<N: Network, M: Method> Trainer<N, M> {
+    pub fn new(net: N, method: M, config: TrainConfig) -> Result<Self, Error> {
+        config.validate()?;
+        method.check_batch(config.batch / config.accumulate)?;
+        let optim = match config.optimizer {
+            OptimizerKind::Adam => AdamConfig::new().with_epsilon(1e-8).init(),
+            OptimizerKind::Radam => ModuleOptimizer::from(RAdam::default()),
+        };
+        Ok(Self {
+            ema: net.valid(),
+            net,
+            method,
+            rng: Rng::new(config.seed ^ 0x7a1e),
+            config,
+            nimg: 0,
+            steps: 0,
+            optim,
+            devices: Vec::new(),
+            skipped: 0,
+            bad_in_a_row: 0,
+        })
+    }
+
+    /// Trains data-parallel over `devices` (autodiff devices, e.g. one per GPU): each step splits
+    /// its batch by groups into one share per device (times `accumulate`), runs each share on a
+    /// replica of the weights there, and burn's multi-device optimizer step sums the gradients and
+    /// updates once: the same update as on one device.
+    pub fn with_devices(mut self, devices: Vec<Device>) -> Result<Self, Error> {
+        let parts = self.config.accumulate * devices.len().max(1);
+        if self.config.batch % parts != 0 {
+            return Err(Error::new(format!(
+                "the batch ({}) must split into {parts} equal parts ({} devices x {} accumulation steps)",
+                self.config.batch,
+                devices.len(),
+                self.config.accumulate
+            )));
+        }
+        self.method.check_batch(self.config.batch / parts)?;
+        self.devices = devices;
+        Ok(self)
+    }
+
+    /// One optimizer step on one batch; returns the batch loss, detached, still on the device, or
+    /// None when the step was skipped for a non-finite loss or gradient. Reads one number from the
+    /// device to decide (the page, which may only read asynchronously, calls [`Trainer::gradients`]
+    /// and [`Trainer::apply`] itself).
+    ///
+    /// # Shapes
+    /// - x: [B, D]
+    /// - output: [1]
+    pub fn step(&mut self, x: Tensor<2>) -> Option<Tensor<1>> {
+        let gradients = self.gradients(x);
+        let finite = gradients.check.clone().into_scalar::<f32>().is_finite();
+        self.apply(gradients, finite)
+    }
+
+    /// The loss and gradients of one batch, with their finiteness check, on the devices.
+    ///
+    /// # Shapes
+    /// - x: [B, D]
+    pub fn gradients(&mut self, x: Tensor<2>) -> Gradients {
+        let [batch, _] = x.dims();
+        let home = x.device();
+        if self.devices.len() <= 1 {
+            let parts = self.config.accumulate;
+            // One part draws from the trainer's stream, several from a stream each (as data-parallel parts do).
+            let (loss, grads) = if parts == 1 {
+                backward_parts(&self.method, &self.net, [(x, &mut self.rng)], 1)
+            } else {
+                let shares: Vec<_> =
+                    x.chunk(parts, 0).into_iter().map(|part| (part, Rng::new(self.rng.next_u64()))).collect();
+                backward_parts(&self.method, &self.net, shares, parts)
+            };
+            let check = finite_check(&self.net, &grads, loss.clone());
+            Gradients { loss, check, grads: Grads::One(grads), batch }
+        } else {
+            let (loss, grads) = self.data_parallel(x, &home);
+            let check = grads.iter().fold(loss.clone(), |sum, (g, _)| finite_check(&self.net, g, sum));
+            Gradients { loss, check, grads: Grads::Many(grads), batch }
+        }
+    }
+
+    /// Applies the update of `gradients` and the EMA, or, when `finite` is false (their check was
+    /// not finite), skips it and counts the skip. The images count as seen either way. Returns the
+    /// loss of an applied step.
+    pub fn apply(&mut self, gradients: Gradients, finite: bool) -> Option<Tensor<1>> {
+        self.nimg += gradients.batch as u64;
+        if !finite {
+            self.skipped += 1;
+            self.bad_in_a_row += 1;
+            return None;
+        }
+        self.bad_in_a_row = 0;
+        let lr = self.config.lr;
+        self.net = match gradients.grads {
+            Grads::One(grads) => self.optim.step(lr, self.net.clone(), grads),
+            Grads::Many(grads) => {
+                // Each parameter's update runs where its gradients were summed; bring them home after.
+                let home = gradients.loss.device();
+                self.optim.step_multi(lr, self.net.clone(), MultiGradientsParams { grads }).fork(&home)
+            }
+        };
+        self.steps += 1;
+        let n = self.steps as f64;
+        let beta = self.config.ema.min((1.0 + n) / (10.0 + n)) as f32;
+        let mut current = Collect(HashMap::new());
+        self.net.visit(&mut current);
+        self.ema = self.ema.clone().map(&mut EmaUpdate { current: current.0, beta });
+        Some(gradients.loss)
+    }
+
+    /// Steps skipped so far in this session for non-finite numbers, and how many of the latest
+    /// steps in a row were.
+    pub fn skipped(&self) -> (u64, u32) {
+        (self.skipped, self.bad_in_a_row)
+    }
+
+    /// Fails once [`MAX_BAD_STEPS`] steps in a row were skipped: the numbers will not recover.
+    pub fn check_health(&self) -> Result<(), Error> {
+        if self.bad_in_a_row < MAX_BAD_STEPS {
+            return Ok(());
+        }
+        Err(Error::new(format!(
+            "training stopped at {} images: the loss or a gradient was not finite in {} steps in a row \
+             (they were skipped, the weights are those of the last good step); a lower learning rate may help",
+            self.nimg, self.bad_in_a_row
+        )))
+    }
+
+    /// Forward and backward passes of one batch over the devices, one thread each so that the
+    /// devices (or CPU cores) work at once. Part i of the batch goes to device i mod n and draws
+    /// from its own stream, forked from the trainer's in part order: the result does not depend
+    /// on thread timing and equals one device accumulating the same parts.
+    fn data_parallel(&mut self, x: Tensor<2>, home: &Device) -> (Tensor<1>, Vec<(GradientsParams, Device)>) {
+        let n = self.devices.len();
+        let parts = self.config.accumulate * n;
+        let shares: Vec<Vec<(Tensor<2>, Rng)>> = {
+            let mut shares: Vec<Vec<_>> = vec![Vec::new(); n];
+            for (i, part) in x.chunk(parts, 0).into_iter().enumerate() {
+                shares[i % n].push((part.to_device(&self.devices[i % n]), Rng::new(self.rng.next_u64())));
+            }
+            shares
+        };
+        let method = &self.method;
+        let results: Vec<(Tensor<1>, GradientsParams, Device)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = shares
+                .into_iter()
+                .zip(&self.devices)
+                .map(|(share, device)| {
+                    let net = self.net.clone().fork(device);
+                    scope.spawn(move || {
+                        let (loss, grads) = backward_parts(method, &net, share, parts);
+                        (loss, grads, device.clone())
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+        });
+        let mut loss: Option<Tensor<1>> = None;
+        let mut grads = Vec::with_capacity(n);
+        for (part_loss, part_grads, device) in results {
+            let part_loss = part_loss.to_device(home);
+            loss = Some(loss.map_or(part_loss.clone(), |l| l + part_loss));
+            grads.push((part_grads, device));
+        }
+        (loss.expect("at least one device"), grads)
+    }
+
+    pub fn progress(&self) -> Progress {
+        Progress { nimg: self.nimg, steps: self.steps, rng: self.rng.clone() }
+    }
+
+    /// The optimizer's moments (burn's burnpack format), keyed by parameter id.
+    pub fn optimizer_bytes(&self) -> Result<Vec<u8>, Error> {
+        let bytes = self.optim.into_bytes().map_err(|e| Error::new(format!("cannot save the optimizer state: {e:?}")))?;
+        Ok(bytes.to_vec())
+    }
+
+    /// Continues from a saved state; `net` and `ema` must carry the parameter ids the optimizer
+    /// state was saved with.
+    pub fn resume(&mut self, net: N, ema: N, progress: Progress, optimizer: Vec<u8>) -> Result<(), Error> {
+        let optim = std::mem::replace(&mut self.optim, AdamConfig::new().init());
+        self.optim = optim
+            .from_bytes(Bytes::from_bytes_vec(optimizer))
+            .map_err(|e| Error::new(format!("the saved optimizer state is damaged: {e:?}")))?;
+        (self.net, self.ema) = (net, ema);
+        (self.nimg, self.steps, self.rng) = (progress.nimg, progress.steps, progress.rng);
+        Ok(())
+    }
+}
+
+/// Receives progress from [`fit`]; an error stops training.
+pub trait Observer {
+    fn on_step<N: Network, M: Method>(&mut self, _trainer: &Trainer<N, M>) -> Result<(), Error> {
+        Ok(())
+    }
+    fn on_log(&mut self, _record: &Metrics) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// Trains until `config.total_nimg` images, reading the loss from the device once per record.
+/// `clock` gives seconds (the page and the terminal measure time differently). Stops with an error,
+/// after recording the metrics so far, when [`Trainer::check_health`] fails.
+#[cfg(not(target_family = "wasm"))]
+pub fn fit<N: Network, M: Method>(
+    trainer: &mut Trainer<N, M>,
+    data: &mut impl Dataset,
+    clock: impl Fn() -> f64,
+    observer: &mut impl Observer,
+) -> Result<(), Error> {
+    let device = trainer.net.devices()[0].clone();
+    let (batch, total, every) = (trainer.config.batch, trainer.config.total_nimg, trainer.config.log_every_nimg);
+    let (mut loss_sum, mut count, mut since_nimg, mut since_time) = (None::<Tensor<1>>, 0u64, trainer.nimg, clock());
+    let mut since_skipped = trainer.skipped;
+    while trainer.nimg < total {
+        if let Some(loss) = trainer.step(data.batch(batch, &device)) {
+            loss_sum = Some(match loss_sum {
+                Some(sum) => sum + loss,
+                None => loss,
+            });
+            count += 1;
+        }
+        observer.on_step(trainer)?;
+        let health = trainer.check_health();
+        if trainer.nimg / every != (trainer.nimg - batch as u64) / every || trainer.nimg >= total || health.is_err() {
+            let loss = loss_sum.take().map_or(f64::NAN, |s| s.into_scalar::<f32>() as f64) / count as f64;
+            let now = clock();
+            observer.on_log(&Metrics {
+                nimg: trainer.nimg,
+                loss,
+                lr: trainer.config.lr,
+                sec_per_kimg: (now - since_time) / ((trainer.nimg - since_nimg) as f64 / 1000.0),
+                skipped: trainer.skipped - since_skipped,
+            })?;
+            (count, since_nimg, since_time, since_skipped) = (0, trainer.nimg, now, trainer.skipped);
+        }
+        health?;
+    }
+    Ok(())
+}

@@ -1,0 +1,496 @@
+//! The wasm API the page calls (wasm-bindgen). JS does UI only; the maths stays here.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::prelude::*;
+
+use crate::data::Dataset;
+use crate::data::images::{ImageData, gunzip_if_needed, quantize, read_cifar, read_idx_images};
+use crate::data::toy::{DrawnData, Toy, ToyData};
+use crate::evaluation::classifier::Classifier;
+use crate::evaluation::energy::energy_distance;
+use crate::evaluation::fid::{Gaussian, Moments};
+use crate::io::safetensors::Tensors;
+use crate::io::weights::{load_named, named_params_async};
+use crate::kernels::mmd::{Kernels, comparison, relative_error, test_shapes};
+use crate::method::Method;
+use crate::method::{flow_matching::FlowMatching, imm::Imm};
+use crate::networks::Network;
+use crate::networks::mlp::Mlp;
+use crate::networks::songunet::SongUNet;
+use crate::training::image_model::{ImageModel, Sampling};
+use crate::training::presets::{IMAGE_PRESETS, ImagePreset, Preset, image_preset, preset};
+use crate::training::trainer::{Metrics, Trainer};
+use crate::{Error, Rng};
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = console)]
+    fn error(message: &str);
+}
+
+thread_local! {
+    /// wgpu can be initialised once per page.
+    static WEBGPU: RefCell<Option<Device>> = const { RefCell::new(None) };
+}
+
+/// Rust panics reach the console as `panicked at ...` (tests watch for it), not as a bare
+/// `unreachable` trap.
+#[wasm_bindgen(start)]
+pub fn start() {
+    std::panic::set_hook(Box::new(|info| error(&info.to_string())));
+}
+
+fn js(e: Error) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+/// The device for `backend`: "webgpu" (initialised once) or "cpu" (burn's Flex, inside wasm).
+async fn device(backend: &str) -> Result<Device, JsError> {
+    match backend {
+        "cpu" => Ok(Device::flex()),
+        "webgpu" => {
+            if let Some(device) = WEBGPU.with(|d| d.borrow().clone()) {
+                return Ok(device);
+            }
+            let device = Device::wgpu_options()
+                .init_async()
+                .await
+                .map_err(|e| JsError::new(&format!("no usable WebGPU adapter: {e}")))?;
+            WEBGPU.with(|d| *d.borrow_mut() = Some(device.clone()));
+            Ok(device)
+        }
+        other => Err(JsError::new(&format!("unknown backend '{other}' (webgpu or cpu)"))),
+    }
+}
+
+async fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, JsError> {
+    let data = t.into_data_async().await.map_err(|e| js(crate::read_error(e, "a tensor")))?;
+    data.try_into_vec::<f32>().map_err(|e| JsError::new(&format!("{e:?}")))
+}
+
+/// One training step, decided on its finiteness check by an asynchronous read (the only kind
+/// WebGPU allows); the loss of an applied step, None for a skipped one.
+async fn step<N: Network, M: Method>(trainer: &mut Trainer<N, M>, x: Tensor<2>) -> Result<Option<Tensor<1>>, JsError> {
+    let gradients = trainer.gradients(x);
+    let finite = read(gradients.check.clone()).await?[0].is_finite();
+    Ok(trainer.apply(gradients, finite))
+}
+
+/// Why the page stops training at a skipped step (the worker recognises the start).
+fn paused(method: &str, nimg: u64) -> JsError {
+    JsError::new(&format!(
+        "Training paused: {method}'s loss or a gradient was not finite at {nimg} images, so that step was skipped and \
+         the weights kept. Lower the learning rate and press Train to continue (or Reset to start again)."
+    ))
+}
+
+#[derive(Serialize)]
+struct Check {
+    kernels: String,
+    shape: [usize; 3],
+    value_error: f32,
+    gradient_error: f32,
+}
+
+/// Compares both fused MMD implementations (WGSL, CubeCL) with the reference tensor ops on WebGPU
+/// over `cases` random shapes; returns JSON rows `{kernels, shape, value_error, gradient_error}`
+/// (relative errors).
+#[wasm_bindgen(js_name = checkFusedMmd)]
+pub async fn check_fused_mmd(seed: u32, cases: usize, max_dim: usize) -> Result<String, JsError> {
+    let device = device("webgpu").await?;
+    let mut rows = Vec::new();
+    let shapes = test_shapes(seed.into(), cases, max_dim);
+    for (i, (shape, kernels)) in shapes.iter().flat_map(|&s| [(s, Kernels::Wgsl), (s, Kernels::CubeCl)]).enumerate() {
+        let c = comparison(&device, shape, seed as u64 + i as u64, kernels);
+        let value_error = relative_error(&read(c.fused.0).await?, &read(c.reference.0).await?);
+        let gradient_error = relative_error(&read(c.fused.1).await?, &read(c.reference.1).await?);
+        rows.push(Check { kernels: format!("{kernels:?}"), shape, value_error, gradient_error });
+    }
+    serde_json::to_string(&rows).map_err(|e| JsError::new(&e.to_string()))
+}
+
+/// Energy distance between two 2D point sets (x, y pairs), the page's quality number.
+#[wasm_bindgen(js_name = energyDistance)]
+pub fn energy_distance_2d(a: &[f32], b: &[f32]) -> f64 {
+    energy_distance(a, b, 2)
+}
+
+/// The 2D training data: a toy distribution or points a person drew.
+enum PlayData {
+    Toy(ToyData),
+    Drawn(DrawnData),
+}
+
+impl PlayData {
+    fn sample(&mut self, n: usize) -> Vec<f32> {
+        match self {
+            PlayData::Toy(d) => d.sample(n),
+            PlayData::Drawn(d) => d.sample(n),
+        }
+    }
+}
+
+/// The settings a person can change while training.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hyper {
+    /// IMM's particles per group, M.
+    pub particles: usize,
+    pub batch: usize,
+    pub lr: f64,
+    /// IMM's r(s, t) step: (eta(T) - eta(eps)) / 2^k.
+    pub k: u32,
+}
+
+/// The 2D playground: IMM and flow matching, the same MLP, trained side by side on the same
+/// batches of one distribution.
+#[wasm_bindgen]
+pub struct Playground {
+    device: Device,
+    preset: Preset,
+    data: PlayData,
+    seed: u64,
+    imm: Trainer<Mlp, Imm>,
+    fm: Trainer<Mlp, FlowMatching>,
+    steps: u64,
+}
+
+const WEIGHTS_KIND: &str = "imm-playground-2d";
+
+fn trainers(preset: &Preset, seed: u64, device: &Device) -> Result<(Trainer<Mlp, Imm>, Trainer<Mlp, FlowMatching>), Error> {
+    let mut config = preset.train.clone();
+    config.seed = seed;
+    // Same initial weights for both methods: the difference is the method alone.
+    let net = || preset.net.init(&mut Rng::new(seed), &device.clone().autodiff());
+    Ok((Trainer::new(net(), preset.imm.clone(), config.clone())?, Trainer::new(net(), preset.fm.clone(), config)?))
+}
+
+#[wasm_bindgen]
+impl Playground {
+    /// A playground on `toy` (a 2D preset name) on `backend` ("webgpu" or "cpu"), with an MLP of
+    /// `blocks` residual blocks of width `hidden` (the preset's: 3 of 128).
+    pub async fn create(toy: String, backend: String, seed: u32, hidden: usize, blocks: usize) -> Result<Playground, JsError> {
+        if !(1..=1024).contains(&hidden) || !(1..=8).contains(&blocks) {
+            return Err(JsError::new("the network needs a width of 1 to 1024 and 1 to 8 blocks"));
+        }
+        let device = device(&backend).await?;
+        let mut preset = preset(&toy).map_err(js)?;
+        preset.net = preset.net.with_hidden(hidden).with_blocks(blocks);
+        let seed = seed as u64;
+        let (imm, fm) = trainers(&preset, seed, &device).map_err(js)?;
+        let data = PlayData::Toy(ToyData::new(preset.toy, seed));
+        Ok(Playground { device, preset, data, seed, imm, fm, steps: 0 })
+    }
+
+    /// Names of the toy distributions.
+    pub fn toys() -> Vec<String> {
+        Toy::ALL.iter().map(|t| t.name().to_string()).collect()
+    }
+
+    /// Trains from scratch on the points a person drew (x, y pairs, any units).
+    #[wasm_bindgen(js_name = useDrawn)]
+    pub fn use_drawn(&mut self, points: &[f32]) -> Result<(), JsError> {
+        self.data = PlayData::Drawn(DrawnData::new(points, self.seed).map_err(js)?);
+        self.reset()
+    }
+
+    /// Fresh weights and optimizers, keeping the data and the settings.
+    pub fn reset(&mut self) -> Result<(), JsError> {
+        let hyper = self.hyper();
+        (self.imm, self.fm) = trainers(&self.preset, self.seed, &self.device).map_err(js)?;
+        self.steps = 0;
+        self.apply(&hyper).map_err(js)
+    }
+
+    /// The current settings, as JSON `{particles, batch, lr, k}`.
+    #[wasm_bindgen(js_name = getHyper)]
+    pub fn get_hyper(&self) -> String {
+        serde_json::to_string(&self.hyper()).expect("settings serialise")
+    }
+
+    /// Changes the settings from JSON `{particles, batch, lr, k}`; training continues with them.
+    #[wasm_bindgen(js_name = setHyper)]
+    pub fn set_hyper(&mut self, json: &str) -> Result<(), JsError> {
+        let hyper: Hyper = serde_json::from_str(json).map_err(|e| JsError::new(&format!("bad settings: {e}")))?;
+        self.apply(&hyper).map_err(js)
+    }
+
+    fn hyper(&self) -> Hyper {
+        let c = &self.imm.config;
+        Hyper { particles: self.imm.method.particles, batch: c.batch, lr: c.lr, k: self.imm.method.times.k }
+    }
+
+    fn apply(&mut self, h: &Hyper) -> Result<(), Error> {
+        if h.particles == 0 || h.batch == 0 || !(h.lr > 0.0 && h.lr < 1.0) || h.k > 30 {
+            return Err(Error::new("M and the batch must be positive, the learning rate in (0, 1), k at most 30"));
+        }
+        let mut imm = self.imm.method.clone();
+        (imm.particles, imm.times.k) = (h.particles, h.k);
+        imm.check_batch(h.batch)?;
+        self.imm.method = imm;
+        for config in [&mut self.imm.config, &mut self.fm.config] {
+            (config.batch, config.lr) = (h.batch, h.lr);
+        }
+        Ok(())
+    }
+
+    /// `steps` optimizer steps of each method on the same batches; returns JSON
+    /// `{steps, imm, fm}` with one metrics record per method (the mean loss of these steps; the
+    /// time is both methods').
+    pub async fn train(&mut self, steps: u32) -> Result<String, JsError> {
+        let start = js_sys::Date::now();
+        let steps = steps.max(1);
+        let device = self.device.clone().autodiff();
+        let mut sums: Option<(Tensor<1>, Tensor<1>)> = None;
+        for _ in 0..steps {
+            let batch = self.imm.config.batch;
+            let x = Tensor::<2>::from_data(TensorData::new(self.data.sample(batch), [batch, 2]), &device);
+            let imm = step(&mut self.imm, x.clone()).await?;
+            let fm = step(&mut self.fm, x).await?;
+            self.steps += 1;
+            let (Some(imm), Some(fm)) = (imm, fm) else {
+                return Err(paused(if self.imm.skipped().1 > 0 { "IMM" } else { "flow matching" }, self.imm.nimg));
+            };
+            sums = Some(match sums {
+                Some((a, b)) => (a + imm, b + fm),
+                None => (imm, fm),
+            });
+        }
+        let (imm, fm) = sums.expect("at least one step");
+        let (imm, fm) = (read(imm).await?[0] as f64 / steps as f64, read(fm).await?[0] as f64 / steps as f64);
+        let kimg = (steps as usize * self.imm.config.batch) as f64 / 1000.0;
+        let sec_per_kimg = (js_sys::Date::now() - start) / 1000.0 / kimg;
+        let record = |loss| Metrics { nimg: self.imm.nimg, loss, lr: self.imm.config.lr, sec_per_kimg, skipped: 0 };
+        Ok(serde_json::json!({ "steps": self.steps, "imm": record(imm), "fm": record(fm) }).to_string())
+    }
+
+    /// `n` data points (x, y pairs) drawn with `seed`, to draw under the samples.
+    pub fn data(&self, n: usize, seed: u32) -> Vec<f32> {
+        let mut data = match &self.data {
+            PlayData::Toy(d) => PlayData::Toy(ToyData::new(d.toy, seed.into())),
+            PlayData::Drawn(d) => PlayData::Drawn(d.clone()),
+        };
+        data.sample(n)
+    }
+
+    /// The sampling paths of both methods' EMA weights from the same `n` noise points (`seed`):
+    /// IMM's `steps + 1` states (noise first, samples last), then flow matching's, each state `n`
+    /// x, y pairs.
+    pub async fn sample(&self, steps: usize, n: usize, seed: u32) -> Result<Vec<f32>, JsError> {
+        let mut rng = Rng::new(seed.into());
+        let z = rng.normal_vec(n * 2, self.imm.method.sigma_data());
+        let z = || Tensor::<2>::from_data(TensorData::new(z.clone(), [n, 2]), &self.device);
+        let imm = self.imm.method.sample_path(&self.imm.ema, z(), steps, &mut rng).map_err(js)?;
+        let fm = self.fm.method.sample_path(&self.fm.ema, z(), steps, &mut rng).map_err(js)?;
+        let mut out = Vec::with_capacity(2 * (steps + 1) * n * 2);
+        for state in imm.into_iter().chain(fm) {
+            out.extend(read(state).await?);
+        }
+        Ok(out)
+    }
+
+    /// Both EMA networks as a safetensors file (`imm.*`, `fm.*`), with what they were trained on.
+    #[wasm_bindgen(js_name = saveWeights)]
+    pub async fn save_weights(&self) -> Result<Vec<u8>, JsError> {
+        let mut tensors = BTreeMap::new();
+        for (prefix, net) in [("imm.", &self.imm.ema), ("fm.", &self.fm.ema)] {
+            for (name, t) in named_params_async(net).await.map_err(js)? {
+                tensors.insert(format!("{prefix}{name}"), t);
+            }
+        }
+        let card = serde_json::json!({ "nimg": self.imm.nimg, "hyper": self.hyper(), "net": self.preset.net });
+        let metadata = BTreeMap::from([("kind".to_string(), WEIGHTS_KIND.to_string()), ("card".to_string(), card.to_string())]);
+        Ok(Tensors { tensors, metadata }.to_bytes())
+    }
+
+    /// Loads a file of [`Playground::save_weights`] into both methods (training continues from
+    /// them with fresh optimizer moments); a wrong or damaged file is refused with the reason.
+    #[wasm_bindgen(js_name = loadWeights)]
+    pub fn load_weights(&mut self, bytes: &[u8]) -> Result<(), JsError> {
+        let file = Tensors::parse(bytes, "the weights file").map_err(js)?;
+        if file.metadata.get("kind").map(String::as_str) != Some(WEIGHTS_KIND) {
+            return Err(JsError::new("this is not a weights file of the 2D playground (saved with Save weights)"));
+        }
+        let imm = load_named(self.imm.ema.clone(), &file, "imm.", "the weights file", None).map_err(js)?;
+        let fm = load_named(self.fm.ema.clone(), &file, "fm.", "the weights file", None).map_err(js)?;
+        let hyper = self.hyper();
+        (self.imm, self.fm) = trainers(&self.preset, self.seed, &self.device).map_err(js)?;
+        self.apply(&hyper).map_err(js)?;
+        self.imm.net = load_named(self.imm.net.clone(), &file, "imm.", "the weights file", None).map_err(js)?;
+        self.fm.net = load_named(self.fm.net.clone(), &file, "fm.", "the weights file", None).map_err(js)?;
+        (self.imm.ema, self.fm.ema) = (imm, fm);
+        Ok(())
+    }
+}
+
+/// An image model on the page: a weights file of `imm train` (its card says how to build and
+/// sample it), or a file without a card (an export of the official checkpoint) with its preset.
+#[wasm_bindgen(js_name = ImageModel)]
+pub struct PageImageModel {
+    device: Device,
+    model: ImageModel,
+    /// The samples of the last grid, in [-1, 1], for [`PageImageModel::quality`].
+    last: RefCell<Vec<f32>>,
+}
+
+#[wasm_bindgen(js_class = ImageModel)]
+impl PageImageModel {
+    /// Reads `bytes` on `backend` ("webgpu" or "cpu"); `preset` names the network of a file
+    /// without a card ("" when it has one).
+    pub async fn load(bytes: Vec<u8>, preset: String, backend: String) -> Result<PageImageModel, JsError> {
+        let device = device(&backend).await?;
+        let file = Tensors::parse(&bytes, "the model file").map_err(js)?;
+        let preset = match preset.as_str() {
+            "" => None,
+            name => Some(image_preset(name).ok_or_else(|| {
+                JsError::new(&format!("unknown image preset '{name}'; available: {}", IMAGE_PRESETS.join(", ")))
+            })?),
+        };
+        let model = ImageModel::load(&file, "the model file", preset.as_ref(), &device).map_err(js)?;
+        Ok(PageImageModel { device, model, last: RefCell::new(Vec::new()) })
+    }
+
+    /// Image presets a file without a card can be read as.
+    pub fn presets() -> Vec<String> {
+        IMAGE_PRESETS.iter().map(|p| p.to_string()).collect()
+    }
+
+    /// JSON `{side, channels, card, data}`: the image size, what the file says about its training,
+    /// and its dataset when the card names a preset.
+    pub fn describe(&self) -> String {
+        let c = &self.model.config;
+        let data = self.model.card.as_ref().and_then(|card| card["preset"].as_str()).and_then(image_preset).map(|p| p.data.name());
+        serde_json::json!({ "side": c.img_resolution, "channels": c.in_channels, "card": self.model.card, "data": data }).to_string()
+    }
+
+    /// The live quality number: the classifier FID of the last grid's samples (8-bit, as shown)
+    /// against the training split, with what as many real images score. `classifier` and
+    /// `reference` are the files of `imm classifier`. JSON `{n, fid, real}`.
+    pub async fn quality(&self, classifier: Vec<u8>, reference: Vec<u8>) -> Result<String, JsError> {
+        let (net, _) = Classifier::from_tensors(&Tensors::parse(&classifier, "the classifier").map_err(js)?, "the classifier", &self.device)
+            .map_err(js)?;
+        let reference = Tensors::parse(&reference, "the classifier reference").map_err(js)?;
+        let gaussian = Gaussian::from_tensors(&reference, "the classifier reference").map_err(js)?;
+        let samples: Vec<f32> = self.last.borrow().iter().map(|&v| quantize(v)).collect();
+        let (c, side) = (self.model.config.in_channels, self.model.config.img_resolution);
+        let n = samples.len() / (c * side * side);
+        if c != 1 || side < crate::evaluation::classifier::SIDE || n < 2 {
+            return Err(JsError::new("the classifier measures grids of 28 px or larger grey images"));
+        }
+        let x = Tensor::<4>::from_data(TensorData::new(samples, [n, c, side, side]), &self.device);
+        let mut moments = Moments::new(crate::evaluation::classifier::FEATURES);
+        moments.add(&read(net.features(x)).await?);
+        let fid = moments.gaussian().map_err(js)?.frechet_distance(&gaussian).map_err(js)?;
+        let floors: serde_json::Value = reference.metadata.get("floors").and_then(|f| serde_json::from_str(f).ok()).unwrap_or_default();
+        Ok(serde_json::json!({ "n": n, "fid": fid, "real": floors[n.to_string()] }).to_string())
+    }
+
+    /// `n` samples in `steps` steps from the prior noise of `seed` (the same noise at every step
+    /// count), as an RGBA grid of `columns` images per row with 1-pixel gaps; its width is
+    /// `columns * (side + 1) + 1`.
+    pub async fn sample(&self, steps: usize, n: usize, seed: u32, columns: usize) -> Result<Vec<u8>, JsError> {
+        self.model.check_steps(steps).map_err(js)?;
+        let dim = self.model.dim();
+        let mut rng = Rng::new(seed.into());
+        let z = Tensor::<2>::from_data(TensorData::new(rng.normal_vec(n * dim, self.model.sigma_data()), [n, dim]), &self.device);
+        let x = read(self.model.sample(z, steps, &mut rng).map_err(js)?).await?;
+        let (c, side) = (self.model.config.in_channels, self.model.config.img_resolution);
+        let grid = rgba_grid(&x, c, side, columns.max(1));
+        *self.last.borrow_mut() = x;
+        Ok(grid)
+    }
+}
+
+/// Image training on the page: an image preset's network trained with IMM on an IDX file (the
+/// page packs a subset of MNIST), on the page's device. Its EMA weights are sampled through
+/// [`PageImageModel`], like a loaded model.
+#[wasm_bindgen]
+pub struct ImageTrainer {
+    device: Device,
+    preset: ImagePreset,
+    trainer: Trainer<SongUNet, Imm>,
+    data: ImageData,
+}
+
+#[wasm_bindgen]
+impl ImageTrainer {
+    /// `images`: an IDX image file (gzipped or not) or CIFAR-10 binary batches, concatenated;
+    /// `preset`: the network and method settings;
+    /// `batch`: images per step (a multiple of M).
+    pub async fn create(images: Vec<u8>, preset: String, backend: String, batch: usize, seed: u32) -> Result<ImageTrainer, JsError> {
+        let device = device(&backend).await?;
+        let mut preset = image_preset(&preset)
+            .ok_or_else(|| JsError::new(&format!("unknown image preset '{preset}'; available: {}", IMAGE_PRESETS.join(", "))))?;
+        preset.train.batch = batch;
+        preset.train.seed = seed.into();
+        let bytes = gunzip_if_needed(images, "the training images").map_err(js)?;
+        // IDX files start with their magic number; CIFAR-10 batches are bare records.
+        let images = if bytes.starts_with(&[0, 0, 8, 3]) {
+            read_idx_images(&bytes, "the training images")
+        } else {
+            read_cifar(&bytes, "the chosen CIFAR-10 data")
+        }
+        .map_err(js)?;
+        let (channels, side) = preset.data.shape();
+        if (images.channels, images.side) != (channels, side) {
+            return Err(JsError::new(&format!("{} trains on {channels} x {side} x {side} images", preset.name)));
+        }
+        let data = ImageData::new(images, preset.side, preset.xflip, seed.into()).map_err(js)?;
+        let net = preset.net.init(&mut Rng::new(seed.into()), &device.clone().autodiff()).map_err(js)?;
+        let trainer = Trainer::new(net, preset.imm.clone(), preset.train.clone()).map_err(js)?;
+        Ok(ImageTrainer { device, preset, trainer, data })
+    }
+
+    /// `steps` optimizer steps; returns the metrics record (JSON) with the mean loss.
+    pub async fn train(&mut self, steps: u32) -> Result<String, JsError> {
+        let start = js_sys::Date::now();
+        let (steps, batch, dim) = (steps.max(1), self.trainer.config.batch, self.data.dim());
+        let device = self.device.clone().autodiff();
+        let mut sum: Option<Tensor<1>> = None;
+        for _ in 0..steps {
+            let x = Tensor::<2>::from_data(TensorData::new(self.data.sample(batch), [batch, dim]), &device);
+            let loss = step(&mut self.trainer, x).await?.ok_or_else(|| paused("IMM", self.trainer.nimg))?;
+            sum = Some(sum.map_or(loss.clone(), |s| s + loss));
+        }
+        let loss = read(sum.expect("at least one step")).await?[0] as f64 / steps as f64;
+        let sec_per_kimg = (js_sys::Date::now() - start) / 1000.0 / ((steps as usize * batch) as f64 / 1000.0);
+        let record = Metrics { nimg: self.trainer.nimg, loss, lr: self.trainer.config.lr, sec_per_kimg, skipped: 0 };
+        Ok(serde_json::to_string(&record).expect("metrics serialise"))
+    }
+
+    /// The EMA weights so far, as a model to sample.
+    pub fn model(&self) -> PageImageModel {
+        let card = serde_json::json!({ "preset": self.preset.name, "method": "imm", "nimg": self.trainer.nimg, "trained": "on this page" });
+        let model = ImageModel {
+            config: self.preset.net.clone(),
+            net: self.trainer.ema.clone(),
+            sampling: Sampling::Imm(self.trainer.method.clone()),
+            card: Some(card),
+        };
+        PageImageModel { device: self.device.clone(), model, last: RefCell::new(Vec::new()) }
+    }
+}
+
+/// Images [N, C, side, side] in [-1, 1] as an RGBA grid, `columns` per row, 1-pixel white gaps.
+fn rgba_grid(images: &[f32], c: usize, side: usize, columns: usize) -> Vec<u8> {
+    let n = images.len() / (c * side * side);
+    let rows = n.div_ceil(columns);
+    let (width, height) = (columns * (side + 1) + 1, rows * (side + 1) + 1);
+    let mut out = vec![255u8; width * height * 4];
+    let byte = |v: f32| ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
+    for (i, image) in images.chunks_exact(c * side * side).enumerate() {
+        let (x0, y0) = (1 + (i % columns) * (side + 1), 1 + (i / columns) * (side + 1));
+        for y in 0..side {
+            for x in 0..side {
+                let at = (((y0 + y) * width) + x0 + x) * 4;
+                for ch in 0..3 {
+                    out[at + ch] = byte(image[(ch.min(c - 1) * side + y) * side + x]);
+                }
+            }
+        }
+    }
+    out
+}
