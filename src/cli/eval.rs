@@ -303,3 +303,73 @@ fn evaluate_images(file: &Tensors, what: String, request: &EvalRequest, device: 
         rows,
     })
 }
+
+/// Prints an [`evaluate`] report: what was compared, then a row per step count.
+pub fn print_report(report: &EvalReport) {
+    match report.floor {
+        Some(floor) => println!(
+            "Energy distance of {} samples to {} held-out {} points (floor {floor:.5}):",
+            report.samples, report.reference, report.data
+        ),
+        None => println!("{}: {} samples against {} {} training images", report.metric, report.samples, report.reference, report.data),
+    }
+    println!("{:>5} {:>10} {:>9}", "steps", "value", "seconds");
+    for row in &report.rows {
+        println!("{:>5} {:>10.4} {:>9.1}", row.steps, row.value, row.seconds);
+    }
+}
+
+/// `imm golden`: checks a golden file of the official code and prints a row per tensor; fails
+/// when any exceeds its tolerance.
+pub fn golden(file: &Path, device: &Device) -> Result<(), Error> {
+    let rows = crate::evaluation::golden::check(file, device)?;
+    println!("{:<44} {:>11} {:>11} {:>9}", "tensor", "max abs err", "rel err", "tolerance");
+    for row in &rows {
+        let verdict = if row.ok() { "" } else { "  FAIL" };
+        println!("{:<44} {:>11.3e} {:>11.3e} {:>9.0e}{verdict}", row.name, row.max_abs, row.rel, row.tol);
+    }
+    let failed = rows.iter().filter(|r| !r.ok()).count();
+    if failed > 0 {
+        return Err(Error::new(format!("{failed} of {} tensors exceed their tolerance", rows.len())));
+    }
+    println!("all {} tensors within tolerance", rows.len());
+    Ok(())
+}
+
+/// `imm classifier`: trains the small classifier of `--metric classifier` (or keeps the one at
+/// `out`), then writes beside it the reference the page's live quality number compares with.
+pub fn classifier(
+    set: ImageSet,
+    epochs: usize,
+    out: Option<PathBuf>,
+    data_dir: Option<&Path>,
+    seed: u64,
+    keep: bool,
+    device: &Device,
+) -> Result<(), Error> {
+    let out = out.unwrap_or_else(|| PathBuf::from(format!("www/models/classifier-{}.safetensors", set.name())));
+    let net = if keep {
+        Classifier::load(&out, device)?.0
+    } else {
+        let (net, card) = crate::evaluation::classifier::train(set, data_dir, epochs, seed, device, |nimg, loss| {
+            println!("nimg {nimg:>7}  loss {loss:.4}");
+        })?;
+        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::new(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        write_atomic(&out, &net.to_tensors(&card).to_bytes())?;
+        println!(
+            "test accuracy {:.2}% after {} images ({:.0} s); wrote {}",
+            100.0 * card.test_accuracy,
+            card.nimg,
+            card.seconds,
+            out.display()
+        );
+        net
+    };
+    let reference = crate::evaluation::classifier::reference(&net, set, data_dir, device)?;
+    let path = out.with_extension("ref.safetensors");
+    write_atomic(&path, &reference.to_bytes())?;
+    println!("real-image FIDs by grid size {}; wrote {}", reference.metadata["floors"], path.display());
+    Ok(())
+}

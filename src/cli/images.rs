@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::cli::device::DeviceChoice;
-use crate::cli::run_dir::{Terminal, create_dir, io_error, latest_state, prepare_dir, states, tidy_for_resume, write_atomic, write_json};
+use crate::cli::run_dir::{Terminal, create_dir, io_error, latest_state, prepare_dir, states, tidy_interrupted, write_atomic, write_json};
 use crate::data::images::{CIFAR10_MD5, CIFAR10_URL, ImageData, ImageSet, Images, unpack_cifar10};
 use crate::io::npz::npz_u8;
 use crate::io::plot::image_grid;
@@ -217,6 +217,8 @@ pub fn train_images<M: Method + Serialize + Clone>(
             with_device["devices"] = json!(run.devices.len().max(1));
             write_json(&config_path, &with_device)?;
             std::fs::write(out.join("metrics.jsonl"), "").map_err(|e| io_error(&out.join("metrics.jsonl"), e))?;
+            // A session killed before its first state may have left writes half done.
+            tidy_interrupted(out, 0)?;
         }
     }
 
@@ -247,7 +249,7 @@ pub fn train_images<M: Method + Serialize + Clone>(
         let optimizer = std::fs::read(dir.join("optimizer.bpk")).map_err(|e| io_error(&dir.join("optimizer.bpk"), e))?;
         trainer.resume(net, ema, progress, optimizer)?;
         data.drawn = trainer.nimg;
-        tidy_for_resume(out, trainer.nimg)?;
+        tidy_interrupted(out, trainer.nimg)?;
         println!("Resuming {} at {} images.", out.display(), trainer.nimg);
     }
 
@@ -276,7 +278,7 @@ pub fn train_images<M: Method + Serialize + Clone>(
     let start = Instant::now();
     let result = fit_saving(&mut trainer, &mut data, &start, &mut saver);
     saver.terminal.finish();
-    if let (Err(e), (_, 1..)) = (&result, trainer.skipped()) {
+    if let (Err(e), Err(_)) = (&result, trainer.check_health()) {
         let kept = latest_state(&out.join("checkpoints"))
             .map(|(_, dir)| format!("the newest saved state, {}, is intact: continue from it with --resume (and a lower --lr)", dir.display()))
             .unwrap_or_else(|| "nothing was saved yet".into());
@@ -398,4 +400,12 @@ pub(crate) fn generate(
         progress(done);
     }
     Ok(out)
+}
+
+/// `imm export`: a weights file rewritten in f16 with its card (half the size, for the page).
+pub fn export(weights: &Path, out: &Path) -> Result<(), Error> {
+    let bytes = Tensors::read(weights)?.to_bytes_as(true);
+    write_atomic(out, &bytes)?;
+    println!("Wrote {} ({:.2} MB, f16).", out.display(), bytes.len() as f64 / 1e6);
+    Ok(())
 }

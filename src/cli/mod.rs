@@ -1,6 +1,6 @@
-//! The command line: its arguments, and one module per command family: [`toy`] (the demo and 2D
-//! runs), [`images`] (image runs and sampling), [`eval`] (FID, the classifier), [`bench`]; the
-//! `--device` flag ([`device`]) and what run directories share ([`run_dir`]).
+//! The command line: its arguments here, and one module per command family: [`toy`] (the demo and
+//! 2D runs), [`images`] (image runs, sampling, export), [`eval`] (FID, the classifier, golden-file
+//! parity), [`bench`]; the `--device` flag ([`device`]) and what run directories share ([`run_dir`]).
 
 pub mod bench;
 pub mod device;
@@ -13,8 +13,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
 use crate::cli::device::DeviceChoice;
-use crate::cli::eval::{EvalRequest, Metric, evaluate};
+use crate::cli::eval::{EvalRequest, Metric, evaluate, print_report};
 use crate::cli::images::{ImageRun, SampleRequest, sample, train_images};
 use crate::cli::run_dir::write_json;
 use crate::cli::toy::{EvalOptions, demo, train_and_evaluate};
@@ -496,20 +497,7 @@ fn run(command: Command) -> Result<(), Error> {
             let request = SampleRequest { weights, preset, steps, sampler, grid, seed, count: n, out };
             sample(&request, &device.device()?.0)
         }
-        Command::Golden { file, device } => {
-            let rows = crate::evaluation::golden::check(&file, &device.device()?.0)?;
-            println!("{:<44} {:>11} {:>11} {:>9}", "tensor", "max abs err", "rel err", "tolerance");
-            for row in &rows {
-                let verdict = if row.ok() { "" } else { "  FAIL" };
-                println!("{:<44} {:>11.3e} {:>11.3e} {:>9.0e}{verdict}", row.name, row.max_abs, row.rel, row.tol);
-            }
-            let failed = rows.iter().filter(|r| !r.ok()).count();
-            if failed > 0 {
-                return Err(Error::new(format!("{failed} of {} tensors exceed their tolerance", rows.len())));
-            }
-            println!("all {} tensors within tolerance", rows.len());
-            Ok(())
-        }
+        Command::Golden { file, device } => crate::cli::eval::golden(&file, &device.device()?.0),
         Command::Bench { what: Bench::Mmd { groups, particles, dim, iters, device } } => {
             crate::cli::bench::mmd(&device.device()?.0, [groups, particles, dim], iters)
         }
@@ -543,21 +531,7 @@ fn run(command: Command) -> Result<(), Error> {
             let preset = name.map(|name| named_image_preset(&name)).transpose()?;
             let request =
                 EvalRequest { weights, preset, steps: steps.0, grid, sampler, count: n, seed, metric, classifier, data_dir, json };
-            let report = evaluate(&request, &device.device()?.0)?;
-            match report.floor {
-                Some(floor) => println!(
-                    "Energy distance of {} samples to {} held-out {} points (floor {floor:.5}):",
-                    report.samples, report.reference, report.data
-                ),
-                None => println!(
-                    "{}: {} samples against {} {} training images",
-                    report.metric, report.samples, report.reference, report.data
-                ),
-            }
-            println!("{:>5} {:>10} {:>9}", "steps", "value", "seconds");
-            for row in &report.rows {
-                println!("{:>5} {:>10.4} {:>9.1}", row.steps, row.value, row.seconds);
-            }
+            print_report(&evaluate(&request, &device.device()?.0)?);
             Ok(())
         }
         Command::Classifier { data, epochs, out, data_dir, seed, keep, device } => {
@@ -565,42 +539,9 @@ fn run(command: Command) -> Result<(), Error> {
                 DataName::Mnist => ImageSet::Mnist,
                 DataName::FashionMnist => ImageSet::FashionMnist,
             };
-            let out = out.unwrap_or_else(|| PathBuf::from(format!("www/models/classifier-{}.safetensors", set.name())));
-            let device = device.device()?.0;
-            let net = if keep {
-                crate::evaluation::classifier::Classifier::load(&out, &device)?.0
-            } else {
-                let (net, card) = crate::evaluation::classifier::train(set, data_dir.as_deref(), epochs, seed, &device, |nimg, loss| {
-                    println!("nimg {nimg:>7}  loss {loss:.4}");
-                })?;
-                if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|e| Error::new(format!("cannot create {}: {e}", dir.display())))?;
-                }
-                std::fs::write(&out, net.to_tensors(&card).to_bytes())
-                    .map_err(|e| Error::new(format!("cannot write {}: {e}", out.display())))?;
-                println!(
-                    "test accuracy {:.2}% after {} images ({:.0} s); wrote {}",
-                    100.0 * card.test_accuracy,
-                    card.nimg,
-                    card.seconds,
-                    out.display()
-                );
-                net
-            };
-            // Beside it, what the page's live quality number compares with.
-            let reference = crate::evaluation::classifier::reference(&net, set, data_dir.as_deref(), &device)?;
-            let path = out.with_extension("ref.safetensors");
-            std::fs::write(&path, reference.to_bytes()).map_err(|e| Error::new(format!("cannot write {}: {e}", path.display())))?;
-            println!("real-image FIDs by grid size {}; wrote {}", reference.metadata["floors"], path.display());
-            Ok(())
+            crate::cli::eval::classifier(set, epochs, out, data_dir.as_deref(), seed, keep, &device.device()?.0)
         }
-        Command::Export { weights, out } => {
-            let file = Tensors::read(&weights)?;
-            let bytes = file.to_bytes_as(true);
-            std::fs::write(&out, &bytes).map_err(|e| Error::new(format!("cannot write {}: {e}", out.display())))?;
-            println!("Wrote {} ({:.2} MB, f16).", out.display(), bytes.len() as f64 / 1e6);
-            Ok(())
-        }
+        Command::Export { weights, out } => crate::cli::images::export(&weights, &out),
         Command::Presets => {
             for name in names().into_iter().chain(IMAGE_PRESETS) {
                 println!("{name}");

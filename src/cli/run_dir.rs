@@ -23,10 +23,10 @@ pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), Error> {
     write_atomic(path, (text + "\n").as_bytes())
 }
 
-/// What an interrupted session leaves behind, for a resume at `nimg` images: removes the
-/// temporary `.partial` files and directories of writes it did not finish, and the metrics
-/// records past `nimg` (and a last line cut short), so that the resumed run writes them again.
-pub(crate) fn tidy_for_resume(out: &Path, nimg: u64) -> Result<(), Error> {
+/// What an interrupted session leaves behind, for a run that goes on from `nimg` images: removes
+/// the temporary `.partial` files and directories of writes it did not finish, and the metrics
+/// records past `nimg` (and a last line cut short), so that the run writes them again.
+pub(crate) fn tidy_interrupted(out: &Path, nimg: u64) -> Result<(), Error> {
     for dir in [out.to_path_buf(), out.join("samples"), out.join("snapshots"), out.join("checkpoints")] {
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let path = entry.path();
