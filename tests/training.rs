@@ -323,3 +323,22 @@ fn fit_stops_after_non_finite_steps_in_a_row() {
     good.extend(weights_of(&trainer.net));
     assert!(good.iter().all(|v| v.is_finite()));
 }
+
+/// A snapshot brings back the weights, the EMA, the optimizer moments, the counters and the
+/// stream: the steps after a restore repeat the steps after the snapshot (how the page undoes
+/// steps whose numbers were not finite).
+#[test]
+fn restore_undoes_steps_exactly() {
+    let (mut trainer, x) = poisoned_trainer(Poisoned::new(&[], &[]));
+    trainer.step(x.clone()).expect("a finite step");
+    let snapshot = trainer.snapshot();
+    let (net, ema, nimg) = (weights_of(&trainer.net), weights_of(&trainer.ema), trainer.nimg);
+    let first: Vec<f32> = (0..2).map(|_| trainer.step(x.clone()).unwrap().into_scalar::<f32>()).collect();
+    let after = weights_of(&trainer.net);
+    assert_ne!(after, net);
+    trainer.restore(snapshot);
+    assert_eq!((weights_of(&trainer.net), weights_of(&trainer.ema), trainer.nimg), (net, ema, nimg));
+    let again: Vec<f32> = (0..2).map(|_| trainer.step(x.clone()).unwrap().into_scalar::<f32>()).collect();
+    assert_eq!(again, first, "the same losses");
+    assert_eq!(weights_of(&trainer.net), after, "the same weights, Adam's moments included");
+}

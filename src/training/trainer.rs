@@ -120,6 +120,16 @@ pub struct Gradients {
     batch: usize,
 }
 
+/// What a step changes, kept without copying (tensors are shared, never written in place):
+/// [`Trainer::restore`] goes back to it.
+#[derive(Clone)]
+pub struct Snapshot<N> {
+    net: N,
+    ema: N,
+    optim: ModuleOptimizer,
+    progress: Progress,
+}
+
 /// Float parameters of a module, flattened, by id.
 struct Collect(HashMap<ParamId, Tensor<1>>);
 
@@ -241,8 +251,8 @@ impl<N: Network, M: Method> Trainer<N, M> {
 
     /// One optimizer step on one batch; returns the batch loss, detached, still on the device, or
     /// None when the step was skipped for a non-finite loss or gradient. Reads one number from the
-    /// device to decide (the page, which may only read asynchronously, calls [`Trainer::gradients`]
-    /// and [`Trainer::apply`] itself).
+    /// device to decide (the page, which may only read asynchronously, applies steps unchecked
+    /// and reads their checks together, going back to a [`Trainer::snapshot`] if one failed).
     ///
     /// # Shapes
     /// - x: [B, D]
@@ -306,6 +316,18 @@ impl<N: Network, M: Method> Trainer<N, M> {
         self.net.visit(&mut current);
         self.ema = self.ema.clone().map(&mut EmaUpdate { current: current.0, beta });
         Some(gradients.loss)
+    }
+
+    /// The state now, to go back to with [`Trainer::restore`]: how the page undoes steps whose
+    /// numbers turn out not finite when it reads them, a few steps later.
+    pub fn snapshot(&self) -> Snapshot<N> {
+        Snapshot { net: self.net.clone(), ema: self.ema.clone(), optim: self.optim.clone(), progress: self.progress() }
+    }
+
+    pub fn restore(&mut self, snapshot: Snapshot<N>) {
+        (self.net, self.ema, self.optim) = (snapshot.net, snapshot.ema, snapshot.optim);
+        let Progress { nimg, steps, rng } = snapshot.progress;
+        (self.nimg, self.steps, self.rng) = (nimg, steps, rng);
     }
 
     /// Steps skipped so far in this session for non-finite numbers, and how many of the latest

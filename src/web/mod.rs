@@ -74,17 +74,20 @@ async fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, JsError> {
 
 /// One training step, decided on its finiteness check by an asynchronous read (the only kind
 /// WebGPU allows); the loss of an applied step, None for a skipped one.
-async fn step<N: Network, M: Method>(trainer: &mut Trainer<N, M>, x: Tensor<2>) -> Result<Option<Tensor<1>>, JsError> {
+/// One training step applied without waiting for its finiteness check: the loss and the check,
+/// still on the device (the caller reads them with the others and undoes the steps if needed).
+fn unchecked_step<N: Network, M: Method>(trainer: &mut Trainer<N, M>, x: Tensor<2>) -> (Tensor<1>, Tensor<1>) {
     let gradients = trainer.gradients(x);
-    let finite = read(gradients.check.clone()).await?[0].is_finite();
-    Ok(trainer.apply(gradients, finite))
+    let check = gradients.check.clone();
+    (trainer.apply(gradients, true).expect("an applied step has a loss"), check)
 }
 
-/// Why the page stops training at a skipped step (the worker recognises the start).
-fn paused(method: &str, nimg: u64) -> JsError {
+/// Why the page stops training and undoes the last steps (the worker recognises the start).
+fn paused(method: &str, steps: u32) -> JsError {
     JsError::new(&format!(
-        "Training paused: {method}'s loss or a gradient was not finite at {nimg} images, so that step was skipped and \
-         the weights kept. Lower the learning rate and press Train to continue (or Reset to start again)."
+        "Training paused: {method}'s loss or a gradient was not finite in the last {steps} step{}, so the weights went \
+         back to those before them. Lower the learning rate and press Train to continue (or Reset to start again).",
+        if steps == 1 { "" } else { "s" }
     ))
 }
 
@@ -244,23 +247,29 @@ impl Playground {
         let start = js_sys::Date::now();
         let steps = steps.max(1);
         let device = self.device.clone().autodiff();
-        let mut sums: Option<(Tensor<1>, Tensor<1>)> = None;
+        let good = (self.imm.snapshot(), self.fm.snapshot(), self.steps);
+        // Sums of the IMM loss, the FM loss and each method's finiteness check: one read at the end.
+        let mut sums: Option<[Tensor<1>; 4]> = None;
         for _ in 0..steps {
             let batch = self.imm.config.batch;
             let x = Tensor::<2>::from_data(TensorData::new(self.data.sample(batch), [batch, 2]), &device);
-            let imm = step(&mut self.imm, x.clone()).await?;
-            let fm = step(&mut self.fm, x).await?;
-            self.steps += 1;
-            let (Some(imm), Some(fm)) = (imm, fm) else {
-                return Err(paused(if self.imm.skipped().1 > 0 { "IMM" } else { "flow matching" }, self.imm.nimg));
-            };
+            let (imm, imm_check) = unchecked_step(&mut self.imm, x.clone());
+            let (fm, fm_check) = unchecked_step(&mut self.fm, x);
+            let step = [imm, fm, imm_check, fm_check];
             sums = Some(match sums {
-                Some((a, b)) => (a + imm, b + fm),
-                None => (imm, fm),
+                Some(sums) => std::array::from_fn(|i| sums[i].clone() + step[i].clone()),
+                None => step,
             });
+            self.steps += 1;
         }
-        let (imm, fm) = sums.expect("at least one step");
-        let (imm, fm) = (read(imm).await?[0] as f64 / steps as f64, read(fm).await?[0] as f64 / steps as f64);
+        let values = read(Tensor::cat(sums.expect("at least one step").to_vec(), 0)).await?;
+        if let Some(bad) = [(2, "IMM"), (3, "flow matching")].iter().find(|(i, _)| !values[*i].is_finite()) {
+            self.imm.restore(good.0);
+            self.fm.restore(good.1);
+            self.steps = good.2;
+            return Err(paused(bad.1, steps));
+        }
+        let (imm, fm) = (values[0] as f64 / steps as f64, values[1] as f64 / steps as f64);
         let kimg = (steps as usize * self.imm.config.batch) as f64 / 1000.0;
         let sec_per_kimg = (js_sys::Date::now() - start) / 1000.0 / kimg;
         let record = |loss| Metrics { nimg: self.imm.nimg, loss, lr: self.imm.config.lr, sec_per_kimg, skipped: 0 };
@@ -449,13 +458,19 @@ impl ImageTrainer {
         let start = js_sys::Date::now();
         let (steps, batch, dim) = (steps.max(1), self.trainer.config.batch, self.data.dim());
         let device = self.device.clone().autodiff();
-        let mut sum: Option<Tensor<1>> = None;
+        let good = self.trainer.snapshot();
+        let mut sums: Option<[Tensor<1>; 2]> = None;
         for _ in 0..steps {
             let x = Tensor::<2>::from_data(TensorData::new(self.data.sample(batch), [batch, dim]), &device);
-            let loss = step(&mut self.trainer, x).await?.ok_or_else(|| paused("IMM", self.trainer.nimg))?;
-            sum = Some(sum.map_or(loss.clone(), |s| s + loss));
+            let (loss, check) = unchecked_step(&mut self.trainer, x);
+            sums = Some(sums.map_or([loss.clone(), check.clone()], |[l, c]| [l + loss, c + check]));
         }
-        let loss = read(sum.expect("at least one step")).await?[0] as f64 / steps as f64;
+        let values = read(Tensor::cat(sums.expect("at least one step").to_vec(), 0)).await?;
+        if !values[1].is_finite() {
+            self.trainer.restore(good);
+            return Err(paused("IMM", steps));
+        }
+        let loss = values[0] as f64 / steps as f64;
         let sec_per_kimg = (js_sys::Date::now() - start) / 1000.0 / ((steps as usize * batch) as f64 / 1000.0);
         let record = Metrics { nimg: self.trainer.nimg, loss, lr: self.trainer.config.lr, sec_per_kimg, skipped: 0 };
         Ok(serde_json::to_string(&record).expect("metrics serialise"))
