@@ -1,6 +1,6 @@
 // The page end to end in headless Chromium on WebGPU (SwiftShader: a slow CPU adapter, so a tiny
-// network and batch). 2D mode: it trains the toy for a few hundred steps and checks that both
-// losses fell and that IMM's samples moved toward the data; moves the steps slider and checks the
+// network and batch). 2D mode: it trains the toy for a few hundred steps and checks that flow
+// matching's loss fell and that IMM's samples moved toward the data; moves the steps slider and checks the
 // picture changed; saves the weights and loads them back; refuses a corrupt weights file with a
 // message. Image mode: it loads the image model named by $IMM_PAGE_MODEL (scripts/test.sh trains
 // one briefly), checks that the grid changes with the steps and comes back exactly with the same
@@ -39,10 +39,12 @@ await withPage(URL, async (page, problems) => {
   const records = await page.evaluate(() => window.__imm.records);
   const mean = (rs, m) => rs.reduce((s, r) => s + r[m].loss, 0) / rs.length;
   const k = Math.max(1, Math.floor(records.length / 4));
-  for (const m of ['imm', 'fm']) {
-    const [first, last] = [mean(records.slice(0, k), m), mean(records.slice(-k), m)];
-    check(last < first, `${m} loss fell: ${first.toPrecision(4)} -> ${last.toPrecision(4)}`);
-  }
+  // Flow matching's regression loss falls. IMM's loss, an MMD between two of the model's own output
+  // distributions, is no such signal at 200 steps: in a native replica of this run it rose for half
+  // of the seeds 0 to 5 while the samples improved. IMM is checked by its samples, below.
+  const [first, last] = [mean(records.slice(0, k), 'fm'), mean(records.slice(-k), 'fm')];
+  check(last < first, `fm loss fell: ${first.toPrecision(4)} -> ${last.toPrecision(4)}`);
+  check(records.every((r) => Number.isFinite(r.imm.loss) && r.imm.loss > 0), 'IMM\'s losses are finite and positive');
   await page.waitForFunction(() => document.getElementById('energy-imm').textContent !== '–', null, { timeout });
   const after = Number(await text('energy-imm'));
   check(after < 0.7 * before, `IMM's samples moved toward the data: energy distance ${before} -> ${after}`);
