@@ -84,10 +84,10 @@ fn unchecked_step<N: Network, M: Method>(trainer: &mut Trainer<N, M>, x: Tensor<
 
 /// Why the page stops training and undoes the last steps (the worker recognises the start).
 fn paused(method: &str, steps: u32) -> JsError {
+    let (which, them) = if steps == 1 { ("the last step".to_string(), "it") } else { (format!("one of the last {steps} steps"), "them") };
     JsError::new(&format!(
-        "Training paused: {method}'s loss or a gradient was not finite in the last {steps} step{}, so the weights went \
-         back to those before them. Lower the learning rate and press Train to continue (or Reset to start again).",
-        if steps == 1 { "" } else { "s" }
+        "Training paused: {method}'s loss or a gradient was not finite in {which}, so the weights went back to those \
+         before {them}. Lower the learning rate and press Train to continue (or Reset to start again)."
     ))
 }
 
