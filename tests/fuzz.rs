@@ -190,6 +190,16 @@ fn safetensors_and_snapshot_cards_refuse_damage() {
     huge.metadata.insert("imm".into(), card);
     let refused = ImageModel::load(&huge, "file", None, &device).err().expect("refused");
     assert!(refused.0.contains("does not fit the network its card describes"), "{refused}");
+    // Channel counts GroupNorm cannot split (a zero multiplier; 9 channels in min(32, 9 / 4) = 2
+    // groups) are refused before any layer is built.
+    let small = SongUNetConfig::new().with_img_resolution(8).with_in_channels(1).with_out_channels(1);
+    for (net, message) in [
+        (small.clone().with_model_channels(8).with_channel_mult(vec![1, 0]), "at least 1"),
+        (small.with_model_channels(9).with_channel_mult(vec![1]), "GroupNorm cannot split 9 channels"),
+    ] {
+        let refused = net.init(&mut imm::Rng::new(0), &device).err().expect("refused");
+        assert!(refused.0.contains(message), "{refused}");
+    }
 }
 
 #[test]

@@ -184,9 +184,13 @@ impl Init<'_> {
         conv
     }
 
-    /// GroupNorm as the official code: min(32, C / 4) groups.
-    fn norm(&self, channels: usize) -> GroupNorm {
-        GroupNormConfig::new(32.min(channels / 4), channels).with_epsilon(1e-6).init(self.device)
+    /// GroupNorm as the official code: min(32, C / 4) groups, which must divide C.
+    fn norm(&self, channels: usize) -> Result<GroupNorm, Error> {
+        let groups = 32.min(channels / 4);
+        if groups == 0 || channels % groups != 0 {
+            return Err(Error::new(format!("GroupNorm cannot split {channels} channels into min(32, C / 4) groups")));
+        }
+        Ok(GroupNormConfig::new(groups, channels).with_epsilon(1e-6).init(self.device))
     }
 }
 
@@ -211,22 +215,31 @@ struct UNetBlock {
 }
 
 impl UNetBlock {
-    fn new(init: &mut Init, c_in: usize, c_out: usize, emb: usize, resample: Resample, attention: bool, dropout: f64) -> Self {
+    fn new(
+        init: &mut Init,
+        c_in: usize,
+        c_out: usize,
+        emb: usize,
+        resample: Resample,
+        attention: bool,
+        dropout: f64,
+    ) -> Result<Self, Error> {
         let needs_skip = c_in != c_out || resample != Resample::Keep;
-        UNetBlock {
-            norm0: init.norm(c_in),
+        let norm2 = if attention { Some(init.norm(c_out)?) } else { None };
+        Ok(UNetBlock {
+            norm0: init.norm(c_in)?,
             conv0: init.conv(c_in, c_out, 3, 1.0),
             affine: init.linear(emb, c_out),
-            norm1: init.norm(c_out),
+            norm1: init.norm(c_out)?,
             conv1: init.conv(c_out, c_out, 3, INIT_ZERO),
             skip: needs_skip.then(|| init.conv(c_in, c_out, 1, 1.0)),
-            norm2: attention.then(|| init.norm(c_out)),
+            norm2,
             qkv: attention.then(|| init.conv(c_out, 3 * c_out, 1, 0.2f64.sqrt())),
             proj: attention.then(|| init.conv(c_out, c_out, 1, INIT_ZERO)),
             dropout: DropoutConfig::new(dropout).init(),
             in_channels: c_in,
             resample,
-        }
+        })
     }
 
     /// # Shapes
@@ -291,6 +304,9 @@ impl SongUNetConfig {
         if levels == 0 || levels > 16 || self.model_channels < 4 || self.img_resolution == 0 {
             return Err(Error::new("SongUNet needs 1 to 16 levels, model_channels >= 4 and a resolution"));
         }
+        if self.channel_mult.contains(&0) || self.channel_mult_emb == 0 || self.in_channels == 0 {
+            return Err(Error::new("channel multipliers and in_channels must be at least 1"));
+        }
         if self.img_resolution % (1 << (levels - 1)) != 0 {
             return Err(Error::new(format!(
                 "image resolution {} cannot be halved {} times",
@@ -345,7 +361,7 @@ impl SongUNetConfig {
         for (level, &mult) in self.channel_mult.iter().enumerate() {
             let res = self.img_resolution >> level;
             if level > 0 {
-                enc.push(UNetBlock::new(&mut init, cout, cout, emb, Resample::Down, false, dropout));
+                enc.push(UNetBlock::new(&mut init, cout, cout, emb, Resample::Down, false, dropout)?);
                 enc_keys.push(format!("{res}x{res}_down"));
                 skips.push(cout);
             }
@@ -353,7 +369,7 @@ impl SongUNetConfig {
                 let cin = cout;
                 cout = mc * mult;
                 let attn = self.attn_resolutions.contains(&res);
-                enc.push(UNetBlock::new(&mut init, cin, cout, emb, Resample::Keep, attn, dropout));
+                enc.push(UNetBlock::new(&mut init, cin, cout, emb, Resample::Keep, attn, dropout)?);
                 enc_keys.push(format!("{res}x{res}_block{idx}"));
                 skips.push(cout);
             }
@@ -364,23 +380,23 @@ impl SongUNetConfig {
         for (level, &mult) in self.channel_mult.iter().enumerate().rev() {
             let res = self.img_resolution >> level;
             if level == levels - 1 {
-                dec.push(UNetBlock::new(&mut init, cout, cout, emb, Resample::Keep, true, dropout));
+                dec.push(UNetBlock::new(&mut init, cout, cout, emb, Resample::Keep, true, dropout)?);
                 dec_keys.push(format!("{res}x{res}_in0"));
-                dec.push(UNetBlock::new(&mut init, cout, cout, emb, Resample::Keep, false, dropout));
+                dec.push(UNetBlock::new(&mut init, cout, cout, emb, Resample::Keep, false, dropout)?);
                 dec_keys.push(format!("{res}x{res}_in1"));
             } else {
-                dec.push(UNetBlock::new(&mut init, cout, cout, emb, Resample::Up, false, dropout));
+                dec.push(UNetBlock::new(&mut init, cout, cout, emb, Resample::Up, false, dropout)?);
                 dec_keys.push(format!("{res}x{res}_up"));
             }
             for idx in 0..=self.num_blocks {
                 let cin = cout + skips.pop().expect("one skip per encoder output");
                 cout = mc * mult;
                 let attn = idx == self.num_blocks && self.attn_resolutions.contains(&res);
-                dec.push(UNetBlock::new(&mut init, cin, cout, emb, Resample::Keep, attn, dropout));
+                dec.push(UNetBlock::new(&mut init, cin, cout, emb, Resample::Keep, attn, dropout)?);
                 dec_keys.push(format!("{res}x{res}_block{idx}"));
             }
         }
-        let dec_aux_norm = init.norm(cout);
+        let dec_aux_norm = init.norm(cout)?;
         let dec_aux_conv = init.conv(cout, self.out_channels, 3, INIT_ZERO);
         Ok(SongUNet {
             map_layer0,
