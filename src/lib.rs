@@ -2,9 +2,10 @@
 //!
 //! The folders are the layers, lowest first; a module imports only from layers below its own:
 //! - [`io`]: safetensors files, module parameters by name, .npz arrays, PNG figures.
+//! - [`kernels`]: IMM's grouped MMD, as plain ops (the reference) and as fused WGSL / CubeCL
+//!   kernels; stride-1 convolution on the CPU.
 //! - [`networks`]: the [`networks::Network`] trait, the 2D MLP, DDPM++ (SongUNet).
 //! - [`data`]: the [`data::Dataset`] trait, 2D distributions, image files.
-//! - [`kernels`]: IMM's grouped MMD, as plain ops (the reference) and as fused WGSL / CubeCL kernels.
 //! - [`method`]: schedule, preconditioning, losses, samplers, and the two [`method::Method`]s (IMM,
 //!   flow matching).
 //! - [`training`]: the loop (which knows a `Method`, not which one), optimizers, presets, and

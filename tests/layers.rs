@@ -8,7 +8,7 @@ use std::path::Path;
 const ALLOWED: &[(&str, &[&str])] = &[
     ("io", &[]),
     ("kernels", &[]),
-    ("networks", &["io"]),
+    ("networks", &["io", "kernels"]),
     ("data", &["io"]),
     ("method", &["io", "kernels", "networks"]),
     ("training", &["io", "kernels", "networks", "data", "method"]),

@@ -15,6 +15,8 @@ use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::io::weights::Named;
+use crate::kernels::conv::conv2d;
+use crate::kernels::group_norm::group_norm;
 use crate::networks::{Network, positional_embedding};
 use crate::{Error, Rng};
 
@@ -118,13 +120,28 @@ fn cast<M: Module>(layer: &M, dtype: FloatDType) -> Cow<'_, M> {
     }
 }
 
-/// GroupNorm in f32 whatever the compute dtype.
+/// A convolution with its parameters in `dtype`, through the CPU kernels on Flex.
+///
+/// # Shapes
+/// - x: [B, C_in, H, W], in `dtype`
+/// - output: [B, C_out, H, W], in `dtype`
+fn conv(layer: &Conv2d, x: Tensor<4>, dtype: FloatDType) -> Tensor<4> {
+    let layer = cast(layer, dtype);
+    let padding = layer.weight.dims()[2] / 2;
+    conv2d(x, layer.weight.val(), layer.bias.as_ref().map(Param::val), padding)
+}
+
+/// GroupNorm in f32 whatever the compute dtype, then SiLU if `then_silu`: one pass each way
+/// through the CPU kernel on Flex.
 ///
 /// # Shapes
 /// - x: [B, C, H, W]
 /// - output: [B, C, H, W], in `dtype`
-fn norm(layer: &GroupNorm, x: Tensor<4>, dtype: FloatDType) -> Tensor<4> {
-    layer.forward(x.cast(FloatDType::F32)).cast(dtype)
+fn norm(layer: &GroupNorm, x: Tensor<4>, dtype: FloatDType, then_silu: bool) -> Tensor<4> {
+    let (c, device) = (layer.num_channels, x.device());
+    let gamma = layer.gamma.as_ref().map_or_else(|| Tensor::ones([c], &device), Param::val);
+    let beta = layer.beta.as_ref().map_or_else(|| Tensor::zeros([c], &device), Param::val);
+    group_norm(x.cast(FloatDType::F32), gamma, beta, layer.num_groups, layer.epsilon, then_silu).cast(dtype)
 }
 
 /// How a block changes resolution; the [1, 1] filter of DDPM++ makes these exact.
@@ -248,12 +265,12 @@ impl UNetBlock {
     fn forward(&self, x: Tensor<4>, emb: Tensor<2>, dtype: FloatDType) -> Tensor<4> {
         let skip_scale = std::f32::consts::FRAC_1_SQRT_2;
         let orig = x.clone();
-        let h = cast(&self.conv0, dtype).forward(self.resample.apply(silu(norm(&self.norm0, x, dtype))));
+        let h = conv(&self.conv0, self.resample.apply(norm(&self.norm0, x, dtype, true)), dtype);
         let [b, c, _, _] = h.dims();
-        let h = silu(norm(&self.norm1, h + cast(&self.affine, dtype).forward(emb).reshape([b, c, 1, 1]), dtype));
-        let h = cast(&self.conv1, dtype).forward(self.dropout.forward(h));
+        let h = norm(&self.norm1, h + cast(&self.affine, dtype).forward(emb).reshape([b, c, 1, 1]), dtype, true);
+        let h = conv(&self.conv1, self.dropout.forward(h), dtype);
         let skip = match &self.skip {
-            Some(conv) => cast(conv, dtype).forward(self.resample.apply(orig)),
+            Some(skip) => conv(skip, self.resample.apply(orig), dtype),
             None => orig,
         };
         let x = (h + skip).mul_scalar(skip_scale);
@@ -262,13 +279,13 @@ impl UNetBlock {
                 let [_, _, height, width] = x.dims();
                 let n = height * width;
                 // Channels of qkv interleave q, k, v: channel 3c + j is part j of channel c.
-                let qkv = cast(qkv, dtype).forward(norm(norm2, x.clone(), dtype)).reshape([b, c, 3, n]);
+                let qkv = conv(qkv, norm(norm2, x.clone(), dtype, false), dtype).reshape([b, c, 3, n]);
                 let part = |j: usize| qkv.clone().slice([0..b, 0..c, j..j + 1, 0..n]).reshape([b, c, n]);
                 let (q, k, v) = (part(0), part(1), part(2));
                 let logits = q.swap_dims(1, 2).matmul(k).div_scalar((c as f32).sqrt());
                 let w = softmax(logits.cast(FloatDType::F32), 2).cast(dtype);
                 let a = v.matmul(w.swap_dims(1, 2)).reshape([b, c, height, width]);
-                (cast(proj, dtype).forward(a) + x).mul_scalar(skip_scale)
+                (conv(proj, a, dtype) + x).mul_scalar(skip_scale)
             }
             _ => x,
         }
@@ -481,7 +498,7 @@ impl Network for SongUNet {
         }
         let emb = silu(emb);
 
-        x = cast(&self.enc_conv, dtype).forward(x);
+        x = conv(&self.enc_conv, x, dtype);
         let mut skips = vec![x.clone()];
         for block in &self.enc {
             x = block.forward(x, emb.clone(), dtype);
@@ -493,7 +510,7 @@ impl Network for SongUNet {
             }
             x = block.forward(x, emb.clone(), dtype);
         }
-        let out = cast(&self.dec_aux_conv, dtype).forward(silu(norm(&self.dec_aux_norm, x, dtype)));
+        let out = conv(&self.dec_aux_conv, norm(&self.dec_aux_norm, x, dtype, true), dtype);
         out.cast(FloatDType::F32).reshape([b, d])
     }
 

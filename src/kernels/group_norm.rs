@@ -1,0 +1,272 @@
+//! GroupNorm, optionally followed by SiLU (as in every DDPM++ block), forward and backward in one
+//! pass each on the CPU. burn has GroupNorm only as a decomposition: a mean, a variance and four
+//! broadcast ops forward, about twice as many backward, each a full pass over the activations.
+//! [`group_norm`] runs this on Flex devices in f32 and the decomposition elsewhere, which is also
+//! the reference the tests compare it with.
+
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension, tensor::FloatTensor};
+use burn::tensor::activation::silu;
+use burn::tensor::{DType, Tensor};
+
+use super::cpu::{contiguous, exp, for_chunks, images_per_task, on_flex, sum_of, sum_parts, tensor, values};
+
+/// GroupNorm of x over `groups` groups of channels with a per-channel scale gamma and shift beta,
+/// then SiLU if `then_silu`; through the CPU kernel on Flex devices (f32), plain ops elsewhere.
+///
+/// # Shapes
+/// - x: [B, C, H, W] with C a multiple of `groups`; gamma, beta: [C]
+/// - output: [B, C, H, W]
+pub fn group_norm(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, groups: usize, epsilon: f64, then_silu: bool) -> Tensor<4> {
+    if on_flex(&x.device()) && x.dtype() == DType::F32 && gamma.dtype() == DType::F32 {
+        group_norm_cpu(x, gamma, beta, groups, epsilon, then_silu)
+    } else {
+        group_norm_reference(x, gamma, beta, groups, epsilon, then_silu)
+    }
+}
+
+/// The same in plain burn ops, as burn-nn's GroupNorm computes it (biased variance).
+///
+/// # Shapes
+/// - as [`group_norm`]
+pub fn group_norm_reference(
+    x: Tensor<4>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    groups: usize,
+    epsilon: f64,
+    then_silu: bool,
+) -> Tensor<4> {
+    let [b, c, h, w] = x.dims();
+    let x = x.reshape([b, groups, c / groups * h * w]);
+    let centred = x.clone() - x.mean_dim(2);
+    let var = centred.clone().square().mean_dim(2);
+    let normalized = (centred / var.add_scalar(epsilon).sqrt()).reshape([b, c, h, w]);
+    let y = normalized * gamma.reshape([1, c, 1, 1]) + beta.reshape([1, c, 1, 1]);
+    if then_silu { silu(y) } else { y }
+}
+
+/// The CPU kernel; the tensors must be on a Flex device, in f32.
+///
+/// # Shapes
+/// - as [`group_norm`]
+pub fn group_norm_cpu(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, groups: usize, epsilon: f64, then_silu: bool) -> Tensor<4> {
+    let norm = Norm { groups, epsilon: epsilon as f32, silu: then_silu };
+    let (out, _) =
+        <Dispatch as CpuGroupNorm>::group_norm_cpu(x.into_dispatch(), gamma.into_dispatch(), beta.into_dispatch(), norm);
+    Tensor::from_dispatch(out)
+}
+
+/// The settings of one GroupNorm.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Norm {
+    pub groups: usize,
+    pub epsilon: f32,
+    /// SiLU after the affine map.
+    pub silu: bool,
+}
+
+/// The kernel as a backend operation.
+#[backend_extension(Flex, Autodiff)]
+pub trait CpuGroupNorm: Backend {
+    /// The output and each group's mean and 1 / sqrt(var + eps), [B, G, 2].
+    fn group_norm_cpu(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        norm: Norm,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// The gradients of x, gamma and beta from the output's.
+    fn group_norm_cpu_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        norm: Norm,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// Sizes: B images of C channels of S = H W pixels.
+#[derive(Clone, Copy)]
+struct Sizes {
+    batch: usize,
+    c: usize,
+    s: usize,
+    shape: [usize; 4],
+}
+
+impl Sizes {
+    fn new(x: &FlexTensor, gamma: &FlexTensor, norm: Norm) -> Self {
+        let shape = x.shape();
+        assert_eq!(shape.num_dims(), 4, "GroupNorm takes [B, C, H, W]");
+        let (batch, c, s) = (shape[0], shape[1], shape[2] * shape[3]);
+        assert!(norm.groups > 0 && c % norm.groups == 0, "GroupNorm: {c} channels in {} groups", norm.groups);
+        assert_eq!(gamma.shape().num_elements(), c, "GroupNorm: one gamma per channel");
+        Sizes { batch, c, s, shape: [batch, c, shape[2], shape[3]] }
+    }
+}
+
+/// Mean and 1 / sqrt(var + eps) of each group of one image, two passes (no cancellation).
+fn statistics(image: &[f32], groups: usize, epsilon: f32, stats: &mut [f32]) {
+    let len = image.len() / groups;
+    for (group, stats) in image.chunks(len).zip(stats.chunks_mut(2)) {
+        let mean = sum_of(group, group, |v, _| v) / len as f32;
+        let var = sum_of(group, group, |v, _| (v - mean) * (v - mean)) / len as f32;
+        stats.copy_from_slice(&[mean, 1.0 / (var + epsilon).sqrt()]);
+    }
+}
+
+fn sigmoid(z: f32) -> f32 {
+    1.0 / (1.0 + exp(-z))
+}
+
+impl CpuGroupNorm for Flex {
+    fn group_norm_cpu(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, norm: Norm) -> (FlexTensor, FlexTensor) {
+        let n = Sizes::new(&x, &gamma, norm);
+        let (x, gamma, beta) = (contiguous(&x), contiguous(&gamma), contiguous(&beta));
+        let (x, gamma, beta) = (values(&x), values(&gamma), values(&beta));
+        let (image, per, per_group) = (n.c * n.s, images_per_task(n.batch), n.c / norm.groups);
+        let mut out = vec![0f32; n.batch * image];
+        let stats = for_chunks(&mut out, per * image, |task, out| {
+            let mut stats = vec![0f32; out.len() / image * norm.groups * 2];
+            for (b, (out, stats)) in out.chunks_mut(image).zip(stats.chunks_mut(norm.groups * 2)).enumerate() {
+                let input = &x[(task * per + b) * image..][..image];
+                statistics(input, norm.groups, norm.epsilon, stats);
+                for (ch, (input, out)) in input.chunks(n.s).zip(out.chunks_mut(n.s)).enumerate() {
+                    let [mean, rstd] = [0, 1].map(|i| stats[ch / per_group * 2 + i]);
+                    let (scale, shift) = (rstd * gamma[ch], beta[ch] - mean * rstd * gamma[ch]);
+                    let pairs = out.iter_mut().zip(input);
+                    if norm.silu {
+                        pairs.for_each(|(y, &v)| *y = (v * scale + shift) * sigmoid(v * scale + shift));
+                    } else {
+                        pairs.for_each(|(y, &v)| *y = v * scale + shift);
+                    }
+                }
+            }
+            stats
+        });
+        (tensor(out, n.shape), tensor(stats.concat(), [n.batch, norm.groups, 2]))
+    }
+
+    fn group_norm_cpu_backward(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        stats: FlexTensor,
+        grad: FlexTensor,
+        norm: Norm,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let n = Sizes::new(&x, &gamma, norm);
+        let [x, gamma, beta, stats, grad] = [x, gamma, beta, stats, grad].map(|t| contiguous(&t));
+        let [x, gamma, beta, stats, grad] = [&x, &gamma, &beta, &stats, &grad].map(values);
+        let (image, per, per_group) = (n.c * n.s, images_per_task(n.batch), n.c / norm.groups);
+        let mut grad_x = vec![0f32; n.batch * image];
+        let partial = for_chunks(&mut grad_x, per * image, |task, grad_x| {
+            let (mut grad_gamma, mut grad_beta) = (vec![0f32; n.c], vec![0f32; n.c]);
+            let (mut sum_dz, mut sum_dz_xhat) = (vec![0f32; n.c], vec![0f32; n.c]);
+            for (b, grad_x) in grad_x.chunks_mut(image).enumerate() {
+                let index = task * per + b;
+                let (input, grad_out) = (&x[index * image..][..image], &grad[index * image..][..image]);
+                let stats = &stats[index * norm.groups * 2..][..norm.groups * 2];
+                // dz = dL/d(gamma xhat + beta), kept in grad_x until the second pass.
+                for ch in 0..n.c {
+                    let range = ch * n.s..(ch + 1) * n.s;
+                    let [mean, rstd] = [0, 1].map(|i| stats[ch / per_group * 2 + i]);
+                    let dz = &mut grad_x[range.clone()];
+                    if norm.silu {
+                        let (scale, shift) = (rstd * gamma[ch], beta[ch] - mean * rstd * gamma[ch]);
+                        for ((dz, &v), &dy) in dz.iter_mut().zip(&input[range.clone()]).zip(&grad_out[range.clone()]) {
+                            let z = v * scale + shift;
+                            let sig = sigmoid(z);
+                            *dz = dy * sig * (1.0 + z * (1.0 - sig));
+                        }
+                    } else {
+                        dz.copy_from_slice(&grad_out[range.clone()]);
+                    }
+                    let dz = &grad_x[range.clone()];
+                    sum_dz[ch] = sum_of(dz, dz, |dz, _| dz);
+                    sum_dz_xhat[ch] = sum_of(dz, &input[range], |dz, v| dz * (v - mean) * rstd);
+                    grad_beta[ch] += sum_dz[ch];
+                    grad_gamma[ch] += sum_dz_xhat[ch];
+                }
+                // dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) per group, dxhat = gamma dz.
+                for group in 0..norm.groups {
+                    let channels = group * per_group..(group + 1) * per_group;
+                    let len = (per_group * n.s) as f32;
+                    let mean_d: f32 = channels.clone().map(|ch| gamma[ch] * sum_dz[ch]).sum::<f32>() / len;
+                    let mean_d_xhat: f32 = channels.clone().map(|ch| gamma[ch] * sum_dz_xhat[ch]).sum::<f32>() / len;
+                    let [mean, rstd] = [stats[group * 2], stats[group * 2 + 1]];
+                    for ch in channels {
+                        let range = ch * n.s..(ch + 1) * n.s;
+                        // The same as a dz + b v + c, which vectorises.
+                        let (a, b) = (rstd * gamma[ch], -rstd * rstd * mean_d_xhat);
+                        let c = -rstd * mean_d - b * mean;
+                        for (dx, &v) in grad_x[range.clone()].iter_mut().zip(&input[range]) {
+                            *dx = a * *dx + b * v + c;
+                        }
+                    }
+                }
+            }
+            (grad_gamma, grad_beta)
+        });
+        let (grad_gamma, grad_beta): (Vec<_>, Vec<_>) = partial.into_iter().unzip();
+        (tensor(grad_x, n.shape), tensor(sum_parts(grad_gamma, n.c), [n.c]), tensor(sum_parts(grad_beta, n.c), [n.c]))
+    }
+}
+
+/// The autodiff node: its state is the inputs and the statistics the backward pass reads.
+#[derive(Debug)]
+struct GroupNormBackward;
+
+impl<B: Backend + CpuGroupNorm> Backward<B, 3> for GroupNormBackward {
+    type State = ([FloatTensor<B>; 4], Norm);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let ([x, gamma, beta, stats], norm) = ops.state;
+        let (grad_x, grad_gamma, grad_beta) = B::group_norm_cpu_backward(x, gamma, beta, stats, grad, norm);
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        for (node, grad) in [(node_x, grad_x), (node_gamma, grad_gamma), (node_beta, grad_beta)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+impl<B: Backend + CpuGroupNorm, C: CheckpointStrategy> CpuGroupNorm for Autodiff<B, C> {
+    fn group_norm_cpu(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        norm: Norm,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (out, stats) = B::group_norm_cpu(x.primitive().clone(), gamma.primitive().clone(), beta.primitive().clone(), norm);
+        let out = match GroupNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let inputs = [x.into_primitive(), gamma.into_primitive(), beta.into_primitive(), stats.clone()];
+                prep.finish((inputs, norm), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        };
+        (out, Self::from_inner(stats))
+    }
+
+    fn group_norm_cpu_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        norm: Norm,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let [x, gamma, beta, stats, grad] = [x, gamma, beta, stats, grad].map(Self::inner);
+        let (grad_x, grad_gamma, grad_beta) = B::group_norm_cpu_backward(x, gamma, beta, stats, grad, norm);
+        (Self::from_inner(grad_x), Self::from_inner(grad_gamma), Self::from_inner(grad_beta))
+    }
+}
