@@ -13,7 +13,7 @@ use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMe
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor};
 
-use super::cpu::{contiguous, for_chunks, images_per_task, on_flex, sum_of, sum_parts, tensor, values};
+use super::cpu::{contiguous, for_chunks, images_per_task, on_flex, sum_of, sum_parts, tensor, values, with_scratch};
 
 /// A convolution with stride 1, no dilation and one group, through the CPU kernels on Flex
 /// devices (f32) and burn's `conv2d` on every other device and dtype.
@@ -254,21 +254,23 @@ impl CpuConv for Flex {
         assert_eq!(bias.len(), g.o, "conv2d: one bias per output channel");
         let (rows, n, per) = (g.rows(), g.pixels(), images_per_task(g.batch));
         let mut out = vec![0f32; g.batch * g.o * n];
+        let scratch = if g.pointwise() { 0 } else { rows * n };
         for_chunks(&mut out, per * g.o * n, |task, out| {
-            let mut col = if g.pointwise() { Vec::new() } else { vec![0f32; rows * n] };
-            for (b, out) in out.chunks_mut(g.o * n).enumerate() {
-                let image = &x[(task * per + b) * g.image()..][..g.image()];
-                let col = if g.pointwise() {
-                    image
-                } else {
-                    g.im2col(image, &mut col);
-                    &col
-                };
-                for (line, &bias) in out.chunks_mut(n).zip(bias) {
-                    line.fill(bias);
+            with_scratch(scratch, |col| {
+                for (b, out) in out.chunks_mut(g.o * n).enumerate() {
+                    let image = &x[(task * per + b) * g.image()..][..g.image()];
+                    let col = if g.pointwise() {
+                        image
+                    } else {
+                        g.im2col(image, col);
+                        &*col
+                    };
+                    for (line, &bias) in out.chunks_mut(n).zip(bias) {
+                        line.fill(bias);
+                    }
+                    gemm(g.o, rows, n, (weight, rows, 1), (col, n, 1), 1.0, out);
                 }
-                gemm(g.o, rows, n, (weight, rows, 1), (col, n, 1), 1.0, out);
-            }
+            })
         });
         tensor(out, [g.batch, g.o, g.ho, g.wo])
     }
@@ -297,39 +299,45 @@ impl CpuConv for Flex {
             (t, w_t)
         });
         // Each task sums its images' weight and bias gradients; the tasks' sums are added after.
+        // Scratch: im2col of x; then im2col of dY (transposed) or dcol (col2im).
+        let col_len = if g.pointwise() { 0 } else { rows * n };
+        let second_len = match &transposed {
+            Some((t, _)) => t.rows() * t.pixels(),
+            None => col_len,
+        };
         let partial = for_chunks(&mut grad_x, per * g.image(), |task, grad_x| {
             let (mut grad_w, mut grad_b) = (vec![0f32; g.o * rows], vec![0f32; g.o]);
-            let scratch = if g.pointwise() { 0 } else { rows * n };
-            let (mut col, mut grad_col) = (vec![0f32; scratch], vec![0f32; scratch]);
-            let mut col_t = transposed.as_ref().map_or(Vec::new(), |(t, _)| vec![0f32; t.rows() * t.pixels()]);
-            for (b, grad_x) in grad_x.chunks_mut(g.image()).enumerate() {
-                let index = task * per + b;
-                let image = &x[index * g.image()..][..g.image()];
-                let grad_out = &grad[index * g.o * n..][..g.o * n];
-                let col = if g.pointwise() {
-                    image
-                } else {
-                    g.im2col(image, &mut col);
-                    &col
-                };
-                // dW^T += col dY^T (col read row by row, as stored); db += the row sums of dY.
-                gemm(rows, n, g.o, (col, n, 1), (grad_out, 1, n), 1.0, &mut grad_w);
-                match &transposed {
-                    Some((t, w_t)) => {
-                        t.im2col(grad_out, &mut col_t);
-                        gemm(g.c, t.rows(), t.pixels(), (w_t, t.rows(), 1), (&col_t, t.pixels(), 1), 0.0, grad_x);
+            with_scratch(col_len + second_len, |scratch| {
+                let (col, second) = scratch.split_at_mut(col_len);
+                for (b, grad_x) in grad_x.chunks_mut(g.image()).enumerate() {
+                    let index = task * per + b;
+                    let image = &x[index * g.image()..][..g.image()];
+                    let grad_out = &grad[index * g.o * n..][..g.o * n];
+                    let col = if g.pointwise() {
+                        image
+                    } else {
+                        g.im2col(image, col);
+                        &*col
+                    };
+                    // dW^T += col dY^T (col read row by row, as stored); db += the row sums of dY.
+                    gemm(rows, n, g.o, (col, n, 1), (grad_out, 1, n), 1.0, &mut grad_w);
+                    match &transposed {
+                        Some((t, w_t)) => {
+                            t.im2col(grad_out, second);
+                            gemm(g.c, t.rows(), t.pixels(), (w_t, t.rows(), 1), (second, t.pixels(), 1), 0.0, grad_x);
+                        }
+                        // dcol = W^T dY, summed back into the image.
+                        None if g.pointwise() => gemm(rows, g.o, n, (weight, 1, rows), (grad_out, n, 1), 0.0, grad_x),
+                        None => {
+                            gemm(rows, g.o, n, (weight, 1, rows), (grad_out, n, 1), 0.0, second);
+                            g.col2im(second, grad_x);
+                        }
                     }
-                    // dcol = W^T dY, summed back into the image.
-                    None if g.pointwise() => gemm(rows, g.o, n, (weight, 1, rows), (grad_out, n, 1), 0.0, grad_x),
-                    None => {
-                        gemm(rows, g.o, n, (weight, 1, rows), (grad_out, n, 1), 0.0, &mut grad_col);
-                        g.col2im(&grad_col, grad_x);
+                    for (sum, line) in grad_b.iter_mut().zip(grad_out.chunks(n)) {
+                        *sum += sum_of(line, line, |v, _| v);
                     }
                 }
-                for (sum, line) in grad_b.iter_mut().zip(grad_out.chunks(n)) {
-                    *sum += sum_of(line, line, |v, _| v);
-                }
-            }
+            });
             (grad_w, grad_b)
         });
         let (grad_w, grad_b): (Vec<_>, Vec<_>) = partial.into_iter().unzip();

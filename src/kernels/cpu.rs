@@ -30,6 +30,24 @@ pub(super) fn for_chunks<R: Send>(out: &mut [f32], len: usize, f: impl Fn(usize,
     return out.chunks_mut(len).enumerate().map(|(i, chunk)| f(i, chunk)).collect();
 }
 
+thread_local! {
+    /// Each thread's scratch space, kept between calls so that it is neither allocated nor zeroed
+    /// again (im2col buffers are megabytes, once per task of every convolution).
+    static SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on `len` values of this thread's scratch space; they hold whatever was left there, so
+/// `f` must write each value before it reads it.
+pub(super) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buffer = SCRATCH.take();
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
+    let result = f(&mut buffer[..len]);
+    SCRATCH.set(buffer);
+    result
+}
+
 /// Adds each task's partial sums into one vector.
 pub(super) fn sum_parts(parts: impl IntoIterator<Item = Vec<f32>>, len: usize) -> Vec<f32> {
     let mut total = vec![0f32; len];
