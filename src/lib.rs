@@ -13,13 +13,14 @@
 //! - [`evaluation`]: energy distance, FID (Inception or a small classifier), golden-file parity.
 //! - [`cli`] (native) and [`web`] (wasm): the two faces; nothing imports them.
 //!
-//! [`Error`], [`Rng`] and a few tensor helpers sit at the root, below every layer.
+//! [`Error`], [`Rng`], class [`Labels`] and a few tensor helpers sit at the root, below every layer.
 //! References: [P] the paper, notes in `shared/docs/imm-algorithm.md`.
 
 pub mod data;
 pub mod evaluation;
 pub mod io;
 pub mod kernels;
+mod labels;
 pub mod method;
 pub mod networks;
 mod rng;
@@ -32,6 +33,7 @@ pub mod web;
 
 use burn::tensor::{Device, ExecutionError, Tensor, TensorData};
 
+pub use labels::Labels;
 pub use rng::Rng;
 
 /// An error for people: one line that says what is wrong and what to do.

@@ -92,6 +92,8 @@ fn shipped_models_load_and_their_cards_hold() {
             metric: None,
             classifier: None,
             data_dir: None,
+            class: None,
+            cfg: 1.0,
             json: None,
         };
         let report = evaluate(&request, &Device::flex()).unwrap();
@@ -131,6 +133,8 @@ fn shipped_models_load_and_their_cards_hold() {
             metric: None,
             classifier: None,
             data_dir: None,
+            class: None,
+            cfg: 1.0,
             json: None,
         };
         let measured = evaluate(&request, &Device::flex()).unwrap().rows[0].value;

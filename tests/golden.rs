@@ -1,16 +1,41 @@
-//! Parity with the official network, loss and samplers on a golden file (shared/golden). The file
-//! is a parameter: IMM_GOLDEN=path/to/golden.safetensors (its manifest is the .json beside it).
+//! Parity with the official network, loss and samplers on golden files (shared/golden). The files
+//! are parameters: IMM_GOLDEN=path/to/golden.safetensors (unconditional) and IMM_GOLDEN_COND=...
+//! (with class labels and guidance); each manifest is the .json beside its file.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn::tensor::Device;
 use imm::evaluation::golden::{Row, check};
 use imm::io::safetensors::Tensors;
 
+fn path_from(var: &str, default: &str) -> PathBuf {
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/golden").join(default))
+}
+
 fn golden_path() -> PathBuf {
-    std::env::var_os("IMM_GOLDEN").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/golden/golden_songunet_small.safetensors")
-    })
+    path_from("IMM_GOLDEN", "golden_songunet_small.safetensors")
+}
+
+fn cond_path() -> PathBuf {
+    path_from("IMM_GOLDEN_COND", "golden_songunet_cond.safetensors")
+}
+
+/// A copy of the golden file at `path` with `change` applied to its tensors, checked.
+fn check_changed(path: &Path, change: impl FnOnce(&mut Tensors)) -> Vec<String> {
+    let mut tensors = Tensors::read(path).unwrap();
+    change(&mut tensors);
+    static COPIES: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!("imm-golden-{}-{}", std::process::id(), COPIES.fetch_add(1, Ordering::SeqCst)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("changed.safetensors");
+    std::fs::write(&copy, tensors.to_bytes()).unwrap();
+    std::fs::copy(path.with_extension("json"), copy.with_extension("json")).unwrap();
+    let rows = check(&copy, &Device::flex()).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    failures(&rows)
 }
 
 fn failures(rows: &[Row]) -> Vec<String> {
@@ -34,21 +59,51 @@ fn network_loss_gradients_and_samplers_match_the_official_code() {
 /// A copy of the golden file with one weight changed must fail where that weight matters.
 #[test]
 fn a_changed_weight_is_caught() {
-    let path = golden_path();
-    let mut tensors = Tensors::read(&path).unwrap();
-    let bias = tensors.tensors.get_mut("param.dec.32x32_aux_conv.bias").expect("the output conv bias");
-    bias.values[0] += 0.05;
-    let dir = std::env::temp_dir().join(format!("imm-golden-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let copy = dir.join("changed.safetensors");
-    std::fs::write(&copy, tensors.to_bytes()).unwrap();
-    std::fs::copy(path.with_extension("json"), copy.with_extension("json")).unwrap();
-    let rows = check(&copy, &Device::flex()).unwrap();
-    let failed = failures(&rows);
+    let failed = check_changed(&golden_path(), |tensors| {
+        let bias = tensors.tensors.get_mut("param.dec.32x32_aux_conv.bias").expect("the output conv bias");
+        bias.values[0] += 0.05;
+    });
     for key in ["out.G_t", "out.f_t_simple_edm", "out.sample_pushforward_1"] {
         assert!(failed.iter().any(|f| f.starts_with(key)), "{key} should fail: {failed:?}");
     }
     assert!(!failed.iter().any(|f| f.starts_with("time.")), "time maths do not depend on weights");
-    std::fs::remove_dir_all(&dir).ok();
     assert!(check(Path::new("/nonexistent/golden.safetensors"), &Device::flex()).unwrap_err().0.contains("manifest"));
+}
+
+/// Labels through `map_label`, the null label, guidance on f and on every sampler, and the
+/// gradient of the label layer.
+#[test]
+fn labels_and_guidance_match_the_official_code() {
+    let rows = check(&cond_path(), &Device::flex()).unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    for key in [
+        "out.G_t_null",
+        "out.f_t_simple_edm_cfg1.5",
+        "out.f_t_euler_fm_cfg1.5",
+        "out.mmd_euler_fm",
+        "grad.map_label.weight",
+        "grad.map_label.bias",
+        "out.sample_pushforward_2_eta1.4",
+        "out.sample_pushforward_8_uniform_cfg1.5",
+        "out.sample_restart_4_uniform_cfg1.5",
+    ] {
+        assert!(names.contains(&key), "{key} was not checked");
+    }
+    assert_eq!(failures(&rows), Vec::<String>::new());
+}
+
+/// The null label is the all-zero one-hot row: a changed label weight moves every labelled
+/// output but not the null one; guided outputs depend on both.
+#[test]
+fn a_changed_label_weight_spares_the_null_label() {
+    let failed = check_changed(&cond_path(), |tensors| {
+        let weight = tensors.tensors.get_mut("param.map_label.weight").expect("the label layer");
+        for v in &mut weight.values {
+            *v += 0.5;
+        }
+    });
+    for key in ["out.G_t ", "out.f_t_simple_edm_cfg1.5", "out.sample_pushforward_1_uniform_cfg1.5", "grad.map_label.weight"] {
+        assert!(failed.iter().any(|f| f.starts_with(key)), "{key} should fail: {failed:?}");
+    }
+    assert!(!failed.iter().any(|f| f.starts_with("out.G_t_null")), "the null label ignores the label weights: {failed:?}");
 }

@@ -26,7 +26,7 @@ fn fails(args: &[&str], dir: &Path, expected: &str) {
 }
 
 /// A scratch directory with 64 blurry synthetic "digits" (a bright square at varying places) as a
-/// gzipped IDX file.
+/// gzipped IDX file, with their labels (image i is of class i mod 10).
 fn scratch_with_data(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("imm-images-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -46,6 +46,12 @@ fn scratch_with_data(name: &str) -> PathBuf {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     std::io::Write::write_all(&mut gz, &bytes).unwrap();
     std::fs::write(dir.join("data/train-images-idx3-ubyte.gz"), gz.finish().unwrap()).unwrap();
+    let mut labels = Vec::new();
+    for v in [0x801u32, 64] {
+        labels.extend(v.to_be_bytes());
+    }
+    labels.extend((0..64u8).map(|i| i % 10));
+    std::fs::write(dir.join("data/train-labels-idx1-ubyte"), labels).unwrap();
     dir
 }
 
@@ -135,6 +141,74 @@ fn a_run_saves_resumes_exactly_and_samples() {
     fails(&["sample", "--weights", "foreign.safetensors", "--device", "cpu"], &dir, "pass --preset");
     fails(&["sample", "--weights", "foreign.safetensors", "--preset", "fmnist-small", "--device", "cpu"], &dir, "does not fit");
     ok(&["sample", "--weights", "foreign.safetensors", "--preset", "mnist-tiny", "--n", "3", "--device", "cpu"], &dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A conditional preset end to end: labels from the data's label file, exact resume, samples by
+/// class with guidance, class accuracy in `imm eval`, and refusals of what does not fit.
+#[test]
+fn a_conditional_run_samples_classes_with_guidance() {
+    let dir = scratch_with_data("cond");
+    let cond = |out: &'static str, kimg: &'static str, extra: &[&'static str]| {
+        let mut args = train_args(out, kimg, extra);
+        args[2] = "mnist-cond-tiny";
+        args
+    };
+    ok(&cond("straight", "0.048", &[]), &dir);
+    ok(&cond("split", "0.032", &[]), &dir);
+    let resumed = ok(&cond("split", "0.048", &["--resume"]), &dir);
+    assert!(resumed.contains("at 32 images"), "{resumed}");
+    let a = weights(&dir.join("straight/snapshots/ema-000000000048.safetensors"));
+    let b = weights(&dir.join("split/snapshots/ema-000000000048.safetensors"));
+    assert!(a.iter().zip(&b).all(|(p, q)| (p - q).abs() < 1e-5), "a resumed conditional run continues exactly");
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("straight/config.json")).unwrap()).unwrap();
+    assert_eq!((&config["net"]["label_dim"], &config["label_dropout"]), (&10.into(), &0.1.into()));
+
+    let snapshot = "straight/snapshots/ema-000000000048.safetensors";
+    let npz = |name: &str, extra: &[&str]| -> Vec<u8> {
+        let mut args = vec!["sample", "--weights", snapshot, "--steps", "2", "--n", "4", "--out", name, "--device", "cpu"];
+        args.extend_from_slice(extra);
+        ok(&args, &dir);
+        std::fs::read(dir.join(name)).unwrap()
+    };
+    let three = npz("3.npz", &["--class", "3"]);
+    assert_eq!(three, npz("3again.npz", &["--class", "3", "--cfg", "1"]), "guidance 1 is no guidance");
+    assert_ne!(three, npz("4.npz", &["--class", "4"]), "the class changes the samples");
+    assert_ne!(three, npz("3g.npz", &["--class", "3", "--cfg", "2"]), "guidance changes the samples");
+    ok(&["sample", "--weights", snapshot, "--n", "20", "--class", "all", "--cfg", "1.5", "--out", "all.png", "--device", "cpu"], &dir);
+    fails(&["sample", "--weights", snapshot, "--class", "Sneaker", "--device", "cpu"], &dir, "unknown class 'Sneaker'");
+    fails(&["sample", "--weights", snapshot, "--class", "10", "--device", "cpu"], &dir, "from 0 to 9");
+    fails(&["sample", "--weights", snapshot, "--cfg", "-1", "--device", "cpu"], &dir, "guidance scale");
+
+    let classifier = Path::new(env!("CARGO_MANIFEST_DIR")).join("www/models/classifier-mnist.safetensors");
+    let args = ["eval", "--weights", snapshot, "--steps", "1", "--n", "20", "--data-dir", "data", "--cfg", "1.5", "--json", "e.json"];
+    let out = Command::new(env!("CARGO_BIN_EXE_imm"))
+        .args(args)
+        .args(["--classifier", classifier.to_str().unwrap(), "--device", "cpu"])
+        .current_dir(&dir)
+        .env("XDG_CACHE_HOME", dir.join("cache"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("class accuracy"));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("e.json")).unwrap()).unwrap();
+    let accuracy = report["rows"][0]["class_accuracy"].as_f64().expect("a class accuracy");
+    assert!((0.0..=1.0).contains(&accuracy) && (accuracy * 20.0).fract() == 0.0, "{accuracy}");
+
+    // An unconditional model takes neither a class nor guidance.
+    ok(&train_args("plain", "0.016", &[]), &dir);
+    let plain = "plain/snapshots/ema-000000000016.safetensors";
+    fails(&["sample", "--weights", plain, "--class", "3", "--device", "cpu"], &dir, "has no class labels");
+    fails(&["sample", "--weights", plain, "--cfg", "1.5", "--device", "cpu"], &dir, "needs class labels");
+    // Weights without a card, read with a preset whose label table does not match.
+    let mut bare = Tensors::read(&dir.join(snapshot)).unwrap();
+    bare.metadata.clear();
+    std::fs::write(dir.join("bare.safetensors"), bare.to_bytes()).unwrap();
+    fails(&["sample", "--weights", "bare.safetensors", "--preset", "mnist-tiny", "--device", "cpu"], &dir, "map_label");
+    ok(&["sample", "--weights", "bare.safetensors", "--preset", "mnist-cond-tiny", "--class", "7", "--n", "2", "--device", "cpu"], &dir);
+    // Without the label file the conditional preset cannot train.
+    std::fs::remove_file(dir.join("data/train-labels-idx1-ubyte")).unwrap();
+    fails(&cond("nolabels", "0.016", &[]), &dir, "no mnist training labels");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -4,7 +4,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 use imm::kernels::mmd::mmd;
 use imm::method::loss::{GroupTimes, imm_loss};
-use imm::method::precond::{Parameterization, Precond, TimeInput};
+use imm::method::precond::{Condition, Parameterization, Precond, TimeInput};
 use imm::method::schedule::{Schedule, weight};
 use imm::networks::mlp::MlpConfig;
 use imm::networks::Network;
@@ -106,7 +106,7 @@ struct Scale {
 impl imm::io::weights::Named for Scale {}
 
 impl Network for Scale {
-    fn forward(&self, x: Tensor<2>, _c_t: Tensor<1>, _c_s: Tensor<1>) -> Tensor<2> {
+    fn forward(&self, x: Tensor<2>, _c_t: Tensor<1>, _c_s: Tensor<1>, _y: Option<Tensor<2>>) -> Tensor<2> {
         x * self.c.val().reshape([1, 1])
     }
 }
@@ -145,7 +145,7 @@ fn imm_loss_and_its_gradient_by_hand() {
         };
         let dev = device().autodiff();
         let net = Scale { c: Param::from_tensor(tensor(vec![c], [1], &dev)) };
-        let terms = imm_loss(&net, &precond, tensor(x.clone(), [g * m, d], &dev), tensor(eps.clone(), [g * m, d], &dev), &groups, (a, b));
+        let terms = imm_loss(&net, &precond, tensor(x.clone(), [g * m, d], &dev), tensor(eps.clone(), [g * m, d], &dev), None, &groups, (a, b));
         let loss = values(terms.loss.clone())[0];
         let want = by_hand(c as f64, c as f64);
         assert!((loss - want).abs() <= 1e-4 * want, "{parameterization:?}: {loss} vs {want}");
@@ -167,9 +167,9 @@ fn boundary_condition_and_interpolant_endpoints_on_tensors() {
     let t: Vec<f64> = (0..16).map(|i| 0.05 + 0.06 * i as f64).collect();
     for p in [Parameterization::SimpleEdm, Parameterization::EulerFm] {
         let precond = Precond { schedule: Schedule::OtFm, parameterization: p, sigma_data: 0.5, time_input: TimeInput::S, time_scale: 1000.0 };
-        let f = values(precond.f(&net, x.clone(), &t, &t));
+        let f = values(precond.f(&net, x.clone(), &t, &t, &Condition::none()));
         assert_eq!(f, values(x.clone()), "{p:?}: f_{{t,t}}(x) = x");
-        let g = values(precond.g_raw(&net, x.clone(), &t, &t));
+        let g = values(precond.g_raw(&net, x.clone(), &t, &t, None));
         assert!(g.iter().any(|v| v.abs() > 1e-3), "the network is not trivially zero");
     }
     for sch in [Schedule::OtFm, Schedule::Cosine] {

@@ -44,7 +44,7 @@ fn loss_and_grads(precision: Precision) -> (f32, Vec<f32>, usize) {
     let mut normal = |std| Tensor::<2>::from_data(TensorData::new(rng.normal_vec(g * m * d, std), [g * m, d]), &device);
     let (x, eps) = (normal(0.5), normal(0.5));
     let groups = [GroupTimes { s: 0.1, r: 0.55, t: 0.6 }, GroupTimes { s: 0.3, r: 0.85, t: 0.9 }];
-    let loss = imm_loss(&net, &imm.precond, x, eps, &groups, (imm.a, imm.b)).loss;
+    let loss = imm_loss(&net, &imm.precond, x, eps, None, &groups, (imm.a, imm.b)).loss;
     let grads = named_grads(&net, &GradientsParams::from_grads(loss.backward(), &net));
     let count = grads.len();
     (loss.into_scalar::<f32>(), grads.into_values().flat_map(|s| s.values).collect(), count)
@@ -80,7 +80,7 @@ fn the_target_pass_runs_in_f32() {
     let device = Device::flex();
     let x = Tensor::<2>::from_data(TensorData::new(Rng::new(1).normal_vec(3 * 64, 0.5), [3, 64]), &device);
     let c = || Tensor::<1>::from_data(TensorData::new(vec![100f32, 500.0, 900.0], [3]), &device);
-    let run = |net: &SongUNet| net.forward(x.clone(), c(), c()).into_data().try_into_vec::<f32>().unwrap();
+    let run = |net: &SongUNet| net.forward(x.clone(), c(), c(), None).into_data().try_into_vec::<f32>().unwrap();
     let f32_out = run(&small(Precision::F32, &device));
     let bf16 = small(Precision::Bf16, &device);
     assert!(relative_error(&f32_out, &run(&bf16)) > 1e-4, "bf16 differs from f32");

@@ -5,8 +5,9 @@ use imm::data::Dataset;
 use imm::data::toy::ToyData;
 use imm::evaluation::energy::energy_distance;
 use imm::method::Method;
+use imm::method::precond::Condition;
 use imm::networks::mlp::{Mlp, MlpConfig};
-use imm::Rng;
+use imm::{Labels, Rng};
 use imm::training::presets::preset;
 use imm::training::trainer::{MAX_BAD_STEPS, Metrics, Observer, Trainer, fit};
 
@@ -14,7 +15,7 @@ const EVAL_N: usize = 1000;
 
 fn energy_at<M: Method>(method: &M, net: &Mlp, steps: usize, held_out: &[f32], device: &Device) -> f64 {
     let z = Tensor::<2>::from_data(TensorData::new(Rng::new(99).normal_vec(EVAL_N * 2, 0.5), [EVAL_N, 2]), device);
-    let x = method.sample(net, z, steps, &mut Rng::new(5)).unwrap().into_data().try_into_vec::<f32>().unwrap();
+    let x = method.sample(net, z, &Condition::none(), steps, &mut Rng::new(5)).unwrap().into_data().try_into_vec::<f32>().unwrap();
     energy_distance(&x, held_out, 2)
 }
 
@@ -28,7 +29,7 @@ fn train<M: Method + Clone>(method: M, steps: usize, seed: u64) -> (Trainer<Mlp,
     let net = MlpConfig::new().with_hidden(64).with_blocks(2).init(&mut Rng::new(seed), &device);
     let mut trainer = Trainer::new(net, method, config).unwrap();
     let mut data = ToyData::new(p.toy, seed);
-    let losses = (0..steps).map(|_| trainer.step(data.batch(256, &device)).expect("a finite step").into_scalar::<f32>()).collect();
+    let losses = (0..steps).map(|_| trainer.step(data.batch(256, &device).0, None).expect("a finite step").into_scalar::<f32>()).collect();
     (trainer, losses)
 }
 
@@ -89,18 +90,12 @@ impl Method for Regress {
     fn sigma_data(&self) -> f64 {
         0.5
     }
-    fn loss<N: imm::networks::Network>(&self, net: &N, x: Tensor<2>, _rng: &mut Rng) -> Tensor<1> {
+    fn loss<N: imm::networks::Network>(&self, net: &N, x: Tensor<2>, _y: Option<&Labels>, _rng: &mut Rng) -> Tensor<1> {
         let [b, _] = x.dims();
         let c = Tensor::<1>::from_data(TensorData::new(vec![300f32; b], [b]), &x.device());
-        (net.forward(x.clone(), c.clone(), c) - x).square().mean()
+        (net.forward(x.clone(), c.clone(), c, None) - x).square().mean()
     }
-    fn sample_path<N: imm::networks::Network>(
-        &self,
-        _net: &N,
-        z: Tensor<2>,
-        _steps: usize,
-        _rng: &mut Rng,
-    ) -> Result<Vec<Tensor<2>>, imm::Error> {
+    fn sample_path<N: imm::networks::Network>(&self, _net: &N, z: Tensor<2>, _condition: &Condition, _steps: usize, _rng: &mut Rng) -> Result<Vec<Tensor<2>>, imm::Error> {
         Ok(vec![z])
     }
 }
@@ -109,14 +104,14 @@ impl Method for Regress {
 fn gradient_accumulation_gives_the_same_update() {
     let device = Device::flex().autodiff();
     let p = preset("moons").unwrap();
-    let x = ToyData::new(p.toy, 1).batch(64, &device);
+    let x = ToyData::new(p.toy, 1).batch(64, &device).0;
     let params = |accumulate: usize| {
         let mut config = p.train.clone();
         config.batch = 64;
         config.accumulate = accumulate;
         let net = MlpConfig::new().with_hidden(32).with_blocks(1).init(&mut Rng::new(4), &device);
         let mut trainer = Trainer::new(net, Regress, config).unwrap();
-        let loss = trainer.step(x.clone()).expect("a finite step").into_scalar::<f32>();
+        let loss = trainer.step(x.clone(), None).expect("a finite step").into_scalar::<f32>();
         let values: Vec<f32> = imm::io::weights::named_params(&trainer.net).into_values().flat_map(|t| t.values).collect();
         (loss, values)
     };
@@ -140,14 +135,14 @@ fn gradient_accumulation_gives_the_same_update() {
 fn three_steps<M: Method>(method: M, devices: usize, accumulate: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let device = Device::flex().autodiff();
     let p = preset("moons").unwrap();
-    let x = ToyData::new(p.toy, 1).batch(64, &device);
+    let x = ToyData::new(p.toy, 1).batch(64, &device).0;
     let mut config = p.train.clone();
     config.batch = 64;
     config.accumulate = accumulate;
     let net = MlpConfig::new().with_hidden(32).with_blocks(1).init(&mut Rng::new(4), &device);
     let trainer = Trainer::new(net, method, config).unwrap();
     let mut trainer = trainer.with_devices(vec![device.clone(); devices]).unwrap();
-    let losses = (0..3).map(|_| trainer.step(x.clone()).expect("a finite step").into_scalar::<f32>()).collect();
+    let losses = (0..3).map(|_| trainer.step(x.clone(), None).expect("a finite step").into_scalar::<f32>()).collect();
     let values = |net| imm::io::weights::named_params(net).into_values().flat_map(|t| t.values).collect();
     (losses, values(&trainer.net), values(&trainer.ema))
 }
@@ -201,12 +196,12 @@ fn sample_paths_run_from_the_noise_to_the_sample() {
     let z = || Tensor::<2>::from_data(TensorData::new(Rng::new(4).normal_vec(32, 0.5), [16, 2]), &device);
     let read = |t: Tensor<2>| t.into_data().try_into_vec::<f32>().unwrap();
     fn check<M: Method>(method: &M, net: &Mlp, z: Tensor<2>, read: impl Fn(Tensor<2>) -> Vec<f32>) {
-        let path = method.sample_path(net, z.clone(), 3, &mut Rng::new(5)).unwrap();
+        let path = method.sample_path(net, z.clone(), &Condition::none(), 3, &mut Rng::new(5)).unwrap();
         assert_eq!(path.len(), 4);
         let states: Vec<Vec<f32>> = path.into_iter().map(&read).collect();
         assert_eq!(states[0], read(z.clone()));
         assert!(states.windows(2).all(|w| w[0] != w[1]), "every evaluation moves the points");
-        assert_eq!(states[3], read(method.sample(net, z, 3, &mut Rng::new(5)).unwrap()));
+        assert_eq!(states[3], read(method.sample(net, z, &Condition::none(), 3, &mut Rng::new(5)).unwrap()));
     }
     check(&p.imm, &net, z(), read);
     check(&p.fm, &net, z(), read);
@@ -239,12 +234,12 @@ impl Method for Poisoned {
     fn sigma_data(&self) -> f64 {
         0.5
     }
-    fn loss<N: imm::networks::Network>(&self, net: &N, x: Tensor<2>, rng: &mut Rng) -> Tensor<1> {
+    fn loss<N: imm::networks::Network>(&self, net: &N, x: Tensor<2>, y: Option<&Labels>, rng: &mut Rng) -> Tensor<1> {
         let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let [b, d] = x.dims();
         let c = Tensor::<1>::from_data(TensorData::new(vec![300f32; b], [b]), &x.device());
-        let out = net.forward(x.clone(), c.clone(), c);
-        let loss = Regress.loss(net, x, rng);
+        let out = net.forward(x.clone(), c.clone(), c, None);
+        let loss = Regress.loss(net, x, y, rng);
         if self.nan_loss.contains(&call) {
             loss.mul_scalar(f32::NAN)
         } else if self.nan_grad.contains(&call) {
@@ -254,8 +249,8 @@ impl Method for Poisoned {
             loss
         }
     }
-    fn sample_path<N: imm::networks::Network>(&self, net: &N, z: Tensor<2>, steps: usize, rng: &mut Rng) -> Result<Vec<Tensor<2>>, imm::Error> {
-        Regress.sample_path(net, z, steps, rng)
+    fn sample_path<N: imm::networks::Network>(&self, net: &N, z: Tensor<2>, condition: &Condition, steps: usize, rng: &mut Rng) -> Result<Vec<Tensor<2>>, imm::Error> {
+        Regress.sample_path(net, z, condition, steps, rng)
     }
 }
 
@@ -269,24 +264,24 @@ fn poisoned_trainer(method: Poisoned) -> (Trainer<Mlp, Poisoned>, Tensor<2>) {
     let mut config = p.train.clone();
     config.batch = 64;
     let net = MlpConfig::new().with_hidden(32).with_blocks(1).init(&mut Rng::new(4), &device);
-    (Trainer::new(net, method, config).unwrap(), ToyData::new(p.toy, 1).batch(64, &device))
+    (Trainer::new(net, method, config).unwrap(), ToyData::new(p.toy, 1).batch(64, &device).0)
 }
 
 /// A step whose loss or gradients are not finite changes nothing but the image count, and is counted.
 #[test]
 fn non_finite_steps_are_skipped_and_counted() {
     let (mut trainer, x) = poisoned_trainer(Poisoned::new(&[1], &[2]));
-    assert!(trainer.step(x.clone()).is_some());
+    assert!(trainer.step(x.clone(), None).is_some());
     let (net, ema) = (weights_of(&trainer.net), weights_of(&trainer.ema));
     for (step, what) in [(1, "loss"), (2, "gradient")] {
-        assert!(trainer.step(x.clone()).is_none(), "step {step}: a NaN {what} is skipped");
+        assert!(trainer.step(x.clone(), None).is_none(), "step {step}: a NaN {what} is skipped");
         assert_eq!(weights_of(&trainer.net), net, "step {step}: the weights stay");
         assert_eq!(weights_of(&trainer.ema), ema, "step {step}: the EMA stays");
         assert_eq!(trainer.skipped(), (step as u64, step as u32));
     }
     assert_eq!(trainer.nimg, 3 * 64, "skipped images count as seen");
     assert!(trainer.check_health().is_ok(), "two in a row are tolerated");
-    let loss = trainer.step(x.clone()).expect("a finite step after them");
+    let loss = trainer.step(x.clone(), None).expect("a finite step after them");
     assert!(loss.into_scalar::<f32>().is_finite());
     assert_ne!(weights_of(&trainer.net), net, "training goes on");
     assert_eq!(trainer.skipped(), (2, 0));
@@ -330,15 +325,15 @@ fn fit_stops_after_non_finite_steps_in_a_row() {
 #[test]
 fn restore_undoes_steps_exactly() {
     let (mut trainer, x) = poisoned_trainer(Poisoned::new(&[], &[]));
-    trainer.step(x.clone()).expect("a finite step");
+    trainer.step(x.clone(), None).expect("a finite step");
     let snapshot = trainer.snapshot();
     let (net, ema, nimg) = (weights_of(&trainer.net), weights_of(&trainer.ema), trainer.nimg);
-    let first: Vec<f32> = (0..2).map(|_| trainer.step(x.clone()).unwrap().into_scalar::<f32>()).collect();
+    let first: Vec<f32> = (0..2).map(|_| trainer.step(x.clone(), None).unwrap().into_scalar::<f32>()).collect();
     let after = weights_of(&trainer.net);
     assert_ne!(after, net);
     trainer.restore(snapshot);
     assert_eq!((weights_of(&trainer.net), weights_of(&trainer.ema), trainer.nimg), (net, ema, nimg));
-    let again: Vec<f32> = (0..2).map(|_| trainer.step(x.clone()).unwrap().into_scalar::<f32>()).collect();
+    let again: Vec<f32> = (0..2).map(|_| trainer.step(x.clone(), None).unwrap().into_scalar::<f32>()).collect();
     assert_eq!(again, first, "the same losses");
     assert_eq!(weights_of(&trainer.net), after, "the same weights, Adam's moments included");
 }

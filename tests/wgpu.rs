@@ -1,5 +1,5 @@
-//! The same model code on wgpu: the IMM loss and its gradients equal the CPU (Flex) backend's, and
-//! the fused MMD kernels equal the reference ops.
+//! The same model code on wgpu: the IMM loss and its gradients equal the CPU (Flex) backend's, the
+//! conditional golden file passes, and the fused MMD kernels equal the reference ops.
 //! Without a GPU this runs on lavapipe, Mesa's software Vulkan (scripts/test.sh installs it).
 
 use std::sync::OnceLock;
@@ -42,7 +42,7 @@ fn loss_and_grads(device: Device) -> (f32, Vec<Vec<f32>>) {
             GroupTimes { s, r, t }
         })
         .collect();
-    let loss = imm_loss(&net, &p.imm.precond, x, eps, &groups, (p.imm.a, p.imm.b)).loss;
+    let loss = imm_loss(&net, &p.imm.precond, x, eps, None, &groups, (p.imm.a, p.imm.b)).loss;
     let grads = GradientsParams::from_grads(loss.backward(), &net);
     let mut visitor = Grads(&grads, Vec::new());
     net.visit(&mut visitor);
@@ -60,6 +60,17 @@ fn imm_loss_and_gradients_on_wgpu_equal_the_cpu() {
         let err = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
         assert!(scale > 0.0 && err <= 1e-3 * scale, "parameter {i}: gradient error {err} over {scale}");
     }
+}
+
+/// The official network with labels and guidance, its loss, gradients and samplers, on wgpu.
+#[test]
+fn the_conditional_golden_file_passes_on_wgpu() {
+    let path = std::env::var_os("IMM_GOLDEN_COND").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/golden/golden_songunet_cond.safetensors")
+    });
+    let rows = imm::evaluation::golden::check(&path, &gpu()).unwrap();
+    let failed: Vec<String> = rows.iter().filter(|r| !r.ok()).map(|r| format!("{} rel {:.2e}", r.name, r.rel)).collect();
+    assert!(rows.len() > 100 && failed.is_empty(), "{} rows, failed: {failed:?}", rows.len());
 }
 
 /// Both fused MMD implementations (WGSL, and CubeCL compiled by cubecl) equal the reference ops in

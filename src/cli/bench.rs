@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::kernels::mmd::{Kernels, REFERENCE_CHUNK_BYTES, comparison, kernels_for, mmd_reference_chunked, mmd_with, relative_error};
 use crate::method::Method;
-use crate::training::image_model::ImageModel;
+use crate::training::image_model::{Classes, ImageModel};
 use crate::training::presets::ImagePreset;
 use crate::training::trainer::{TrainConfig, Trainer};
 use crate::{Error, Rng};
@@ -130,8 +130,10 @@ pub fn train<M: Method + Clone>(preset: &ImagePreset, method: M, batch: usize, i
     let dim = preset.net.in_channels * preset.net.img_resolution * preset.net.img_resolution;
     let ad = device.clone().autodiff();
     let x = Tensor::<2>::random([batch, dim], Distribution::Uniform(-1.0, 1.0), &ad);
+    let classes = preset.net.label_dim;
+    let y = (classes > 0).then(|| Classes::All { row: 1 }.labels(0, batch, classes));
     let mut last = None;
-    let ms = time_ms(device, iters, || last = trainer.step(x.clone()))?;
+    let ms = time_ms(device, iters, || last = trainer.step(x.clone(), y.clone()))?;
     if last.is_none() {
         return Err(Error::new("the last step's loss was not finite: the benchmark did not train"));
     }
@@ -163,11 +165,12 @@ pub fn sample(model: &ImageModel, batches: &[usize], steps: &[usize], iters: usi
     println!("{:>6} {:>6} {:>12} {:>10}", "batch", "steps", "ms / batch", "images/s");
     for &batch in batches {
         let z = Tensor::<2>::random([batch, dim], Distribution::Normal(0.0, model.sigma_data()), device);
+        let condition = model.condition(model.classes(None, 1)?, 1.0, 0, batch)?;
         for &k in steps {
             let mut rng = Rng::new(0);
             let mut failed = None;
             let ms = time_ms(device, iters, || {
-                if let Err(e) = model.sample(z.clone(), k, &mut rng) {
+                if let Err(e) = model.sample(z.clone(), &condition, k, &mut rng) {
                     failed = Some(e);
                 }
             })?;

@@ -56,6 +56,10 @@ pub struct EvalRequest {
     /// Default: `www/models/classifier-SET.safetensors`.
     pub classifier: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
+    /// Class of a conditional model: `all` (balanced; the default), an index or a name.
+    pub class: Option<String>,
+    /// Classifier-free guidance scale w (1: none).
+    pub cfg: f64,
     /// Where to write the report as JSON.
     pub json: Option<PathBuf>,
 }
@@ -65,6 +69,10 @@ pub struct EvalRow {
     pub steps: usize,
     pub value: f64,
     pub seconds: f64,
+    /// Conditional models, classifier metric: the share of samples the classifier assigns to the
+    /// class they were drawn for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_accuracy: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -139,6 +147,19 @@ impl Extractor {
             out.extend(f.into_data().try_into_vec::<f32>().map_err(|e| Error::new(format!("reading features: {e:?}")))?);
         }
         Ok(out)
+    }
+
+    /// The classifier's prediction for each image; None for Inception.
+    fn predict(&self, images: &[f32], channels: usize, side: usize, device: &Device) -> Result<Option<Vec<usize>>, Error> {
+        let Self::Classifier(net, _) = self else { return Ok(None) };
+        let per = channels * side * side;
+        let mut out = Vec::new();
+        for part in images.chunks(500 * per) {
+            let x = Tensor::<4>::from_data(TensorData::new(part.to_vec(), [part.len() / per, channels, side, side]), device);
+            let classes = net.logits(x).argmax(1).into_data().convert::<i64>();
+            out.extend(classes.try_into_vec::<i64>().map_err(|e| Error::new(format!("reading predictions: {e:?}")))?.into_iter().map(|c| c as usize));
+        }
+        Ok(Some(out))
     }
 
     fn dim(&self) -> usize {
@@ -226,7 +247,7 @@ fn evaluate_2d(file: &Tensors, what: &str, card: &Value, p: &Preset, request: &E
     let (held_out, floor) = held_out(p, request.count);
     let rows = samples
         .into_iter()
-        .map(|(steps, (x, seconds))| EvalRow { steps, value: energy_distance(&x, &held_out, 2), seconds })
+        .map(|(steps, (x, seconds))| EvalRow { steps, value: energy_distance(&x, &held_out, 2), seconds, class_accuracy: None })
         .collect();
     Ok(EvalReport {
         weights: what.into(),
@@ -272,6 +293,9 @@ fn evaluate_images(file: &Tensors, what: String, request: &EvalRequest, device: 
     if metric == Metric::Classifier && set == ImageSet::Cifar10 {
         return Err(Error::new("the classifier metric covers MNIST and Fashion-MNIST; use --metric inception"));
     }
+    // Balanced classes by default: sample i is of class i mod L.
+    let classes = model.classes(request.class.as_deref(), 1)?;
+    model.condition(classes, request.cfg, 0, 0)?;
     let extractor = Extractor::load(metric, set, request.classifier.as_deref(), device)?;
     let (channels, side) = (model.config.in_channels, model.config.img_resolution);
     let reference = reference(&extractor, set, side, request.data_dir.as_deref(), device)?;
@@ -279,7 +303,8 @@ fn evaluate_images(file: &Tensors, what: String, request: &EvalRequest, device: 
     for &steps in &request.steps {
         let start = Instant::now();
         let progress = bar(request.count as u64, format!("{steps} step{}", if steps == 1 { "" } else { "s" }));
-        let mut images = generate(&model, steps, request.count, request.seed, device, |done| progress.set_position(done as u64))?;
+        let condition = (classes, request.cfg);
+        let mut images = generate(&model, condition, steps, request.count, request.seed, device, |done| progress.set_position(done as u64))?;
         progress.finish_and_clear();
         for v in &mut images {
             *v = quantize(*v);
@@ -287,7 +312,15 @@ fn evaluate_images(file: &Tensors, what: String, request: &EvalRequest, device: 
         let mut moments = Moments::new(extractor.dim());
         moments.add(&extractor.features(&images, channels, side, device)?);
         let fid = moments.gaussian()?.frechet_distance(&reference)?;
-        rows.push(EvalRow { steps, value: fid, seconds: start.elapsed().as_secs_f64() });
+        let class_accuracy = match (classes, extractor.predict(&images, channels, side, device)?) {
+            (Some(classes), Some(predicted)) => {
+                let wanted = classes.labels(0, request.count, model.label_dim());
+                let right = wanted.index().iter().zip(&predicted).filter(|(w, p)| w == p).count();
+                Some(right as f64 / request.count as f64)
+            }
+            _ => None,
+        };
+        rows.push(EvalRow { steps, value: fid, seconds: start.elapsed().as_secs_f64(), class_accuracy });
     }
     let metric = match metric {
         Metric::Inception => "fid-inception",
@@ -313,9 +346,11 @@ pub fn print_report(report: &EvalReport) {
         ),
         None => println!("{}: {} samples against {} {} training images", report.metric, report.samples, report.reference, report.data),
     }
-    println!("{:>5} {:>10} {:>9}", "steps", "value", "seconds");
+    let accuracy = report.rows.iter().any(|r| r.class_accuracy.is_some());
+    println!("{:>5} {:>10} {:>9}{}", "steps", "value", "seconds", if accuracy { "  class accuracy" } else { "" });
     for row in &report.rows {
-        println!("{:>5} {:>10.4} {:>9.1}", row.steps, row.value, row.seconds);
+        let class = row.class_accuracy.map_or(String::new(), |a| format!("  {:>13.1}%", 100.0 * a));
+        println!("{:>5} {:>10.4} {:>9.1}{class}", row.steps, row.value, row.seconds);
     }
 }
 

@@ -13,16 +13,17 @@ use serde_json::{Value, json};
 
 use crate::cli::device::DeviceChoice;
 use crate::cli::run_dir::{Terminal, create_dir, io_error, latest_state, prepare_dir, states, tidy_interrupted, write_atomic, write_json};
-use crate::data::images::{CIFAR10_MD5, CIFAR10_URL, ImageData, ImageSet, Images, unpack_cifar10};
+use crate::data::images::{CIFAR10_MD5, CIFAR10_URL, ImageData, ImageSet, Images, Split, unpack_cifar10};
 use crate::io::npz::npz_u8;
 use crate::io::plot::image_grid;
 use crate::io::safetensors::Tensors;
 use crate::io::weights::{load_named, named_params, param_ids};
 use crate::method::Method;
+use crate::method::precond::Condition;
 use crate::method::sampler::{Grid, Sampler};
 use crate::networks::Network;
 use crate::networks::songunet::{SongUNet, SongUNetConfig};
-use crate::training::image_model::ImageModel;
+use crate::training::image_model::{Classes, ImageModel};
 use crate::training::presets::ImagePreset;
 use crate::training::trainer::{Metrics, Observer, Progress, Trainer, fit};
 use crate::{Error, Rng};
@@ -72,10 +73,13 @@ impl Saver<'_> {
         }
 
         let device = trainer.ema.devices()[0].clone();
+        // A conditional model's grid has one class per column.
+        let classes = self.preset.net.label_dim;
+        let condition = Condition::labels((classes > 0).then(|| Classes::All { row: 1 }.labels(0, GRID_COLUMNS, classes)));
         let mut rows = Vec::new();
         for &k in self.steps {
             let z = Tensor::<2>::from_data(TensorData::new(self.z.clone(), [GRID_COLUMNS, channels * side * side]), &device);
-            let x = trainer.method.sample(&trainer.ema, z, k, &mut Rng::new(nimg))?;
+            let x = trainer.method.sample(&trainer.ema, z, &condition, k, &mut Rng::new(nimg))?;
             let values = x.into_data().try_into_vec::<f32>().map_err(|e| Error::new(format!("reading samples: {e:?}")))?;
             rows.push((format!("{k} step{}", if k == 1 { "" } else { "s" }), values));
         }
@@ -134,7 +138,7 @@ impl Observer for Saver<'_> {
 
 /// The run's configuration; a resumed run must match it (its length may change).
 fn run_config<M: Method + Serialize>(preset: &ImagePreset, method: &M) -> Value {
-    json!({
+    let mut config = json!({
         "preset": preset.name,
         "data": preset.data,
         "side": preset.side,
@@ -144,7 +148,12 @@ fn run_config<M: Method + Serialize>(preset: &ImagePreset, method: &M) -> Value 
         "method_config": method,
         "train": preset.train,
         "snapshot_every_nimg": preset.snapshot_every_nimg,
-    })
+    });
+    // Only conditional runs name it, so that earlier unconditional runs still resume.
+    if preset.net.label_dim > 0 {
+        config["label_dropout"] = json!(preset.label_dropout);
+    }
+    config
 }
 
 fn differences(saved: &Value, current: &Value) -> Vec<String> {
@@ -224,9 +233,13 @@ pub fn train_images<M: Method + Serialize + Clone>(
 
     let train = preset.train.clone();
     let mut seeds = Rng::new(train.seed);
-    let images = load_images(preset.data, run.data_dir.as_deref())?;
+    let classes = preset.net.label_dim;
+    let images = load_images(preset.data, run.data_dir.as_deref(), classes > 0)?;
     let net = preset.net.init(&mut seeds.fork(), &device.clone().autodiff())?;
     let mut data = ImageData::new(images, preset.side, preset.xflip, seeds.next_u64())?;
+    if classes > 0 {
+        data = data.with_labels(classes, preset.label_dropout)?;
+    }
     let mut trainer = Trainer::new(net, method, train.clone())?;
     if run.devices.len() > 1 {
         trainer = trainer.with_devices(run.devices.iter().map(|d| d.clone().autodiff()).collect())?;
@@ -295,10 +308,12 @@ pub fn train_images<M: Method + Serialize + Clone>(
     Ok(())
 }
 
-/// The training images; CIFAR-10, when not found and no --data-dir was given, is downloaded from its
-/// home page (with curl), checked against its published MD5 and unpacked into data/cifar10.
-fn load_images(set: ImageSet, data_dir: Option<&Path>) -> Result<Images, Error> {
-    match set.load(data_dir) {
+/// The training images, with their labels when `labelled`; CIFAR-10, when not found and no
+/// --data-dir was given, is downloaded from its home page (with curl), checked against its
+/// published MD5 and unpacked into data/cifar10.
+fn load_images(set: ImageSet, data_dir: Option<&Path>, labelled: bool) -> Result<Images, Error> {
+    let load = |dir: Option<&Path>| if labelled { set.load_labelled(dir, Split::Train) } else { set.load(dir) };
+    match load(data_dir) {
         Err(missing) if set == ImageSet::Cifar10 && data_dir.is_none() => {
             let dir = PathBuf::from("data").join(set.name());
             println!("Downloading CIFAR-10 from {CIFAR10_URL} into {} ...", dir.display());
@@ -309,7 +324,7 @@ fn load_images(set: ImageSet, data_dir: Option<&Path>) -> Result<Images, Error> 
                 .and_then(|o| if o.status.success() { Ok(o.stdout) } else { Err(String::from_utf8_lossy(&o.stderr).trim().to_string()) });
             let archive = fetched.map_err(|why| Error::new(format!("{missing} (the download failed: {why})")))?;
             unpack_cifar10(&archive, CIFAR10_MD5, &dir)?;
-            set.load(Some(&dir))
+            load(Some(&dir))
         }
         result => result,
     }
@@ -348,6 +363,10 @@ pub struct SampleRequest {
     pub grid: Option<Grid>,
     pub seed: u64,
     pub count: usize,
+    /// Class of a conditional model: `all` (one grid row per class; the default), an index or a name.
+    pub class: Option<String>,
+    /// Classifier-free guidance scale w (1: none).
+    pub cfg: f64,
     /// A .png grid or an .npz of uint8 images [N, H, W, C] under `arr_0`.
     pub out: PathBuf,
 }
@@ -362,7 +381,9 @@ pub fn sample(request: &SampleRequest, device: &Device) -> Result<(), Error> {
     let mut model = ImageModel::load(&file, &what, request.preset.as_ref(), device)?;
     model.choose_sampling(request.grid.clone(), request.sampler);
     model.check_steps(request.steps)?;
-    let images = generate(&model, request.steps, request.count, request.seed, device, |_| ())?;
+    let classes = model.classes(request.class.as_deref(), GRID_COLUMNS)?;
+    model.condition(classes, request.cfg, 0, 0)?;
+    let images = generate(&model, (classes, request.cfg), request.steps, request.count, request.seed, device, |_| ())?;
     let (c, side) = (model.config.in_channels, model.config.img_resolution);
     let is_npz = request.out.extension().is_some_and(|e| e == "npz");
     if is_npz {
@@ -376,10 +397,11 @@ pub fn sample(request: &SampleRequest, device: &Device) -> Result<(), Error> {
     Ok(())
 }
 
-/// `count` samples in batches, all from one seeded stream of prior noise; `progress` hears the
-/// number done after each batch.
+/// `count` samples in batches, all from one seeded stream of prior noise, of the given classes
+/// with guidance scale w; `progress` hears the number done after each batch.
 pub(crate) fn generate(
     model: &ImageModel,
+    (classes, guidance): (Option<Classes>, f64),
     steps: usize,
     count: usize,
     seed: u64,
@@ -394,7 +416,7 @@ pub(crate) fn generate(
     while done < count {
         let n = BATCH.min(count - done);
         let z = Tensor::<2>::from_data(TensorData::new(rng.normal_vec(n * dim, model.sigma_data()), [n, dim]), device);
-        let x = model.sample(z, steps, &mut rng)?;
+        let x = model.sample(z, &model.condition(classes, guidance, done, n)?, steps, &mut rng)?;
         out.extend(x.into_data().try_into_vec::<f32>().map_err(|e| Error::new(format!("reading samples: {e:?}")))?);
         done += n;
         progress(done);

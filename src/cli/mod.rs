@@ -114,6 +114,8 @@ enum Command {
         /// Output file: .png for a grid, .npz for the images.
         #[arg(long, default_value = "samples.png")]
         out: PathBuf,
+        #[command(flatten)]
+        condition: Conditioning,
         /// Compute device.
         #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
         device: DeviceChoice,
@@ -154,6 +156,8 @@ enum Command {
         /// Also write the report here as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
+        #[command(flatten)]
+        condition: Conditioning,
         /// Compute device.
         #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
         device: DeviceChoice,
@@ -380,6 +384,26 @@ fn positive_f64(text: &str) -> Result<f64, String> {
     }
 }
 
+/// The class and guidance of a conditional model's samples.
+#[derive(Args, Debug)]
+struct Conditioning {
+    /// Class to sample: all (one grid row per class, balanced in `imm eval`), an index, or a name
+    /// (a digit; Fashion-MNIST's "Sneaker"; CIFAR-10's "cat") [default: all].
+    #[arg(long)]
+    class: Option<String>,
+    /// Classifier-free guidance scale w: G = G(null) + w (G(class) - G(null)); 1 is none, and
+    /// each guided step evaluates the network twice.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = guidance)]
+    cfg: f64,
+}
+
+fn guidance(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("expected a guidance scale >= 0, got '{text}'")),
+    }
+}
+
 fn positive_usize(text: &str) -> Result<usize, String> {
     match text.parse::<i64>() {
         Ok(v) if v > 0 => Ok(v as usize),
@@ -492,9 +516,10 @@ fn run(command: Command) -> Result<(), Error> {
             println!("Wrote {}/{{config.json, metrics.jsonl, eval.json, samples.png, ema.safetensors}}.", out.display());
             Ok(())
         }
-        Command::Sample { weights, preset: name, steps, sampler, grid, seed, n, out, device } => {
+        Command::Sample { weights, preset: name, steps, sampler, grid, seed, n, out, condition, device } => {
             let preset = name.map(|name| named_image_preset(&name)).transpose()?;
-            let request = SampleRequest { weights, preset, steps, sampler, grid, seed, count: n, out };
+            let Conditioning { class, cfg } = condition;
+            let request = SampleRequest { weights, preset, steps, sampler, grid, seed, count: n, class, cfg, out };
             sample(&request, &device.device()?.0)
         }
         Command::Golden { file, device } => crate::cli::eval::golden(&file, &device.device()?.0),
@@ -527,10 +552,24 @@ fn run(command: Command) -> Result<(), Error> {
             let rows = crate::cli::bench::sample(&model, &batches.0, &steps.0, iters, &device)?;
             json.map_or(Ok(()), |path| write_json(&path, &rows))
         }
-        Command::Eval { weights, preset: name, steps, sampler, grid, n, metric, classifier, data_dir, seed, json, device } => {
+        Command::Eval { weights, preset: name, steps, sampler, grid, n, metric, classifier, data_dir, seed, json, condition, device } => {
             let preset = name.map(|name| named_image_preset(&name)).transpose()?;
-            let request =
-                EvalRequest { weights, preset, steps: steps.0, grid, sampler, count: n, seed, metric, classifier, data_dir, json };
+            let Conditioning { class, cfg } = condition;
+            let request = EvalRequest {
+                weights,
+                preset,
+                steps: steps.0,
+                grid,
+                sampler,
+                count: n,
+                seed,
+                metric,
+                classifier,
+                data_dir,
+                class,
+                cfg,
+                json,
+            };
             print_report(&evaluate(&request, &device.device()?.0)?);
             Ok(())
         }

@@ -20,6 +20,7 @@ use crate::io::plot::{Panel, scatter_grid};
 use crate::io::safetensors::Tensors;
 use crate::io::weights::named_params;
 use crate::method::Method;
+use crate::method::precond::Condition;
 use crate::networks::Network;
 use crate::training::presets::Preset;
 use crate::training::trainer::{Trainer, fit};
@@ -70,7 +71,7 @@ pub fn sample_steps<N: Network, M: Method>(
     let mut out = BTreeMap::new();
     for &k in steps {
         let z = Tensor::<2>::from_data(TensorData::new(z.clone(), [n, 2]), device);
-        let x = method.sample(net, z, k, &mut rng)?;
+        let x = method.sample(net, z, &Condition::none(), k, &mut rng)?;
         let values = x.into_data().try_into_vec::<f32>().map_err(|e| Error::new(format!("reading samples: {e:?}")))?;
         out.insert(k, values);
     }

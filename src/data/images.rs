@@ -7,17 +7,27 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
-use crate::{Error, Rng};
+use crate::{Error, Labels, Rng};
 
-/// Images in memory as bytes, each C x H x W (planar), H = W = `side`.
+/// Images in memory as bytes, each C x H x W (planar), H = W = `side`, with a class label each
+/// where the files hold them.
 #[derive(Clone, Debug)]
 pub struct Images {
     pub channels: usize,
     pub side: usize,
     pub pixels: Vec<u8>,
+    pub labels: Option<Vec<u8>>,
 }
 
 impl Images {
+    /// These images with `labels`, one per image in order.
+    pub fn with_labels(self, labels: Vec<u8>) -> Result<Self, Error> {
+        if labels.len() != self.len() {
+            return Err(Error::new(format!("{} labels for {} images: the label file belongs to another split or set", labels.len(), self.len())));
+        }
+        Ok(Self { labels: Some(labels), ..self })
+    }
+
     pub fn len(&self) -> usize {
         self.pixels.len() / (self.channels * self.side * self.side)
     }
@@ -45,6 +55,17 @@ impl ImageSet {
             ImageSet::Mnist => "mnist",
             ImageSet::FashionMnist => "fashion-mnist",
             ImageSet::Cifar10 => "cifar10",
+        }
+    }
+
+    /// The class names, in label order.
+    pub fn class_names(self) -> [&'static str; 10] {
+        match self {
+            ImageSet::Mnist => ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
+            ImageSet::FashionMnist => {
+                ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+            }
+            ImageSet::Cifar10 => ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
         }
     }
 
@@ -104,6 +125,16 @@ impl ImageSet {
         let path = find_idx(&dirs, &format!("{}-images", split.prefix()), "idx3")
             .ok_or_else(|| self.missing(&dirs, &format!("{} images", split.name())))?;
         read_idx_images(&read_maybe_gz(&path)?, &path.display().to_string())
+    }
+
+    /// One split's images with their labels.
+    pub fn load_labelled(self, data_dir: Option<&Path>, split: Split) -> Result<Images, Error> {
+        let images = self.load_split(data_dir, split)?;
+        if images.labels.is_some() {
+            return Ok(images);
+        }
+        let labels = self.load_labels(data_dir, split)?;
+        images.with_labels(labels)
     }
 
     /// One split's labels (MNIST and Fashion-MNIST), in the order of its images.
@@ -234,7 +265,7 @@ pub fn read_idx_images(bytes: &[u8], what: &str) -> Result<Images, Error> {
     if Some(body.len()) != n.checked_mul(h).and_then(|p| p.checked_mul(w)) {
         return Err(bad(format!("holds {} pixel bytes for {n} images of {h}x{w} (truncated?)", body.len())));
     }
-    Ok(Images { channels: 1, side: h, pixels: body.to_vec() })
+    Ok(Images { channels: 1, side: h, pixels: body.to_vec(), labels: None })
 }
 
 /// CIFAR-10 binary batches: records of one label byte and 3072 pixel bytes (R, G, B planes of 32x32).
@@ -263,7 +294,11 @@ pub fn read_cifar(bytes: &[u8], what: &str) -> Result<Images, Error> {
         )));
     }
     let pixels = bytes.chunks_exact(RECORD).flat_map(|r| r[1..].iter().copied()).collect();
-    Ok(Images { channels: 3, side: 32, pixels })
+    let labels: Vec<u8> = bytes.chunks_exact(RECORD).map(|r| r[0]).collect();
+    if let Some(bad) = labels.iter().find(|&&l| l >= 10) {
+        return Err(Error::new(format!("{what} is not CIFAR-10: a record has label {bad} (0 to 9)")));
+    }
+    Ok(Images { channels: 3, side: 32, pixels, labels: Some(labels) })
 }
 
 /// A value in [-1, 1] rounded to the nearest of the 256 levels an 8-bit image holds: samples are
@@ -276,6 +311,10 @@ pub fn quantize(v: f32) -> f32 {
 /// and the number of images drawn before it, so a resumed run sees the batches it would have seen.
 pub struct ImageData {
     images: Images,
+    /// Classes of the labels batches carry ([`ImageData::with_labels`]); 0 for none.
+    classes: usize,
+    /// Probability that a batch's label is replaced by the null label.
+    label_dropout: f64,
     seed: u64,
     /// Images drawn so far.
     pub drawn: u64,
@@ -293,7 +332,22 @@ impl ImageData {
         if images.is_empty() {
             return Err(Error::new("the dataset is empty"));
         }
-        Ok(Self { images, seed, drawn: 0, xflip, side })
+        Ok(Self { images, classes: 0, label_dropout: 0.0, seed, drawn: 0, xflip, side })
+    }
+
+    /// Batches that carry their images' labels (of `classes` classes), each replaced by the null
+    /// label with probability `label_dropout`, for classifier-free guidance.
+    pub fn with_labels(self, classes: usize, label_dropout: f64) -> Result<Self, Error> {
+        let Some(labels) = &self.images.labels else {
+            return Err(Error::new("this dataset has no labels to condition on"));
+        };
+        if let Some(bad) = labels.iter().find(|&&l| l as usize >= classes) {
+            return Err(Error::new(format!("the data holds label {bad}, but the model knows {classes} classes")));
+        }
+        if !(0.0..=1.0).contains(&label_dropout) {
+            return Err(Error::new(format!("label dropout must be between 0 and 1, got {label_dropout}")));
+        }
+        Ok(Self { classes, label_dropout, ..self })
     }
 
     pub fn channels(&self) -> usize {
@@ -323,16 +377,34 @@ impl Dataset for ImageData {
         self.images.channels * self.side * self.side
     }
 
+    fn classes(&self) -> usize {
+        self.classes
+    }
+
     fn sample(&mut self, n: usize) -> Vec<f32> {
+        self.sample_labelled(n).0
+    }
+
+    fn sample_labelled(&mut self, n: usize) -> (Vec<f32>, Option<Labels>) {
         let mut rng = Rng::new(self.seed ^ self.drawn.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         self.drawn += n as u64;
         let mut out = Vec::with_capacity(n * self.dim());
+        let mut picked = Vec::with_capacity(n);
         for _ in 0..n {
             let index = rng.below(self.images.len());
             let flip = self.xflip && rng.below(2) == 1;
             out.extend(self.image(index, flip));
+            picked.push(index);
         }
-        out
+        let labels = match (&self.images.labels, self.classes) {
+            (Some(labels), classes) if classes > 0 => {
+                let index = picked.iter().map(|&i| labels[i] as usize).collect();
+                let labels = Labels::new(index, classes).expect("checked by with_labels");
+                Some(labels.dropout(self.label_dropout, &mut rng))
+            }
+            _ => None,
+        };
+        (out, labels)
     }
 }
 
@@ -419,6 +491,7 @@ mod tests {
         }
         let images = ImageSet::Cifar10.load(Some(dir.parent().unwrap())).unwrap();
         assert_eq!((images.len(), images.channels, images.side), (10, 3, 32));
+        assert_eq!(images.labels.as_deref(), Some(&[0, 1, 0, 1, 0, 1, 0, 1, 0, 1][..]), "each record's label byte");
         assert_eq!(images.pixels[3072 * 3 + 1024], 21 + 1, "batch 2, record 1, green plane");
         let mut data = ImageData::new(images, 32, true, 0).unwrap();
         assert_eq!(data.sample(3).len(), 3 * 3072);
@@ -452,16 +525,47 @@ mod tests {
         std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
     }
 
+    /// Batches carry the labels of their own images; label dropout nulls about its share of them
+    /// and leaves the images as they were; bad labels are refused.
+    #[test]
+    fn labelled_batches_and_label_dropout() {
+        let plain = Images { channels: 1, side: 1, pixels: vec![0, 60, 120, 180], labels: None };
+        assert!(plain.clone().with_labels(vec![0, 1]).unwrap_err().0.contains("2 labels for 4 images"));
+        assert!(ImageData::new(plain.clone(), 1, false, 7).unwrap().with_labels(4, 0.0).is_err(), "no labels to use");
+        let images = plain.with_labels(vec![0, 1, 2, 3]).unwrap();
+        let too_few = ImageData::new(images.clone(), 1, false, 7).unwrap().with_labels(3, 0.0);
+        assert!(too_few.err().unwrap().0.contains("label 3"));
+        let draw = |dropout: Option<f64>| {
+            let data = ImageData::new(images.clone(), 1, false, 7).unwrap();
+            let mut data = match dropout {
+                Some(p) => data.with_labels(4, p).unwrap(),
+                None => data,
+            };
+            data.sample_labelled(1000)
+        };
+        let (x, y) = draw(Some(0.0));
+        let y = y.expect("labelled batches");
+        for (v, &label) in x.iter().zip(y.index()) {
+            assert_eq!(((v + 1.0) * 127.5).round() as usize, 60 * label, "each label is its image's");
+        }
+        let (unlabelled, none) = draw(None);
+        assert!(none.is_none() && unlabelled == x, "labels do not change which images are drawn");
+        let (dropped_x, dropped) = draw(Some(0.5));
+        assert_eq!(dropped_x, x);
+        let nulls = dropped.unwrap().index().iter().zip(y.index()).filter(|&(&d, &l)| d != l && d == 4).count();
+        assert!((400..600).contains(&nulls), "{nulls} of 1000 labels dropped at p = 0.5");
+    }
+
     #[test]
     fn padding_flipping_and_range() {
         let pixels: Vec<u8> = vec![0, 255, 51, 102];
-        let data = ImageData::new(Images { channels: 1, side: 2, pixels }, 4, false, 0).unwrap();
+        let data = ImageData::new(Images { channels: 1, side: 2, pixels, labels: None }, 4, false, 0).unwrap();
         let img = data.image(0, false);
         assert_eq!(img.len(), 16);
         assert_eq!(&img[5..7], &[-1.0, 1.0]);
         assert!((img[9] - (51.0 / 127.5 - 1.0)).abs() < 1e-6 && img[0] == -1.0 && img[15] == -1.0);
         let flipped = data.image(0, true);
         assert_eq!(&flipped[5..7], &[1.0, -1.0]);
-        assert!(ImageData::new(Images { channels: 1, side: 28, pixels: vec![0; 784] }, 16, false, 0).is_err());
+        assert!(ImageData::new(Images { channels: 1, side: 28, pixels: vec![0; 784], labels: None }, 16, false, 0).is_err());
     }
 }

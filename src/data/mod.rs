@@ -1,7 +1,9 @@
-//! Training data: the [`Dataset`] trait, the 2D [`toy`] distributions and drawn points, and the
+//! Training data: the [`Dataset`] trait (samples, with class labels where the data has them), the 2D [`toy`] distributions and drawn points, and the
 //! [`images`] (MNIST, Fashion-MNIST, CIFAR-10).
 
 use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::Labels;
 
 pub mod images;
 pub mod toy;
@@ -10,13 +12,22 @@ pub mod toy;
 pub trait Dataset {
     /// Elements per sample, D.
     fn dim(&self) -> usize;
+    /// The number of classes its samples are labelled with; 0 for unlabelled data.
+    fn classes(&self) -> usize {
+        0
+    }
     /// `n` samples, flattened row-major: n * D values.
     fn sample(&mut self, n: usize) -> Vec<f32>;
+    /// `n` samples and, for labelled data, their labels.
+    fn sample_labelled(&mut self, n: usize) -> (Vec<f32>, Option<Labels>) {
+        (self.sample(n), None)
+    }
     /// # Shapes
-    /// - output: [n, D]
-    fn batch(&mut self, n: usize, device: &Device) -> Tensor<2> {
+    /// - output: [n, D] and n labels
+    fn batch(&mut self, n: usize, device: &Device) -> (Tensor<2>, Option<Labels>) {
         let dim = self.dim();
-        Tensor::from_data(TensorData::new(self.sample(n), [n, dim]), device)
+        let (x, y) = self.sample_labelled(n);
+        (Tensor::from_data(TensorData::new(x, [n, dim]), device), y)
     }
 }
 

@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde_json::Value;
@@ -12,11 +11,12 @@ use serde_json::Value;
 use crate::io::safetensors::{Stored, Tensors};
 use crate::io::weights::{load_named, named_grads};
 use crate::method::loss::{GroupTimes, imm_loss};
-use crate::method::precond::{Parameterization, Precond, TimeInput};
+use crate::method::precond::{Condition, Parameterization, Precond, TimeInput};
 use crate::method::sampler::{Grid, pushforward, restart};
 use crate::method::schedule::{Schedule, Times};
+use crate::networks::Network;
 use crate::networks::songunet::{SongUNet, SongUNetConfig};
-use crate::{Error, Rng};
+use crate::{Error, Labels, Rng};
 
 /// Tolerances of the golden README (relative: max-abs error over max-abs reference value).
 pub const TOL_OUTPUT: f64 = 1e-4;
@@ -93,7 +93,32 @@ impl Golden {
             .with_attn_resolutions(list("attn_resolutions")?)
             .with_channel_mult_emb(usize_of("channel_mult_emb", 4))
             .with_channel_mult_noise(usize_of("channel_mult_noise", 1))
+            .with_label_dim(self.label_dim())
             .with_dropout(0.0))
+    }
+
+    /// Classes of the labels; 0 for an unconditional file.
+    fn label_dim(&self) -> usize {
+        self.manifest["label_dim"].as_u64().unwrap_or(0) as usize
+    }
+
+    /// The labels of `key` (class indices stored as floats), when the file is conditional.
+    fn labels(&self, key: &str) -> Result<Option<Labels>, Error> {
+        let classes = self.label_dim();
+        if classes == 0 {
+            return Ok(None);
+        }
+        let index = self.get(key)?.values.iter().map(|&v| v.round().max(0.0) as usize).collect();
+        Labels::new(index, classes).map(Some).map_err(|e| Error::new(format!("{key} of {}: {e}", self.what)))
+    }
+
+    /// The second time input the manifest names: `1000 s` or `1000 (t - s)`.
+    fn time_input(&self) -> Result<TimeInput, Error> {
+        match self.manifest["temb_type"].as_str().unwrap_or("identity") {
+            "identity" => Ok(TimeInput::S),
+            "stride" => Ok(TimeInput::Stride),
+            other => Err(Error::new(format!("the manifest of {} has an unknown temb_type '{other}'", self.what))),
+        }
     }
 
     fn precond(&self, parameterization: Parameterization) -> Result<Precond, Error> {
@@ -101,7 +126,7 @@ impl Golden {
             schedule: Schedule::OtFm,
             parameterization,
             sigma_data: self.number("sigma_data")?,
-            time_input: TimeInput::S,
+            time_input: self.time_input()?,
             time_scale: self.number("time_scale")?,
         })
     }
@@ -146,11 +171,23 @@ pub fn check(path: &Path, device: &Device) -> Result<Vec<Row>, Error> {
     if !schedule_name.starts_with("OT-FM") {
         return Err(Error::new(format!("golden schedule '{schedule_name}' is not supported (OT-FM only)")));
     }
+    match golden.manifest["network"].as_str().unwrap_or("SongUNet") {
+        "SongUNet" => {
+            let net = golden.config()?.init(&mut Rng::new(0), &device.clone().autodiff())?;
+            let net: SongUNet = load_named(net, &golden.tensors, "param.", &golden.what, None)?;
+            compare_all(&golden, net, device)
+        }
+        other => Err(Error::new(format!("{} holds a {other} network, which this build cannot check", golden.what))),
+    }
+}
+
+/// Every comparison of a golden file, for a network with its weights loaded on an autodiff device.
+fn compare_all<N: Network>(golden: &Golden, net: N, device: &Device) -> Result<Vec<Row>, Error> {
     let mut rows = Vec::new();
-    let ad = device.clone().autodiff();
-    let net = golden.config()?.init(&mut Rng::new(0), &ad)?;
-    let net: SongUNet = load_named(net, &golden.tensors, "param.", &golden.what, None)?;
+    let ad = net.devices()[0].clone();
     let eval = net.valid();
+    let labels = golden.labels("in.labels")?;
+    let plain = Condition::labels(labels.clone());
 
     // Per-sample times, and the groups of M contiguous samples that share them.
     let m = golden.manifest["particles_M"].as_u64().unwrap_or(0) as usize;
@@ -165,25 +202,40 @@ pub fn check(path: &Path, device: &Device) -> Result<Vec<Row>, Error> {
 
     let edm = golden.precond(Parameterization::SimpleEdm)?;
     let fm = golden.precond(Parameterization::EulerFm)?;
-    let g = edm.g_raw(&eval, x_t.clone(), &s, &t);
+    let g = edm.g_raw(&eval, x_t.clone(), &s, &t, labels.as_ref());
     rows.push(compare("out.G_t", &values(g), &golden.get("out.G_t")?.values, TOL_OUTPUT));
-    for (p, key) in [(&edm, "out.f_t_simple_edm"), (&fm, "out.f_t_euler_fm")] {
-        let f = p.f(&eval, x_t.clone(), &s, &t);
-        rows.push(compare(key, &values(f), &golden.get(key)?.values, TOL_OUTPUT));
+    let guidance = golden.manifest["cfg_scale"].as_f64();
+    if let Some(labels) = &labels {
+        let null = Labels::null(labels.len(), labels.classes());
+        let g = edm.g_raw(&eval, x_t.clone(), &s, &t, Some(&null));
+        rows.push(compare("out.G_t_null", &values(g), &golden.get("out.G_t_null")?.values, TOL_OUTPUT));
+    }
+    for (p, name) in [(&edm, "simple_edm"), (&fm, "euler_fm")] {
+        let key = format!("out.f_t_{name}");
+        let f = p.f(&eval, x_t.clone(), &s, &t, &plain);
+        rows.push(compare(&key, &values(f), &golden.get(&key)?.values, TOL_OUTPUT));
+        if let (Some(w), Some(_)) = (guidance, &labels) {
+            let key = format!("{key}_cfg{w}");
+            let f = p.f(&eval, x_t.clone(), &s, &t, &Condition::guided(labels.clone(), w)?);
+            rows.push(compare(&key, &values(f), &golden.get(&key)?.values, TOL_OUTPUT));
+        }
     }
 
     // The losses, their parts, and d loss_simple_edm / d params through the autodiff network.
     let (a, b) = (golden.number("a")?, golden.number("b")?);
     let (x_ad, noise_ad) = (golden.batch("in.x", None, &ad)?, golden.batch("in.noise", None, &ad)?);
     for (p, name) in [(&fm, "euler_fm"), (&edm, "simple_edm")] {
-        let terms = imm_loss(&net, p, x_ad.clone(), noise_ad.clone(), &groups, (a, b));
+        let terms = imm_loss(&net, p, x_ad.clone(), noise_ad.clone(), labels.as_ref(), &groups, (a, b));
         let loss = terms.loss.clone().inner().into_scalar::<f32>() as f64;
         rows.push(compare(&format!("out.loss_{name}"), &[loss], &golden.get(&format!("out.loss_{name}"))?.values, TOL_OUTPUT));
         let kernel = format!("out.kernel_w_{name}");
         rows.push(compare(&kernel, &terms.kernel_scale, &golden.get(&kernel)?.values, TOL_OUTPUT));
-        if p == &edm {
+        let mmd_key = format!("out.mmd_{name}");
+        if golden.tensors.get(&mmd_key).is_some() {
             let mmd = values(terms.mmd.clone().inner().reshape([1, groups.len()]));
-            rows.push(compare("out.mmd_simple_edm", &mmd, &golden.get("out.mmd_simple_edm")?.values, TOL_OUTPUT));
+            rows.push(compare(&mmd_key, &mmd, &golden.get(&mmd_key)?.values, TOL_OUTPUT));
+        }
+        if p == &edm {
             rows.push(compare("out.w", &terms.weight, &golden.get("out.w")?.values, TOL_OUTPUT));
             let grads = GradientsParams::from_grads(terms.loss.backward(), &net);
             let ours = named_grads(&net, &grads);
@@ -207,34 +259,52 @@ pub fn check(path: &Path, device: &Device) -> Result<Vec<Row>, Error> {
     let ours: Vec<f64> = s.iter().zip(&t).map(|(&s, &t)| times.r(s, t)).collect();
     rows.push(compare("in.r", &ours, &golden.get("in.r")?.values, TOL_OUTPUT));
 
-    // The four samplers from the same start z, with the Simple-EDM parameterisation.
+    // The samplers from the same start z, with the manifest's parameterisation (Simple-EDM by
+    // default); conditional files sample their own labels, with and without guidance.
+    let sampler_f = match golden.manifest["sampler_f_type"].as_str().unwrap_or("simple_edm") {
+        "euler_fm" => &fm,
+        _ => &edm,
+    };
+    let sample_labels = golden.labels("in.sample_labels")?;
+    let mut conditions = vec![(String::new(), Condition::labels(sample_labels.clone()))];
+    if let (Some(w), Some(_)) = (guidance, &sample_labels) {
+        conditions.push((format!("_cfg{w}"), Condition::guided(sample_labels.clone(), w)?));
+    }
     let (eps, t_max) = (golden.number("eps")?, golden.number("T")?);
     let z = golden.batch("in.z", None, device)?;
-    let jump = |x: Tensor<2>, s: f64, t: f64| {
-        let n = x.dims()[0];
-        edm.f(&eval, x, &vec![s; n], &vec![t; n])
-    };
     let grids = [
         ("pushforward_1", Grid::Uniform, 1),
         ("pushforward_2_eta1.4", Grid::Eta(vec![1.4]), 2),
         ("pushforward_4_uniform", Grid::Uniform, 4),
+        ("pushforward_1_uniform", Grid::Uniform, 1),
+        ("pushforward_2_uniform", Grid::Uniform, 2),
+        ("pushforward_8_uniform", Grid::Uniform, 8),
     ];
-    for (key, grid, steps) in grids {
-        let ts = grid.timesteps(Schedule::OtFm, eps, t_max, steps)?;
-        let listed: Vec<f64> = golden.manifest["ts"][key].as_array().map_or(Vec::new(), |a| a.iter().filter_map(Value::as_f64).collect());
-        let as_f32: Vec<f32> = listed.iter().map(|&v| v as f32).collect();
-        rows.push(compare(&format!("ts.{key}"), &ts, &as_f32, TOL_OUTPUT));
-        let out = pushforward(z.clone(), &ts, jump);
-        let name = format!("out.sample_{key}");
+    let restart_noise = golden.get("in.restart_noise")?;
+    for (suffix, condition) in &conditions {
+        let jump = |x: Tensor<2>, s: f64, t: f64| {
+            let n = x.dims()[0];
+            sampler_f.f(&eval, x, &vec![s; n], &vec![t; n], condition)
+        };
+        for (key, grid, steps) in &grids {
+            let name = format!("out.sample_{key}{suffix}");
+            let Some(stored) = golden.tensors.get(&name) else { continue };
+            let ts = grid.timesteps(Schedule::OtFm, eps, t_max, *steps)?;
+            let listed: Vec<f64> = golden.manifest["ts"][key].as_array().map_or(Vec::new(), |a| a.iter().filter_map(Value::as_f64).collect());
+            let as_f32: Vec<f32> = listed.iter().map(|&v| v as f32).collect();
+            rows.push(compare(&format!("ts.{key}"), &ts, &as_f32, TOL_OUTPUT));
+            let out = pushforward(z.clone(), &ts, jump);
+            rows.push(compare(&name, &values(out), &stored.values, TOL_OUTPUT));
+        }
+        let ts = Grid::Uniform.timesteps(Schedule::OtFm, eps, t_max, 4)?;
+        if restart_noise.shape.first() != Some(&(ts.len() - 2)) {
+            return Err(Error::new(format!("in.restart_noise of {} needs one slice per intermediate time", golden.what)));
+        }
+        let name = format!("out.sample_restart_4_uniform{suffix}");
+        let out = restart(z.clone(), &ts, Schedule::OtFm, jump, |i| {
+            golden.batch("in.restart_noise", Some(i), device).expect("checked above")
+        });
         rows.push(compare(&name, &values(out), &golden.get(&name)?.values, TOL_OUTPUT));
     }
-    let ts = Grid::Uniform.timesteps(Schedule::OtFm, eps, t_max, 4)?;
-    if golden.get("in.restart_noise")?.shape.first() != Some(&(ts.len() - 2)) {
-        return Err(Error::new(format!("in.restart_noise of {} needs one slice per intermediate time", golden.what)));
-    }
-    let out = restart(z, &ts, Schedule::OtFm, jump, |i| {
-        golden.batch("in.restart_noise", Some(i), device).expect("checked above")
-    });
-    rows.push(compare("out.sample_restart_4_uniform", &values(out), &golden.get("out.sample_restart_4_uniform")?.values, TOL_OUTPUT));
     Ok(rows)
 }

@@ -4,11 +4,11 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::method::loss::fm_loss;
-use crate::method::precond::Precond;
+use crate::method::precond::{Condition, Precond};
 use crate::method::sampler::{Grid, pushforward};
 use crate::method::{Method, gaussian};
 use crate::networks::Network;
-use crate::{Error, Rng};
+use crate::{Error, Labels, Rng};
 
 /// Conditional flow matching with an Euler sampler: the baseline, same network and time range.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -50,19 +50,19 @@ impl Method for FlowMatching {
         self.precond.sigma_data
     }
 
-    fn loss<N: Network>(&self, net: &N, x: Tensor<2>, rng: &mut Rng) -> Tensor<1> {
+    fn loss<N: Network>(&self, net: &N, x: Tensor<2>, y: Option<&Labels>, rng: &mut Rng) -> Tensor<1> {
         let t: Vec<f64> = (0..x.dims()[0]).map(|_| rng.uniform_in(self.eps, self.t_max)).collect();
         let eps = gaussian(&x, self.precond.sigma_data, rng);
-        fm_loss(net, &self.precond, x, eps, &t)
+        fm_loss(net, &self.precond, x, eps, y, &t)
     }
 
-    fn sample_path<N: Network>(&self, net: &N, z: Tensor<2>, steps: usize, _rng: &mut Rng) -> Result<Vec<Tensor<2>>, Error> {
+    fn sample_path<N: Network>(&self, net: &N, z: Tensor<2>, condition: &Condition, steps: usize, _rng: &mut Rng) -> Result<Vec<Tensor<2>>, Error> {
         let ts = self.grid.timesteps(self.precond.schedule, self.eps, self.t_max, steps)?;
         let sigma_data = self.precond.sigma_data as f32;
         let mut path = vec![z.clone()];
         pushforward(z, &ts, |x, s, t| {
             let b = x.dims()[0];
-            let velocity = self.precond.g_raw(net, x.clone(), &vec![t; b], &vec![t; b]).mul_scalar(sigma_data);
+            let velocity = self.precond.g(net, x.clone(), &vec![t; b], &vec![t; b], condition).mul_scalar(sigma_data);
             let y = x + velocity.mul_scalar((s - t) as f32);
             path.push(y.clone());
             y

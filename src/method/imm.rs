@@ -6,11 +6,11 @@ use serde::{Deserialize, Serialize};
 use crate::method::gaussian;
 use crate::method::loss::{GroupTimes, imm_loss};
 use crate::method::Method;
-use crate::method::precond::Precond;
+use crate::method::precond::{Condition, Precond};
 use crate::method::sampler::{Grid, Sampler, pushforward, restart};
 use crate::method::schedule::Times;
 use crate::networks::Network;
-use crate::{Error, Rng};
+use crate::{Error, Labels, Rng};
 
 /// Inductive Moment Matching.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -44,9 +44,9 @@ impl Imm {
     /// # Shapes
     /// - x_t: [B, D]
     /// - output: [B, D]
-    pub fn jump<N: Network>(&self, net: &N, x_t: Tensor<2>, s: f64, t: f64) -> Tensor<2> {
+    pub fn jump<N: Network>(&self, net: &N, x_t: Tensor<2>, s: f64, t: f64, condition: &Condition) -> Tensor<2> {
         let b = x_t.dims()[0];
-        self.precond.f(net, x_t, &vec![s; b], &vec![t; b])
+        self.precond.f(net, x_t, &vec![s; b], &vec![t; b], condition)
     }
 
     pub fn timesteps(&self, steps: usize) -> Result<Vec<f64>, Error> {
@@ -77,7 +77,7 @@ impl Method for Imm {
         self.precond.sigma_data
     }
 
-    fn loss<N: Network>(&self, net: &N, x: Tensor<2>, rng: &mut Rng) -> Tensor<1> {
+    fn loss<N: Network>(&self, net: &N, x: Tensor<2>, y: Option<&Labels>, rng: &mut Rng) -> Tensor<1> {
         let groups: Vec<GroupTimes> = (0..x.dims()[0] / self.particles)
             .map(|_| {
                 let (s, r, t) = self.times.sample(rng);
@@ -85,14 +85,14 @@ impl Method for Imm {
             })
             .collect();
         let eps = gaussian(&x, self.precond.sigma_data, rng);
-        imm_loss(net, &self.precond, x, eps, &groups, (self.a, self.b)).loss
+        imm_loss(net, &self.precond, x, eps, y, &groups, (self.a, self.b)).loss
     }
 
-    fn sample_path<N: Network>(&self, net: &N, z: Tensor<2>, steps: usize, rng: &mut Rng) -> Result<Vec<Tensor<2>>, Error> {
+    fn sample_path<N: Network>(&self, net: &N, z: Tensor<2>, condition: &Condition, steps: usize, rng: &mut Rng) -> Result<Vec<Tensor<2>>, Error> {
         let ts = self.timesteps(steps)?;
         let mut path = vec![z.clone()];
         let jump = |x, s, t| {
-            let y = self.jump(net, x, s, t);
+            let y = self.jump(net, x, s, t, condition);
             path.push(y.clone());
             y
         };

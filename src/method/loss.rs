@@ -5,10 +5,10 @@
 use burn::tensor::Tensor;
 
 use crate::kernels::mmd::mmd;
-use crate::method::precond::Precond;
+use crate::method::precond::{Condition, Precond};
 use crate::method::schedule::weight;
 use crate::networks::Network;
-use crate::{column, row};
+use crate::{Labels, column, row};
 
 /// One group's times, shared by its M particles: s <= r < t.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -32,15 +32,16 @@ pub struct ImmTerms {
 
 /// The IMM loss on one batch: groups of M = B / G contiguous particles share (s, r, t); each has its
 /// own x and eps; x_r = alpha_r x + sigma_r eps reuses eps; the target pass uses the current weights
-/// under stop-gradient ([P] §4.1, Alg. 1).
+/// under stop-gradient ([P] §4.1, Alg. 1). Both passes see the same labels y.
 ///
 /// # Shapes
-/// - x, eps: [B, D] with B a multiple of groups.len()
+/// - x, eps: [B, D] with B a multiple of groups.len(); y: B labels
 pub fn imm_loss<N: Network>(
     net: &N,
     precond: &Precond,
     x: Tensor<2>,
     eps: Tensor<2>,
+    y: Option<&Labels>,
     groups: &[GroupTimes],
     (a, b): (f64, f64),
 ) -> ImmTerms {
@@ -54,8 +55,9 @@ pub fn imm_loss<N: Network>(
     let x_t = schedule.interpolate(x.clone(), eps.clone(), &t);
     let x_r = schedule.interpolate(x, eps, &r);
 
-    let y_t = precond.f(net, x_t, &s, &t);
-    let y_r = precond.f(&net.target(), x_r.inner(), &s, &r);
+    let condition = Condition::labels(y.cloned());
+    let y_t = precond.f(net, x_t, &s, &t, &condition);
+    let y_r = precond.f(&net.target(), x_r.inner(), &s, &r, &condition);
 
     let kernel_scale: Vec<f64> = groups.iter().map(|gr| precond.kernel_scale(gr.s, gr.t)).collect();
     let weight: Vec<f64> = groups.iter().map(|gr| weight(schedule, gr.t, a, b)).collect();
@@ -69,14 +71,14 @@ pub fn imm_loss<N: Network>(
 /// The second time input is t itself, the limit s -> t of IMM's jump f_{s,t}.
 ///
 /// # Shapes
-/// - x, eps: [B, D]; t: B values
+/// - x, eps: [B, D]; t, y: B values
 /// - output: [1]
-pub fn fm_loss<N: Network>(net: &N, precond: &Precond, x: Tensor<2>, eps: Tensor<2>, t: &[f64]) -> Tensor<1> {
+pub fn fm_loss<N: Network>(net: &N, precond: &Precond, x: Tensor<2>, eps: Tensor<2>, y: Option<&Labels>, t: &[f64]) -> Tensor<1> {
     let schedule = precond.schedule;
     let device = x.device();
     let (d_alpha, d_sigma): (Vec<f64>, Vec<f64>) = t.iter().map(|&t| schedule.d_alpha_sigma(t)).unzip();
     let velocity = x.clone() * column(&d_alpha, &device) + eps.clone() * column(&d_sigma, &device);
     let x_t = schedule.interpolate(x, eps, t);
-    let predicted = precond.g_raw(net, x_t, t, t).mul_scalar(precond.sigma_data as f32);
+    let predicted = precond.g_raw(net, x_t, t, t, y).mul_scalar(precond.sigma_data as f32);
     (predicted - velocity).square().mean()
 }

@@ -7,7 +7,8 @@
 use burn::tensor::{Tensor, TensorData};
 
 use crate::networks::Network;
-use crate::{Error, Rng};
+use crate::method::precond::Condition;
+use crate::{Error, Labels, Rng};
 
 pub mod flow_matching;
 pub mod imm;
@@ -31,28 +32,30 @@ pub trait Method: Sync {
     /// Std of the prior the samplers start from, N(0, sigma_d^2 I).
     fn sigma_data(&self) -> f64;
 
-    /// One stochastic estimate of the loss on a batch of data, drawing times and noise from `rng`.
+    /// One stochastic estimate of the loss on a batch of data with class labels y, drawing times
+    /// and noise from `rng`.
     ///
     /// # Shapes
-    /// - x: [B, D]
+    /// - x: [B, D]; y: B labels
     /// - output: [1]
-    fn loss<N: Network>(&self, net: &N, x: Tensor<2>, rng: &mut Rng) -> Tensor<1>;
+    fn loss<N: Network>(&self, net: &N, x: Tensor<2>, y: Option<&Labels>, rng: &mut Rng) -> Tensor<1>;
 
-    /// Samples from prior noise z with `steps` network evaluations; stochastic samplers draw from
-    /// `rng`. Returns z and the state after each evaluation: N + 1 tensors, the sample last.
+    /// Samples from prior noise z under `condition` with `steps` steps (each one network
+    /// evaluation, batched twice as large when guided); stochastic samplers draw from `rng`.
+    /// Returns z and the state after each step: N + 1 tensors, the sample last.
     ///
     /// # Shapes
-    /// - z: [B, D]
+    /// - z: [B, D]; condition: B labels or none
     /// - output: N + 1 of [B, D]
-    fn sample_path<N: Network>(&self, net: &N, z: Tensor<2>, steps: usize, rng: &mut Rng) -> Result<Vec<Tensor<2>>, Error>;
+    fn sample_path<N: Network>(&self, net: &N, z: Tensor<2>, condition: &Condition, steps: usize, rng: &mut Rng) -> Result<Vec<Tensor<2>>, Error>;
 
     /// The last state of [`Method::sample_path`].
     ///
     /// # Shapes
-    /// - z: [B, D]
+    /// - z: [B, D]; condition: B labels or none
     /// - output: [B, D]
-    fn sample<N: Network>(&self, net: &N, z: Tensor<2>, steps: usize, rng: &mut Rng) -> Result<Tensor<2>, Error> {
-        Ok(self.sample_path(net, z, steps, rng)?.pop().expect("a path holds at least z"))
+    fn sample<N: Network>(&self, net: &N, z: Tensor<2>, condition: &Condition, steps: usize, rng: &mut Rng) -> Result<Tensor<2>, Error> {
+        Ok(self.sample_path(net, z, condition, steps, rng)?.pop().expect("a path holds at least z"))
     }
 }
 

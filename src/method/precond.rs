@@ -1,12 +1,13 @@
-//! Preconditioning: f_{s,t}(x_t) = c_skip(s,t) x_t + c_out(s,t) G(c_in(t) x_t, c_noise(t), c_noise(s))
-//! ([P] §4.1-4.2, App. C.5). Coefficients are computed in f64 and cast only at the network input.
+//! Preconditioning: f_{s,t}(x_t) = c_skip(s,t) x_t + c_out(s,t) G(c_in(t) x_t, c_noise(t), c_noise(s), y)
+//! ([P] §4.1-4.2, App. C.5), and classifier-free guidance of G. Coefficients are computed in f64
+//! and cast only at the network input.
 
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::method::schedule::Schedule;
 use crate::networks::Network;
-use crate::{Error, column, row};
+use crate::{Error, Labels, column, row};
 
 /// How f is built from the raw network output G.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +30,37 @@ pub enum TimeInput {
     S,
     /// time_scale * (t - s) (the paper's FP16 run).
     Stride,
+}
+
+/// What the network is conditioned on: class labels (None: the null label for all) and the scale w
+/// of classifier-free guidance (1: none).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Condition {
+    pub labels: Option<Labels>,
+    pub guidance: f64,
+}
+
+impl Condition {
+    /// No labels, no guidance.
+    pub fn none() -> Self {
+        Self { labels: None, guidance: 1.0 }
+    }
+
+    /// `labels` without guidance.
+    pub fn labels(labels: Option<Labels>) -> Self {
+        Self { labels, guidance: 1.0 }
+    }
+
+    /// `labels` guided with scale `guidance`; guidance other than 1 needs labels.
+    pub fn guided(labels: Option<Labels>, guidance: f64) -> Result<Self, Error> {
+        if !(guidance.is_finite() && guidance >= 0.0) {
+            return Err(Error::new(format!("the guidance scale must be finite and >= 0, got {guidance}")));
+        }
+        if labels.is_none() && guidance != 1.0 {
+            return Err(Error::new("guidance (--cfg other than 1) needs class labels: this model or data has none"));
+        }
+        Ok(Self { labels, guidance })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -89,17 +121,37 @@ impl Precond {
         (self.time_scale * t, self.time_scale * second)
     }
 
-    /// The raw network output G(c_in(t) x_t, c_noise(t), c_noise(s)).
+    /// The raw network output G(c_in(t) x_t, c_noise(t), c_noise(s), y).
     ///
     /// # Shapes
-    /// - x_t: [B, D]; s, t: B values
+    /// - x_t: [B, D]; s, t, y: B values
     /// - output: [B, D]
-    pub fn g_raw<N: Network>(&self, net: &N, x_t: Tensor<2>, s: &[f64], t: &[f64]) -> Tensor<2> {
+    pub fn g_raw<N: Network>(&self, net: &N, x_t: Tensor<2>, s: &[f64], t: &[f64], y: Option<&Labels>) -> Tensor<2> {
         let device = x_t.device();
         let c_in: Vec<f64> = t.iter().map(|&t| self.c_in(t)).collect();
         let (c_t, c_s): (Vec<f64>, Vec<f64>) =
             s.iter().zip(t).map(|(&s, &t)| self.noise_inputs(s, t)).unzip();
-        net.forward(x_t * column(&c_in, &device), row(&c_t, &device), row(&c_s, &device))
+        let y = y.map(|y| y.one_hot(&device));
+        net.forward(x_t * column(&c_in, &device), row(&c_t, &device), row(&c_s, &device), y)
+    }
+
+    /// G under `condition`: with guidance w, G_w = G(null) + w (G(y) - G(null)), both halves in
+    /// one batched evaluation (the official `cfg_forward`).
+    ///
+    /// # Shapes
+    /// - x_t: [B, D]; s, t: B values
+    /// - output: [B, D]
+    pub fn g<N: Network>(&self, net: &N, x_t: Tensor<2>, s: &[f64], t: &[f64], condition: &Condition) -> Tensor<2> {
+        let y = condition.labels.as_ref();
+        let (Some(y), true) = (y, condition.guidance != 1.0) else {
+            return self.g_raw(net, x_t, s, t, y);
+        };
+        let b = x_t.dims()[0];
+        let both = Tensor::cat(vec![x_t.clone(), x_t], 0);
+        let twice = |v: &[f64]| [v, v].concat();
+        let g = self.g_raw(net, both, &twice(s), &twice(t), Some(&y.concat(&Labels::null(b, y.classes()))));
+        let [g_y, g_null]: [Tensor<2>; 2] = g.chunk(2, 0).try_into().expect("two halves");
+        g_null.clone() + (g_y - g_null).mul_scalar(condition.guidance as f32)
     }
 
     /// f^theta_{s,t}(x_t): the model's jump from t to s.
@@ -107,11 +159,11 @@ impl Precond {
     /// # Shapes
     /// - x_t: [B, D]; s, t: B values
     /// - output: [B, D]
-    pub fn f<N: Network>(&self, net: &N, x_t: Tensor<2>, s: &[f64], t: &[f64]) -> Tensor<2> {
+    pub fn f<N: Network>(&self, net: &N, x_t: Tensor<2>, s: &[f64], t: &[f64], condition: &Condition) -> Tensor<2> {
         let device = x_t.device();
         let (c_skip, c_out): (Vec<f64>, Vec<f64>) =
             s.iter().zip(t).map(|(&s, &t)| self.c_skip_out(s, t)).unzip();
-        let g = self.g_raw(net, x_t.clone(), s, t);
+        let g = self.g(net, x_t.clone(), s, t, condition);
         x_t * column(&c_skip, &device) + g * column(&c_out, &device)
     }
 }

@@ -92,7 +92,7 @@ impl MlpConfig {
 }
 
 impl Network for Mlp {
-    fn forward(&self, x: Tensor<2>, c_t: Tensor<1>, c_s: Tensor<1>) -> Tensor<2> {
+    fn forward(&self, x: Tensor<2>, c_t: Tensor<1>, c_s: Tensor<1>, _y: Option<Tensor<2>>) -> Tensor<2> {
         let emb_t = self.map_t1.forward(silu(self.map_t0.forward(positional_embedding(c_t, self.emb_channels))));
         let emb_s = self.map_s1.forward(silu(self.map_s0.forward(positional_embedding(c_s, self.emb_channels))));
         let emb = silu(emb_t + emb_s);

@@ -1,4 +1,4 @@
-//! The networks G(c_in x_t, c_noise(t), c_noise(s)): the [`Network`] trait every method trains,
+//! The networks G(c_in x_t, c_noise(t), c_noise(s), y): the [`Network`] trait every method trains,
 //! the 2D [`mlp`] and the paper's image network, DDPM++ ([`songunet`]).
 
 use burn::module::Module;
@@ -7,13 +7,20 @@ use burn::tensor::{Tensor, TensorData};
 pub mod mlp;
 pub mod songunet;
 
-/// A network G(c_in x_t, c_noise(t), c_noise(s)) on flattened samples; image networks reshape inside.
+/// A network G(c_in x_t, c_noise(t), c_noise(s), y) on flattened samples; image networks reshape inside.
 pub trait Network: Module + crate::io::weights::Named {
     /// # Shapes
     /// - x: [B, D], already scaled by c_in(t)
     /// - c_t, c_s: [B], the time inputs (1000 t and 1000 s, or 1000 (t - s))
+    /// - y: [B, L] one-hot class labels, a null label an all-zero row; None is the null label for
+    ///   all (a network without labels only takes None)
     /// - output: [B, D]
-    fn forward(&self, x: Tensor<2>, c_t: Tensor<1>, c_s: Tensor<1>) -> Tensor<2>;
+    fn forward(&self, x: Tensor<2>, c_t: Tensor<1>, c_s: Tensor<1>, y: Option<Tensor<2>>) -> Tensor<2>;
+
+    /// The number of classes the network is conditioned on, L; 0 for none.
+    fn label_dim(&self) -> usize {
+        0
+    }
 
     /// The network of IMM's stop-gradient target pass: no autodiff, and f32 however this one
     /// computes (the official code's `force_fp32`).

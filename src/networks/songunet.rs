@@ -52,6 +52,9 @@ pub struct SongUNetConfig {
     /// A second time embedding for s, added after its own two-layer map.
     #[config(default = true)]
     pub s_embed: bool,
+    /// Classes of the label input (`map_label`); 0 for an unconditional network.
+    #[config(default = 0)]
+    pub label_dim: usize,
     /// The dtype convolutions, linear layers and attention products run in; none is f32 (and lets
     /// configs saved before this option load).
     #[config(default = "None")]
@@ -298,6 +301,7 @@ pub struct SongUNet {
     map_layer1: Linear,
     map_layer0_s: Option<Linear>,
     map_layer1_s: Option<Linear>,
+    map_label: Option<Linear>,
     enc_conv: Conv2d,
     enc: Vec<UNetBlock>,
     dec: Vec<UNetBlock>,
@@ -371,6 +375,7 @@ impl SongUNetConfig {
         } else {
             (None, None)
         };
+        let map_label = (self.label_dim > 0).then(|| init.linear(self.label_dim, noise));
 
         let (mut enc, mut enc_keys, mut skips) = (Vec::new(), Vec::new(), vec![mc]);
         let enc_conv = init.conv(self.in_channels, mc, 3, 1.0);
@@ -420,6 +425,7 @@ impl SongUNetConfig {
             map_layer1,
             map_layer0_s,
             map_layer1_s,
+            map_label,
             enc_conv,
             enc,
             dec,
@@ -468,12 +474,13 @@ impl SongUNet {
         parts.join(".")
     }
 
-    /// Sinusoids of a time input in DDPM++'s order (sin, then cos) through a two-layer map.
+    /// Sinusoids of a time input in DDPM++'s order (sin, then cos), plus `label` (the t path's
+    /// class embedding), through a two-layer map.
     ///
     /// # Shapes
-    /// - c: [B]
+    /// - c: [B]; label: [B, noise channels] in the compute dtype
     /// - output: [B, E], in the compute dtype
-    fn embed(&self, c: Tensor<1>, layer0: &Linear, layer1: &Linear) -> Tensor<2> {
+    fn embed(&self, c: Tensor<1>, layer0: &Linear, layer1: &Linear, label: Option<Tensor<2>>) -> Tensor<2> {
         let dtype = self.precision.dtype();
         let half = self.noise_channels / 2;
         let cos_sin = positional_embedding(c, self.noise_channels);
@@ -481,20 +488,39 @@ impl SongUNet {
         let sin_cos = Tensor::cat(
             vec![cos_sin.clone().slice([0..b, half..2 * half]), cos_sin.slice([0..b, 0..half])],
             1,
-        );
-        cast(layer1, dtype).forward(silu(cast(layer0, dtype).forward(sin_cos.cast(dtype))))
+        )
+        .cast(dtype);
+        let input = match label {
+            Some(label) => sin_cos + label,
+            None => sin_cos,
+        };
+        cast(layer1, dtype).forward(silu(cast(layer0, dtype).forward(input)))
+    }
+
+    /// The official `map_label` of one-hot labels scaled by sqrt(L); None (all null) leaves its bias.
+    ///
+    /// # Shapes
+    /// - y: [B, L]
+    /// - output: [B, noise channels], in the compute dtype
+    fn embed_label(&self, y: Option<Tensor<2>>, b: usize, device: &Device) -> Option<Tensor<2>> {
+        let layer = self.map_label.as_ref()?;
+        let l = layer.weight.dims()[0];
+        let y = y.unwrap_or_else(|| Tensor::zeros([b, l], device));
+        let dtype = self.precision.dtype();
+        Some(cast(layer, dtype).forward(y.mul_scalar((l as f32).sqrt()).cast(dtype)))
     }
 }
 
 impl Network for SongUNet {
-    fn forward(&self, x: Tensor<2>, c_t: Tensor<1>, c_s: Tensor<1>) -> Tensor<2> {
+    fn forward(&self, x: Tensor<2>, c_t: Tensor<1>, c_s: Tensor<1>, y: Option<Tensor<2>>) -> Tensor<2> {
         let [b, d] = x.dims();
         let r = self.resolution;
         let dtype = self.precision.dtype();
+        let label = self.embed_label(y, b, &x.device());
         let mut x = x.reshape([b, self.in_channels, r, r]).cast(dtype);
-        let mut emb = self.embed(c_t, &self.map_layer0, &self.map_layer1);
+        let mut emb = self.embed(c_t, &self.map_layer0, &self.map_layer1, label);
         if let (Some(l0), Some(l1)) = (&self.map_layer0_s, &self.map_layer1_s) {
-            emb = emb + self.embed(c_s, l0, l1);
+            emb = emb + self.embed(c_s, l0, l1, None);
         }
         let emb = silu(emb);
 
@@ -512,6 +538,10 @@ impl Network for SongUNet {
         }
         let out = conv(&self.dec_aux_conv, norm(&self.dec_aux_norm, x, dtype, true), dtype);
         out.cast(FloatDType::F32).reshape([b, d])
+    }
+
+    fn label_dim(&self) -> usize {
+        self.map_label.as_ref().map_or(0, |layer| layer.weight.dims()[0])
     }
 
     fn target(&self) -> Self {

@@ -8,17 +8,39 @@ use serde_json::{Value, json};
 use crate::io::safetensors::Tensors;
 use crate::io::weights::{detect_prefix, load_named};
 use crate::method::Method;
+use crate::method::precond::Condition;
 use crate::method::sampler::{Grid, Sampler};
 use crate::method::{flow_matching::FlowMatching, imm::Imm};
 use crate::networks::songunet::{Precision, SongUNet, SongUNetConfig};
-use crate::training::presets::ImagePreset;
-use crate::{Error, Rng};
+use crate::training::presets::{ImagePreset, image_preset};
+use crate::{Error, Labels, Rng};
 
 /// The method a model was trained with, which is how it samples.
 #[derive(Clone, Debug)]
 pub enum Sampling {
     Imm(Imm),
     Fm(FlowMatching),
+}
+
+/// Which classes a conditional model samples.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Classes {
+    /// Sample i gets class (i / row) mod L: one row of a grid per class.
+    All { row: usize },
+    One(usize),
+}
+
+impl Classes {
+    /// The labels of samples `first..first + n` of `classes` classes.
+    pub fn labels(self, first: usize, n: usize, classes: usize) -> Labels {
+        let index = (first..first + n)
+            .map(|i| match self {
+                Classes::All { row } => (i / row.max(1)) % classes,
+                Classes::One(c) => c,
+            })
+            .collect();
+        Labels::new(index, classes).expect("classes are parsed in range")
+    }
 }
 
 pub struct ImageModel {
@@ -94,6 +116,49 @@ impl ImageModel {
         }
     }
 
+    /// The number of classes the network is conditioned on; 0 for none.
+    pub fn label_dim(&self) -> usize {
+        self.config.label_dim
+    }
+
+    /// The class names, from the card's preset's dataset; indices where it names none.
+    pub fn class_names(&self) -> Vec<String> {
+        let preset = self.card.as_ref().and_then(|card| card["preset"].as_str()).and_then(image_preset);
+        match preset {
+            Some(p) if p.data.class_names().len() == self.label_dim() => p.data.class_names().iter().map(|n| n.to_string()).collect(),
+            _ => (0..self.label_dim()).map(|i| i.to_string()).collect(),
+        }
+    }
+
+    /// Parses a class choice: `all`, an index or a name (any case); `row` samples per class for
+    /// `all`. None for an unconditional model, which accepts no choice.
+    pub fn classes(&self, text: Option<&str>, row: usize) -> Result<Option<Classes>, Error> {
+        let l = self.label_dim();
+        let Some(text) = text else {
+            return Ok((l > 0).then_some(Classes::All { row }));
+        };
+        if l == 0 {
+            return Err(Error::new(format!("--class {text}: this model has no class labels")));
+        }
+        let names = self.class_names();
+        if text.eq_ignore_ascii_case("all") {
+            return Ok(Some(Classes::All { row }));
+        }
+        if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(text)) {
+            return Ok(Some(Classes::One(i)));
+        }
+        match text.parse::<usize>() {
+            Ok(i) if i < l => Ok(Some(Classes::One(i))),
+            _ => Err(Error::new(format!("unknown class '{text}': use all, an index from 0 to {}, or one of {}", l - 1, names.join(", ")))),
+        }
+    }
+
+    /// The condition of samples `first..first + n`: their classes, guided with scale `guidance`.
+    pub fn condition(&self, classes: Option<Classes>, guidance: f64, first: usize, n: usize) -> Result<Condition, Error> {
+        let labels = classes.map(|c| c.labels(first, n, self.label_dim()));
+        Condition::guided(labels, guidance)
+    }
+
     /// Values per image, C * H * W.
     pub fn dim(&self) -> usize {
         self.config.in_channels * self.config.img_resolution * self.config.img_resolution
@@ -113,15 +178,15 @@ impl ImageModel {
         }
     }
 
-    /// Samples from prior noise z in `steps` network evaluations.
+    /// Samples from prior noise z under `condition` in `steps` steps.
     ///
     /// # Shapes
-    /// - z: [B, C * H * W]
+    /// - z: [B, C * H * W]; condition: B labels or none
     /// - output: [B, C * H * W]
-    pub fn sample(&self, z: Tensor<2>, steps: usize, rng: &mut Rng) -> Result<Tensor<2>, Error> {
+    pub fn sample(&self, z: Tensor<2>, condition: &Condition, steps: usize, rng: &mut Rng) -> Result<Tensor<2>, Error> {
         match &self.sampling {
-            Sampling::Imm(m) => m.sample(&self.net, z, steps, rng),
-            Sampling::Fm(m) => m.sample(&self.net, z, steps, rng),
+            Sampling::Imm(m) => m.sample(&self.net, z, condition, steps, rng),
+            Sampling::Fm(m) => m.sample(&self.net, z, condition, steps, rng),
         }
     }
 }

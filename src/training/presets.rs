@@ -80,6 +80,8 @@ pub struct ImagePreset {
     pub side: usize,
     pub xflip: bool,
     pub net: SongUNetConfig,
+    /// Probability that a training label is replaced by the null label (conditional presets).
+    pub label_dropout: f64,
     pub imm: Imm,
     pub fm: FlowMatching,
     pub train: TrainConfig,
@@ -87,7 +89,16 @@ pub struct ImagePreset {
     pub snapshot_every_nimg: u64,
 }
 
-pub const IMAGE_PRESETS: [&str; 5] = ["mnist-tiny", "fmnist-tiny", "fmnist-small", "cifar10-tiny", "cifar10-paper"];
+pub const IMAGE_PRESETS: [&str; 8] = [
+    "mnist-tiny",
+    "fmnist-tiny",
+    "mnist-cond-tiny",
+    "fmnist-cond-tiny",
+    "fmnist-small",
+    "cifar10-tiny",
+    "cifar10-paper",
+    "cifar10-cond-paper",
+];
 
 /// The image presets. `cifar10-paper` is the paper's Table 5 recipe exactly; the small ones keep
 /// its choices (OT-FM, Simple-EDM, eps 0.006, T 0.994, M = 4, a = 1, b = 5) and shrink the rest.
@@ -133,6 +144,7 @@ pub fn image_preset(name: &str) -> Option<ImagePreset> {
             side: 28,
             xflip: false,
             net: unet(1, 28).with_model_channels(16).with_channel_mult(vec![1, 2, 2]).with_num_blocks(1).with_attn_resolutions(vec![7]),
+            label_dropout: 0.0,
             imm: imm(8),
             fm,
             train: train(16, 60_000, 2e-3, OptimizerKind::Adam, 0.999, 2_000),
@@ -140,6 +152,13 @@ pub fn image_preset(name: &str) -> Option<ImagePreset> {
         },
         // mnist-tiny on Fashion-MNIST: the quality table's second dataset.
         "fmnist-tiny" => ImagePreset { name: "fmnist-tiny", data: ImageSet::FashionMnist, ..image_preset("mnist-tiny")? },
+        // The tiny network with class labels, trained with the paper's label dropout 0.1 so that
+        // it also learns the null label that guidance needs.
+        "mnist-cond-tiny" => {
+            let tiny = image_preset("mnist-tiny")?;
+            ImagePreset { name: "mnist-cond-tiny", net: tiny.net.with_label_dim(10), label_dropout: 0.1, ..tiny }
+        }
+        "fmnist-cond-tiny" => ImagePreset { name: "fmnist-cond-tiny", data: ImageSet::FashionMnist, ..image_preset("mnist-cond-tiny")? },
         // A GPU-sized Fashion-MNIST model: padded to 32 px, levels 32/16/8.
         "fmnist-small" => ImagePreset {
             name: "fmnist-small",
@@ -147,6 +166,7 @@ pub fn image_preset(name: &str) -> Option<ImagePreset> {
             side: 32,
             xflip: true,
             net: unet(1, 32).with_model_channels(32).with_channel_mult(vec![1, 2, 2]).with_num_blocks(2).with_attn_resolutions(vec![8]),
+            label_dropout: 0.0,
             imm: imm(12),
             fm,
             train: train(256, 5_000_000, 5e-4, OptimizerKind::Radam, 0.9995, 50_000),
@@ -174,11 +194,18 @@ pub fn image_preset(name: &str) -> Option<ImagePreset> {
                 .with_num_blocks(4)
                 .with_attn_resolutions(vec![16])
                 .with_dropout(0.2),
+            label_dropout: 0.0,
             imm: imm(15),
             fm,
             train: train(4096, 400_000 * 4096, 1e-4, OptimizerKind::Radam, 0.9999, 409_600),
             snapshot_every_nimg: 10_240_000,
         },
+        // cifar10-paper with the ten class labels and the ImageNet runs' label dropout 0.1 ([P] Table 5),
+        // for a GPU (the paper trains CIFAR-10 unconditionally).
+        "cifar10-cond-paper" => {
+            let paper = image_preset("cifar10-paper")?;
+            ImagePreset { name: "cifar10-cond-paper", net: paper.net.with_label_dim(10), label_dropout: 0.1, ..paper }
+        }
         _ => return None,
     })
 }

@@ -15,7 +15,7 @@ use crate::data::Dataset;
 use crate::method::Method;
 use crate::networks::Network;
 use crate::training::radam::RAdam;
-use crate::{Error, Rng};
+use crate::{Error, Labels, Rng};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -166,18 +166,28 @@ impl ModuleMapper for EmaUpdate {
 fn backward_parts<N: Network, M: Method, R: BorrowMut<Rng>>(
     method: &M,
     net: &N,
-    shares: impl IntoIterator<Item = (Tensor<2>, R)>,
+    shares: impl IntoIterator<Item = (Tensor<2>, Option<Labels>, R)>,
     parts: usize,
 ) -> (Tensor<1>, GradientsParams) {
     let mut sum = GradientsAccumulator::new();
     let mut total: Option<Tensor<1>> = None;
-    for (part, mut rng) in shares {
-        let loss = method.loss(net, part, rng.borrow_mut()).div_scalar(parts as f32);
+    for (part, y, mut rng) in shares {
+        let loss = method.loss(net, part, y.as_ref(), rng.borrow_mut()).div_scalar(parts as f32);
         sum.accumulate(net, GradientsParams::from_grads(loss.backward(), net));
         let loss = loss.inner();
         total = Some(total.map_or(loss.clone(), |t| t + loss));
     }
     (total.expect("at least one part"), sum.grads())
+}
+
+/// A batch and its labels in `parts` equal parts, in order.
+fn split(x: Tensor<2>, y: Option<&Labels>, parts: usize) -> Vec<(Tensor<2>, Option<Labels>)> {
+    let size = x.dims()[0] / parts;
+    x.chunk(parts, 0)
+        .into_iter()
+        .enumerate()
+        .map(|(i, part)| (part, y.map(|y| y.slice(i * size, (i + 1) * size))))
+        .collect()
 }
 
 /// What, besides weights and optimizer moments, a resumed run needs to continue exactly.
@@ -255,10 +265,10 @@ impl<N: Network, M: Method> Trainer<N, M> {
     /// and reads their checks together, going back to a [`Trainer::snapshot`] if one failed).
     ///
     /// # Shapes
-    /// - x: [B, D]
+    /// - x: [B, D]; y: B labels, for a network with labels
     /// - output: [1]
-    pub fn step(&mut self, x: Tensor<2>) -> Option<Tensor<1>> {
-        let gradients = self.gradients(x);
+    pub fn step(&mut self, x: Tensor<2>, y: Option<Labels>) -> Option<Tensor<1>> {
+        let gradients = self.gradients(x, y);
         let finite = gradients.check.clone().into_scalar::<f32>().is_finite();
         self.apply(gradients, finite)
     }
@@ -266,24 +276,26 @@ impl<N: Network, M: Method> Trainer<N, M> {
     /// The loss and gradients of one batch, with their finiteness check, on the devices.
     ///
     /// # Shapes
-    /// - x: [B, D]
-    pub fn gradients(&mut self, x: Tensor<2>) -> Gradients {
+    /// - x: [B, D]; y: B labels, for a network with labels
+    pub fn gradients(&mut self, x: Tensor<2>, y: Option<Labels>) -> Gradients {
         let [batch, _] = x.dims();
         let home = x.device();
         if self.devices.len() <= 1 {
             let parts = self.config.accumulate;
             // One part draws from the trainer's stream, several from a stream each (as data-parallel parts do).
             let (loss, grads) = if parts == 1 {
-                backward_parts(&self.method, &self.net, [(x, &mut self.rng)], 1)
+                backward_parts(&self.method, &self.net, [(x, y, &mut self.rng)], 1)
             } else {
-                let shares: Vec<_> =
-                    x.chunk(parts, 0).into_iter().map(|part| (part, Rng::new(self.rng.next_u64()))).collect();
+                let shares: Vec<_> = split(x, y.as_ref(), parts)
+                    .into_iter()
+                    .map(|(part, y)| (part, y, Rng::new(self.rng.next_u64())))
+                    .collect();
                 backward_parts(&self.method, &self.net, shares, parts)
             };
             let check = finite_check(&self.net, &grads, loss.clone());
             Gradients { loss, check, grads: Grads::One(grads), batch }
         } else {
-            let (loss, grads) = self.data_parallel(x, &home);
+            let (loss, grads) = self.data_parallel(x, y, &home);
             let check = grads.iter().fold(loss.clone(), |sum, (g, _)| finite_check(&self.net, g, sum));
             Gradients { loss, check, grads: Grads::Many(grads), batch }
         }
@@ -352,13 +364,13 @@ impl<N: Network, M: Method> Trainer<N, M> {
     /// devices (or CPU cores) work at once. Part i of the batch goes to device i mod n and draws
     /// from its own stream, forked from the trainer's in part order: the result does not depend
     /// on thread timing and equals one device accumulating the same parts.
-    fn data_parallel(&mut self, x: Tensor<2>, home: &Device) -> (Tensor<1>, Vec<(GradientsParams, Device)>) {
+    fn data_parallel(&mut self, x: Tensor<2>, y: Option<Labels>, home: &Device) -> (Tensor<1>, Vec<(GradientsParams, Device)>) {
         let n = self.devices.len();
         let parts = self.config.accumulate * n;
-        let shares: Vec<Vec<(Tensor<2>, Rng)>> = {
+        let shares: Vec<Vec<(Tensor<2>, Option<Labels>, Rng)>> = {
             let mut shares: Vec<Vec<_>> = vec![Vec::new(); n];
-            for (i, part) in x.chunk(parts, 0).into_iter().enumerate() {
-                shares[i % n].push((part.to_device(&self.devices[i % n]), Rng::new(self.rng.next_u64())));
+            for (i, (part, y)) in split(x, y.as_ref(), parts).into_iter().enumerate() {
+                shares[i % n].push((part.to_device(&self.devices[i % n]), y, Rng::new(self.rng.next_u64())));
             }
             shares
         };
@@ -431,11 +443,19 @@ pub fn fit<N: Network, M: Method>(
     observer: &mut impl Observer,
 ) -> Result<(), Error> {
     let device = trainer.net.devices()[0].clone();
+    if data.classes() != trainer.net.label_dim() {
+        return Err(Error::new(format!(
+            "the data carries labels of {} classes but the network takes {} (0: none)",
+            data.classes(),
+            trainer.net.label_dim()
+        )));
+    }
     let (batch, total, every) = (trainer.config.batch, trainer.config.total_nimg, trainer.config.log_every_nimg);
     let (mut loss_sum, mut count, mut since_nimg, mut since_time) = (None::<Tensor<1>>, 0u64, trainer.nimg, clock());
     let mut since_skipped = trainer.skipped;
     while trainer.nimg < total {
-        if let Some(loss) = trainer.step(data.batch(batch, &device)) {
+        let (x, y) = data.batch(batch, &device);
+        if let Some(loss) = trainer.step(x, y) {
             loss_sum = Some(match loss_sum {
                 Some(sum) => sum + loss,
                 None => loss,

@@ -17,6 +17,7 @@ use crate::io::safetensors::Tensors;
 use crate::io::weights::{load_named, named_params_async};
 use crate::kernels::mmd::{Kernels, comparison, relative_error, test_shapes};
 use crate::method::Method;
+use crate::method::precond::Condition;
 use crate::method::{flow_matching::FlowMatching, imm::Imm};
 use crate::networks::Network;
 use crate::networks::mlp::Mlp;
@@ -24,7 +25,7 @@ use crate::networks::songunet::SongUNet;
 use crate::training::image_model::{ImageModel, Sampling};
 use crate::training::presets::{IMAGE_PRESETS, ImagePreset, Preset, image_preset, preset};
 use crate::training::trainer::{Metrics, Trainer};
-use crate::{Error, Rng};
+use crate::{Error, Labels, Rng};
 
 #[wasm_bindgen]
 extern "C" {
@@ -76,8 +77,8 @@ async fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, JsError> {
 /// WebGPU allows); the loss of an applied step, None for a skipped one.
 /// One training step applied without waiting for its finiteness check: the loss and the check,
 /// still on the device (the caller reads them with the others and undoes the steps if needed).
-fn unchecked_step<N: Network, M: Method>(trainer: &mut Trainer<N, M>, x: Tensor<2>) -> (Tensor<1>, Tensor<1>) {
-    let gradients = trainer.gradients(x);
+fn unchecked_step<N: Network, M: Method>(trainer: &mut Trainer<N, M>, x: Tensor<2>, y: Option<Labels>) -> (Tensor<1>, Tensor<1>) {
+    let gradients = trainer.gradients(x, y);
     let check = gradients.check.clone();
     (trainer.apply(gradients, true).expect("an applied step has a loss"), check)
 }
@@ -253,8 +254,8 @@ impl Playground {
         for _ in 0..steps {
             let batch = self.imm.config.batch;
             let x = Tensor::<2>::from_data(TensorData::new(self.data.sample(batch), [batch, 2]), &device);
-            let (imm, imm_check) = unchecked_step(&mut self.imm, x.clone());
-            let (fm, fm_check) = unchecked_step(&mut self.fm, x);
+            let (imm, imm_check) = unchecked_step(&mut self.imm, x.clone(), None);
+            let (fm, fm_check) = unchecked_step(&mut self.fm, x, None);
             let step = [imm, fm, imm_check, fm_check];
             sums = Some(match sums {
                 Some(sums) => std::array::from_fn(|i| sums[i].clone() + step[i].clone()),
@@ -292,8 +293,9 @@ impl Playground {
         let mut rng = Rng::new(seed.into());
         let z = rng.normal_vec(n * 2, self.imm.method.sigma_data());
         let z = || Tensor::<2>::from_data(TensorData::new(z.clone(), [n, 2]), &self.device);
-        let imm = self.imm.method.sample_path(&self.imm.ema, z(), steps, &mut rng).map_err(js)?;
-        let fm = self.fm.method.sample_path(&self.fm.ema, z(), steps, &mut rng).map_err(js)?;
+        let none = Condition::none();
+        let imm = self.imm.method.sample_path(&self.imm.ema, z(), &none, steps, &mut rng).map_err(js)?;
+        let fm = self.fm.method.sample_path(&self.fm.ema, z(), &none, steps, &mut rng).map_err(js)?;
         let mut out = Vec::with_capacity(2 * (steps + 1) * n * 2);
         for state in imm.into_iter().chain(fm) {
             out.extend(read(state).await?);
@@ -405,7 +407,8 @@ impl PageImageModel {
         let dim = self.model.dim();
         let mut rng = Rng::new(seed.into());
         let z = Tensor::<2>::from_data(TensorData::new(rng.normal_vec(n * dim, self.model.sigma_data()), [n, dim]), &self.device);
-        let x = read(self.model.sample(z, steps, &mut rng).map_err(js)?).await?;
+        let condition = self.model.condition(self.model.classes(None, columns.max(1)).map_err(js)?, 1.0, 0, n).map_err(js)?;
+        let x = read(self.model.sample(z, &condition, steps, &mut rng).map_err(js)?).await?;
         let (c, side) = (self.model.config.in_channels, self.model.config.img_resolution);
         let grid = rgba_grid(&x, c, side, columns.max(1));
         *self.last.borrow_mut() = x;
@@ -461,8 +464,9 @@ impl ImageTrainer {
         let good = self.trainer.snapshot();
         let mut sums: Option<[Tensor<1>; 2]> = None;
         for _ in 0..steps {
-            let x = Tensor::<2>::from_data(TensorData::new(self.data.sample(batch), [batch, dim]), &device);
-            let (loss, check) = unchecked_step(&mut self.trainer, x);
+            let (x, y) = self.data.sample_labelled(batch);
+            let x = Tensor::<2>::from_data(TensorData::new(x, [batch, dim]), &device);
+            let (loss, check) = unchecked_step(&mut self.trainer, x, y);
             sums = Some(sums.map_or([loss.clone(), check.clone()], |[l, c]| [l + loss, c + check]));
         }
         let values = read(Tensor::cat(sums.expect("at least one step").to_vec(), 0)).await?;
