@@ -4,7 +4,7 @@
 //! - [`io`]: safetensors files, module parameters by name, .npz arrays, PNG figures.
 //! - [`kernels`]: IMM's grouped MMD, as plain ops (the reference) and as fused WGSL / CubeCL
 //!   kernels; stride-1 convolution on the CPU.
-//! - [`networks`]: the [`networks::Network`] trait, the 2D MLP, DDPM++ (SongUNet).
+//! - [`networks`]: the [`networks::Network`] trait, the 2D MLP, DDPM++ (SongUNet), DiT.
 //! - [`data`]: the [`data::Dataset`] trait, 2D distributions, image files.
 //! - [`method`]: schedule, preconditioning, losses, samplers, and the two [`method::Method`]s (IMM,
 //!   flow matching).

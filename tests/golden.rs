@@ -1,6 +1,6 @@
 //! Parity with the official network, loss and samplers on golden files (shared/golden). The files
-//! are parameters: IMM_GOLDEN=path/to/golden.safetensors (unconditional) and IMM_GOLDEN_COND=...
-//! (with class labels and guidance); each manifest is the .json beside its file.
+//! are parameters: IMM_GOLDEN=path/to/golden.safetensors (unconditional), IMM_GOLDEN_COND=... (with
+//! class labels and guidance) and IMM_GOLDEN_DIT=... (DiT); each manifest is the .json beside it.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,6 +21,10 @@ fn golden_path() -> PathBuf {
 
 fn cond_path() -> PathBuf {
     path_from("IMM_GOLDEN_COND", "golden_songunet_cond.safetensors")
+}
+
+fn dit_path() -> PathBuf {
+    path_from("IMM_GOLDEN_DIT", "golden_dit_small.safetensors")
 }
 
 /// A copy of the golden file at `path` with `change` applied to its tensors, checked.
@@ -106,4 +110,46 @@ fn a_changed_label_weight_spares_the_null_label() {
         assert!(failed.iter().any(|f| f.starts_with(key)), "{key} should fail: {failed:?}");
     }
     assert!(!failed.iter().any(|f| f.starts_with("out.G_t_null")), "the null label ignores the label weights: {failed:?}");
+}
+
+/// DiT: patch embedding, position table, both time embedders, the label table with its null row,
+/// adaLN-Zero blocks and the final layer, with t - s as the second time input and Euler-FM samplers.
+#[test]
+fn dit_matches_the_official_code() {
+    let rows = check(&dit_path(), &Device::flex()).unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    for key in [
+        "out.G_t_null",
+        "out.f_t_euler_fm_cfg1.5",
+        "grad.y_embedder.embedding_table.weight",
+        "grad.x_embedder.proj.weight",
+        "grad.blocks.1.adaLN_modulation.1.weight",
+        "grad.s_embedder.mlp.0.weight",
+        "out.sample_pushforward_8_uniform_cfg1.5",
+    ] {
+        assert!(names.contains(&key), "{key} was not checked");
+    }
+    assert_eq!(failures(&rows), Vec::<String>::new());
+}
+
+/// The last row of the label table is the null label's: changing it moves the null and guided
+/// outputs, and the fixed position table is part of every output.
+#[test]
+fn dit_null_row_and_position_table_are_caught() {
+    let failed = check_changed(&dit_path(), |tensors| {
+        let table = tensors.tensors.get_mut("param.y_embedder.embedding_table.weight").expect("the label table");
+        let width = table.shape[1];
+        let rows = table.values.len() / width;
+        for v in &mut table.values[(rows - 1) * width..] {
+            *v += 0.5;
+        }
+    });
+    for key in ["out.G_t_null", "out.f_t_euler_fm_cfg1.5", "out.sample_pushforward_1_uniform_cfg1.5"] {
+        assert!(failed.iter().any(|f| f.starts_with(key)), "{key} should fail: {failed:?}");
+    }
+    assert!(!failed.iter().any(|f| f.starts_with("out.sample_pushforward_1 ")), "unguided samples have no null labels: {failed:?}");
+    let failed = check_changed(&dit_path(), |tensors| {
+        tensors.tensors.get_mut("param.pos_embed").expect("the position table").values[5] += 0.5;
+    });
+    assert!(failed.iter().any(|f| f.starts_with("out.G_t ")), "{failed:?}");
 }

@@ -130,7 +130,7 @@ pub fn train<M: Method + Clone>(preset: &ImagePreset, method: M, batch: usize, i
     let dim = preset.net.in_channels * preset.net.img_resolution * preset.net.img_resolution;
     let ad = device.clone().autodiff();
     let x = Tensor::<2>::random([batch, dim], Distribution::Uniform(-1.0, 1.0), &ad);
-    let classes = preset.net.label_dim;
+    let classes = preset.net.classes();
     let y = (classes > 0).then(|| Classes::All { row: 1 }.labels(0, batch, classes));
     let mut last = None;
     let ms = time_ms(device, iters, || last = trainer.step(x.clone(), y.clone()))?;

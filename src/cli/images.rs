@@ -74,7 +74,7 @@ impl Saver<'_> {
 
         let device = trainer.ema.devices()[0].clone();
         // A conditional model's grid has one class per column.
-        let classes = self.preset.net.label_dim;
+        let classes = self.preset.net.classes();
         let condition = Condition::labels((classes > 0).then(|| Classes::All { row: 1 }.labels(0, GRID_COLUMNS, classes)));
         let mut rows = Vec::new();
         for &k in self.steps {
@@ -150,7 +150,7 @@ fn run_config<M: Method + Serialize>(preset: &ImagePreset, method: &M) -> Value 
         "snapshot_every_nimg": preset.snapshot_every_nimg,
     });
     // Only conditional runs name it, so that earlier unconditional runs still resume.
-    if preset.net.label_dim > 0 {
+    if preset.net.classes() > 0 {
         config["label_dropout"] = json!(preset.label_dropout);
     }
     config
@@ -166,9 +166,13 @@ fn differences(saved: &Value, current: &Value) -> Vec<String> {
             train.remove("log_every_nimg");
             train.remove("lr");
         }
-        // Precision is how the same f32 weights compute: a run may resume in another.
+        // Precision is how the same f32 weights compute: a run may resume in another. Runs saved
+        // before labels have no label_dim, which is none.
         if let Some(net) = v.get_mut("net").and_then(Value::as_object_mut) {
             net.remove("precision");
+            if net.get("label_dim").is_some_and(Value::is_null) {
+                net.remove("label_dim");
+            }
         }
         if let Some(o) = v.as_object_mut() {
             o.remove("device");
@@ -233,7 +237,7 @@ pub fn train_images<M: Method + Serialize + Clone>(
 
     let train = preset.train.clone();
     let mut seeds = Rng::new(train.seed);
-    let classes = preset.net.label_dim;
+    let classes = preset.net.classes();
     let images = load_images(preset.data, run.data_dir.as_deref(), classes > 0)?;
     let net = preset.net.init(&mut seeds.fork(), &device.clone().autodiff())?;
     let mut data = ImageData::new(images, preset.side, preset.xflip, seeds.next_u64())?;
@@ -430,4 +434,19 @@ pub fn export(weights: &Path, out: &Path) -> Result<(), Error> {
     write_atomic(out, &bytes)?;
     println!("Wrote {} ({:.2} MB, f16).", out.display(), bytes.len() as f64 / 1e6);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run saved before labels existed (no `label_dim`) resumes as unconditional, not as another network.
+    #[test]
+    fn runs_saved_before_labels_resume() {
+        let current = json!({"net": {"model_channels": 16, "label_dim": null, "precision": null}, "train": {}});
+        let saved = json!({"net": {"model_channels": 16}, "train": {}});
+        assert!(differences(&saved, &current).is_empty());
+        let labelled = json!({"net": {"model_channels": 16, "label_dim": 10}, "train": {}});
+        assert_eq!(differences(&saved, &labelled), ["net"]);
+    }
 }

@@ -1,9 +1,11 @@
 //! The networks G(c_in x_t, c_noise(t), c_noise(s), y): the [`Network`] trait every method trains,
-//! the 2D [`mlp`] and the paper's image network, DDPM++ ([`songunet`]).
+//! the 2D [`mlp`], the paper's CIFAR-10 network, DDPM++ ([`songunet`]), and its ImageNet network,
+//! DiT ([`dit`]).
 
 use burn::module::Module;
 use burn::tensor::{Tensor, TensorData};
 
+pub mod dit;
 pub mod mlp;
 pub mod songunet;
 

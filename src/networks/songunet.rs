@@ -52,9 +52,10 @@ pub struct SongUNetConfig {
     /// A second time embedding for s, added after its own two-layer map.
     #[config(default = true)]
     pub s_embed: bool,
-    /// Classes of the label input (`map_label`); 0 for an unconditional network.
-    #[config(default = 0)]
-    pub label_dim: usize,
+    /// Classes of the label input (`map_label`); none for an unconditional network (and lets
+    /// configs saved before labels load).
+    #[config(default = "None")]
+    pub label_dim: Option<usize>,
     /// The dtype convolutions, linear layers and attention products run in; none is f32 (and lets
     /// configs saved before this option load).
     #[config(default = "None")]
@@ -344,6 +345,11 @@ impl SongUNetConfig {
         Ok(())
     }
 
+    /// The number of classes of the label input; 0 without one.
+    pub fn classes(&self) -> usize {
+        self.label_dim.unwrap_or(0)
+    }
+
     /// A lower bound of the parameter count, computed without allocating (the 3x3 convolutions of
     /// the encoder's blocks): a weights file must hold at least this many values for its card to
     /// be believed before the network is built.
@@ -375,7 +381,7 @@ impl SongUNetConfig {
         } else {
             (None, None)
         };
-        let map_label = (self.label_dim > 0).then(|| init.linear(self.label_dim, noise));
+        let map_label = (self.classes() > 0).then(|| init.linear(self.classes(), noise));
 
         let (mut enc, mut enc_keys, mut skips) = (Vec::new(), Vec::new(), vec![mc]);
         let enc_conv = init.conv(self.in_channels, mc, 3, 1.0);

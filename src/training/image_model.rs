@@ -118,7 +118,7 @@ impl ImageModel {
 
     /// The number of classes the network is conditioned on; 0 for none.
     pub fn label_dim(&self) -> usize {
-        self.config.label_dim
+        self.config.classes()
     }
 
     /// The class names, from the card's preset's dataset; indices where it names none.

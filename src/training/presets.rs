@@ -156,7 +156,7 @@ pub fn image_preset(name: &str) -> Option<ImagePreset> {
         // it also learns the null label that guidance needs.
         "mnist-cond-tiny" => {
             let tiny = image_preset("mnist-tiny")?;
-            ImagePreset { name: "mnist-cond-tiny", net: tiny.net.with_label_dim(10), label_dropout: 0.1, ..tiny }
+            ImagePreset { name: "mnist-cond-tiny", net: tiny.net.with_label_dim(Some(10)), label_dropout: 0.1, ..tiny }
         }
         "fmnist-cond-tiny" => ImagePreset { name: "fmnist-cond-tiny", data: ImageSet::FashionMnist, ..image_preset("mnist-cond-tiny")? },
         // A GPU-sized Fashion-MNIST model: padded to 32 px, levels 32/16/8.
@@ -204,7 +204,7 @@ pub fn image_preset(name: &str) -> Option<ImagePreset> {
         // for a GPU (the paper trains CIFAR-10 unconditionally).
         "cifar10-cond-paper" => {
             let paper = image_preset("cifar10-paper")?;
-            ImagePreset { name: "cifar10-cond-paper", net: paper.net.with_label_dim(10), label_dropout: 0.1, ..paper }
+            ImagePreset { name: "cifar10-cond-paper", net: paper.net.with_label_dim(Some(10)), label_dropout: 0.1, ..paper }
         }
         _ => return None,
     })
