@@ -144,23 +144,31 @@ fn a_run_saves_resumes_exactly_and_samples() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+fn with_preset<'a>(mut args: Vec<&'a str>, preset: &'a str) -> Vec<&'a str> {
+    args[2] = preset;
+    args
+}
+
+/// Trains `preset` for 48 images straight through, and for 32 then resumed to 48: both end with
+/// the same weights, and training moved them.
+fn straight_and_resumed(dir: &Path, preset: &str) {
+    ok(&with_preset(train_args("straight", "0.048", &[]), preset), dir);
+    ok(&with_preset(train_args("split", "0.032", &[]), preset), dir);
+    let resumed = ok(&with_preset(train_args("split", "0.048", &["--resume"]), preset), dir);
+    assert!(resumed.contains("at 32 images"), "{resumed}");
+    let a = weights(&dir.join("straight/snapshots/ema-000000000048.safetensors"));
+    let b = weights(&dir.join("split/snapshots/ema-000000000048.safetensors"));
+    let init = weights(&dir.join("split/snapshots/ema-000000000032.safetensors"));
+    assert!(a.iter().zip(&init).any(|(p, q)| (p - q).abs() > 1e-6), "{preset}: training moved the weights");
+    assert!(a.iter().zip(&b).all(|(p, q)| (p - q).abs() < 1e-5), "{preset}: a resumed run continues exactly");
+}
+
 /// A conditional preset end to end: labels from the data's label file, exact resume, samples by
 /// class with guidance, class accuracy in `imm eval`, and refusals of what does not fit.
 #[test]
 fn a_conditional_run_samples_classes_with_guidance() {
     let dir = scratch_with_data("cond");
-    let cond = |out: &'static str, kimg: &'static str, extra: &[&'static str]| {
-        let mut args = train_args(out, kimg, extra);
-        args[2] = "mnist-cond-tiny";
-        args
-    };
-    ok(&cond("straight", "0.048", &[]), &dir);
-    ok(&cond("split", "0.032", &[]), &dir);
-    let resumed = ok(&cond("split", "0.048", &["--resume"]), &dir);
-    assert!(resumed.contains("at 32 images"), "{resumed}");
-    let a = weights(&dir.join("straight/snapshots/ema-000000000048.safetensors"));
-    let b = weights(&dir.join("split/snapshots/ema-000000000048.safetensors"));
-    assert!(a.iter().zip(&b).all(|(p, q)| (p - q).abs() < 1e-5), "a resumed conditional run continues exactly");
+    straight_and_resumed(&dir, "mnist-cond-tiny");
     let config: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("straight/config.json")).unwrap()).unwrap();
     assert_eq!((&config["net"]["label_dim"], &config["label_dropout"]), (&10.into(), &0.1.into()));
 
@@ -208,7 +216,53 @@ fn a_conditional_run_samples_classes_with_guidance() {
     ok(&["sample", "--weights", "bare.safetensors", "--preset", "mnist-cond-tiny", "--class", "7", "--n", "2", "--device", "cpu"], &dir);
     // Without the label file the conditional preset cannot train.
     std::fs::remove_file(dir.join("data/train-labels-idx1-ubyte")).unwrap();
-    fails(&cond("nolabels", "0.016", &[]), &dir, "no mnist training labels");
+    fails(&with_preset(train_args("nolabels", "0.016", &[]), "mnist-cond-tiny"), &dir, "no mnist training labels");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Users' own images: a folder of PNG and JPEG files in one sub-folder per class trains a
+/// conditional preset with those classes, whose names `imm sample --class` then takes.
+#[test]
+fn an_image_folder_trains_with_its_own_classes() {
+    let dir = scratch_with_data("folder");
+    for (class, bright) in [("circles", 220u8), ("squares", 40u8)] {
+        std::fs::create_dir_all(dir.join("mine").join(class)).unwrap();
+        for i in 0..6u32 {
+            let img = image::RgbImage::from_fn(40, 32, |x, y| image::Rgb([bright, (x * 6) as u8, ((y + i) * 7) as u8]));
+            let ext = if i % 2 == 0 { "png" } else { "jpg" };
+            img.save(dir.join("mine").join(class).join(format!("{i}.{ext}"))).unwrap();
+        }
+    }
+    let args = with_preset(train_args("own", "0.032", &["--image-folder", "mine"]), "mnist-cond-tiny");
+    let out = ok(&args, &dir);
+    assert!(out.contains("Read 12 images of 2 classes"), "{out}");
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("own/config.json")).unwrap()).unwrap();
+    assert_eq!((&config["classes"], &config["net"]["label_dim"]), (&serde_json::json!(["circles", "squares"]), &2.into()));
+    let snapshot = "own/snapshots/ema-000000000032.safetensors";
+    ok(&["sample", "--weights", snapshot, "--class", "squares", "--cfg", "2", "--n", "3", "--out", "sq.png", "--device", "cpu"], &dir);
+    fails(&["sample", "--weights", snapshot, "--class", "triangles", "--device", "cpu"], &dir, "circles, squares");
+    fails(&["eval", "--weights", snapshot, "--device", "cpu"], &dir, "trained on an image folder");
+    // An unconditional preset takes the images and ignores the classes.
+    ok(&train_args("plain", "0.016", &["--image-folder", "mine"]), &dir);
+    std::fs::create_dir_all(dir.join("empty/nothing")).unwrap();
+    fails(&train_args("none", "0.016", &["--image-folder", "empty"]), &dir, "no PNG or JPEG images");
+    std::fs::write(dir.join("mine/squares/9.png"), b"not a png").unwrap();
+    fails(&train_args("bad", "0.016", &["--image-folder", "mine"]), &dir, "cannot read the image");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The DiT path end to end: `mnist-dit` trains, resumes exactly, samples a class with guidance,
+/// and refuses a precision it does not compute in.
+#[test]
+fn a_dit_run_resumes_exactly_and_samples_a_class() {
+    let dir = scratch_with_data("dit");
+    straight_and_resumed(&dir, "mnist-dit");
+    let card = Tensors::read(&dir.join("straight/snapshots/ema-000000000048.safetensors")).unwrap().metadata["imm"].clone();
+    assert!(card.contains(r#""network":"dit""#), "{card}");
+    let snapshot = "straight/snapshots/ema-000000000048.safetensors";
+    ok(&["sample", "--weights", snapshot, "--class", "2", "--cfg", "1.5", "--n", "4", "--out", "two.png", "--device", "cpu"], &dir);
+    assert!(std::fs::read(dir.join("two.png")).unwrap().starts_with(b"\x89PNG"));
+    fails(&with_preset(train_args("half", "0.016", &["--precision", "f16"]), "mnist-dit"), &dir, "DiT computes in f32 only");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

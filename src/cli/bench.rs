@@ -127,7 +127,7 @@ pub fn train<M: Method + Clone>(preset: &ImagePreset, method: M, batch: usize, i
     let config = TrainConfig { batch, ..preset.train.clone() };
     let replicas = devices.iter().map(|d| d.clone().autodiff()).collect();
     let mut trainer = Trainer::new(net, method.clone(), config)?.with_devices(replicas)?;
-    let dim = preset.net.in_channels * preset.net.img_resolution * preset.net.img_resolution;
+    let dim = preset.net.in_channels() * preset.net.img_resolution() * preset.net.img_resolution();
     let ad = device.clone().autodiff();
     let x = Tensor::<2>::random([batch, dim], Distribution::Uniform(-1.0, 1.0), &ad);
     let classes = preset.net.classes();
@@ -142,13 +142,13 @@ pub fn train<M: Method + Clone>(preset: &ImagePreset, method: M, batch: usize, i
         "{} {} ({params} parameters, {}), batch {batch} (accumulate {}, {} device{}): {ms:.1} ms per step, {images_per_s:.1} images/s",
         preset.name,
         method.name(),
-        preset.net.precision.unwrap_or_default().name(),
+        preset.net.precision().name(),
         preset.train.accumulate,
         devices.len(),
         if devices.len() == 1 { "" } else { "s" }
     );
     Ok(json!({"bench": "train", "preset": preset.name, "method": method.name(), "params": params,
-              "precision": preset.net.precision, "batch": batch,
+              "precision": preset.net.precision(), "batch": batch,
               "accumulate": preset.train.accumulate, "devices": devices.len(), "iters": iters, "ms_per_step": ms,
               "images_per_s": images_per_s}))
 }
@@ -161,7 +161,7 @@ pub fn sample(model: &ImageModel, batches: &[usize], steps: &[usize], iters: usi
     }
     let dim = model.dim();
     let mut rows = Vec::new();
-    println!("network in {}", model.config.precision.unwrap_or_default().name());
+    println!("network in {}", model.config.precision().name());
     println!("{:>6} {:>6} {:>12} {:>10}", "batch", "steps", "ms / batch", "images/s");
     for &batch in batches {
         let z = Tensor::<2>::random([batch, dim], Distribution::Normal(0.0, model.sigma_data()), device);

@@ -277,6 +277,11 @@ fn timed_samples<M: Method>(method: &M, net: &Mlp, request: &EvalRequest, device
 fn evaluate_images(file: &Tensors, what: String, request: &EvalRequest, device: &Device) -> Result<EvalReport, Error> {
     let mut model = ImageModel::load(file, &what, request.preset.as_ref(), device)?;
     model.choose_sampling(request.grid.clone(), request.sampler);
+    if model.card.as_ref().is_some_and(|card| card["classes"].is_array()) {
+        return Err(Error::new(format!(
+            "{what} was trained on an image folder; imm eval has reference statistics for MNIST, Fashion-MNIST and CIFAR-10 only"
+        )));
+    }
     let set = match (&model.card, &request.preset) {
         (Some(card), _) => card["preset"].as_str().and_then(image_preset).map(|p| p.data),
         (None, Some(p)) => Some(p.data),
@@ -297,7 +302,7 @@ fn evaluate_images(file: &Tensors, what: String, request: &EvalRequest, device: 
     let classes = model.classes(request.class.as_deref(), 1)?;
     model.condition(classes, request.cfg, 0, 0)?;
     let extractor = Extractor::load(metric, set, request.classifier.as_deref(), device)?;
-    let (channels, side) = (model.config.in_channels, model.config.img_resolution);
+    let (channels, side) = (model.config.in_channels(), model.config.img_resolution());
     let reference = reference(&extractor, set, side, request.data_dir.as_deref(), device)?;
     let mut rows = Vec::new();
     for &steps in &request.steps {

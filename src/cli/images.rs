@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::cli::device::DeviceChoice;
 use crate::cli::run_dir::{Terminal, create_dir, io_error, latest_state, prepare_dir, states, tidy_interrupted, write_atomic, write_json};
+use crate::data::folder::read_image_folder;
 use crate::data::images::{CIFAR10_MD5, CIFAR10_URL, ImageData, ImageSet, Images, Split, unpack_cifar10};
 use crate::io::npz::npz_u8;
 use crate::io::plot::image_grid;
@@ -22,7 +23,7 @@ use crate::method::Method;
 use crate::method::precond::Condition;
 use crate::method::sampler::{Grid, Sampler};
 use crate::networks::Network;
-use crate::networks::songunet::{SongUNet, SongUNetConfig};
+use crate::networks::image::{ImageNet, ImageNetConfig};
 use crate::training::image_model::{Classes, ImageModel};
 use crate::training::presets::ImagePreset;
 use crate::training::trainer::{Metrics, Observer, Progress, Trainer, fit};
@@ -37,6 +38,8 @@ const KEEP_STATES: usize = 2;
 pub struct ImageRun {
     pub out: PathBuf,
     pub data_dir: Option<PathBuf>,
+    /// Users' images (one sub-folder per class) instead of the preset's dataset.
+    pub image_folder: Option<PathBuf>,
     /// Continue from the newest state in `out/checkpoints`.
     pub resume: bool,
     /// Step counts shown in the sample grids.
@@ -45,9 +48,27 @@ pub struct ImageRun {
     pub devices: Vec<Device>,
 }
 
-/// What a weights file needs to be sampled on its own: stored as its `imm` metadata.
-fn card<M: Method + Serialize>(preset: &str, net: &SongUNetConfig, method: &M, nimg: u64) -> String {
-    json!({"preset": preset, "net": net, "method": method.name(), "method_config": method, "nimg": nimg}).to_string()
+/// What a weights file needs to be sampled on its own: stored as its `imm` metadata. `classes`
+/// names the classes of an image folder's model.
+fn card<M: Method + Serialize>(preset: &str, net: &ImageNetConfig, method: &M, nimg: u64, classes: &[String]) -> String {
+    let mut card = json!({"preset": preset, "net": net, "method": method.name(), "method_config": method, "nimg": nimg});
+    if !classes.is_empty() {
+        card["classes"] = json!(classes);
+    }
+    card.to_string()
+}
+
+/// The preset's training images, or the image folder's with its class names; a conditional preset
+/// then takes the folder's classes.
+fn training_images(preset: &ImagePreset, run: &ImageRun) -> Result<(ImagePreset, Images, Vec<String>), Error> {
+    let Some(dir) = &run.image_folder else {
+        let images = load_images(preset.data, run.data_dir.as_deref(), preset.net.classes() > 0)?;
+        return Ok((preset.clone(), images, Vec::new()));
+    };
+    let (images, names) = read_image_folder(dir, preset.net.img_resolution(), preset.net.in_channels())?;
+    let net = if preset.net.classes() > 0 { preset.net.clone().with_classes(names.len()) } else { preset.net.clone() };
+    println!("Read {} images of {} classes from {}.", images.len(), names.len(), dir.display());
+    Ok((ImagePreset { net, ..preset.clone() }, images, names))
 }
 
 struct Saver<'a> {
@@ -55,6 +76,8 @@ struct Saver<'a> {
     out: &'a Path,
     preset: &'a ImagePreset,
     steps: &'a [usize],
+    /// Class names of an image folder's model (empty otherwise).
+    classes: &'a [String],
     every: u64,
     next: u64,
     /// Prior noise of the grids, the same at every snapshot.
@@ -65,7 +88,7 @@ struct Saver<'a> {
 impl Saver<'_> {
     fn save<N: Network, M: Method + Serialize>(&mut self, trainer: &Trainer<N, M>) -> Result<(), Error> {
         let (out, nimg) = (self.out, trainer.nimg);
-        let (channels, side) = (self.preset.net.in_channels, self.preset.side);
+        let (channels, side) = (self.preset.net.in_channels(), self.preset.side);
         // Never a non-finite file over a good one (the trainer skips such steps; this is the last guard).
         let (net, ema) = (named_params(&trainer.net), named_params(&trainer.ema));
         if let Some(name) = net.iter().chain(&ema).find(|(_, t)| !t.values.iter().all(|v| v.is_finite())).map(|(n, _)| n) {
@@ -89,7 +112,7 @@ impl Saver<'_> {
         write_atomic(&out.join("samples.png"), &std::fs::read(&grid).map_err(|e| io_error(&grid, e))?)?;
 
         let mut metadata = BTreeMap::new();
-        metadata.insert("imm".to_string(), card(self.preset.name, &self.preset.net, &trainer.method, nimg));
+        metadata.insert("imm".to_string(), card(self.preset.name, &self.preset.net, &trainer.method, nimg, self.classes));
         create_dir(&out.join("snapshots"))?;
         let snapshot = out.join("snapshots").join(format!("ema-{nimg:012}.safetensors"));
         write_atomic(&snapshot, &Tensors { tensors: ema.clone(), metadata: metadata.clone() }.to_bytes())?;
@@ -198,7 +221,13 @@ pub fn train_images<M: Method + Serialize + Clone>(
     for &k in &run.steps {
         method.check_steps(k)?;
     }
-    let config = run_config(preset, &method);
+    let (preset, images, class_names) = training_images(preset, run)?;
+    let preset = &preset;
+    let mut config = run_config(preset, &method);
+    if let Some(dir) = &run.image_folder {
+        config["image_folder"] = json!(dir);
+        config["classes"] = json!(class_names);
+    }
     let config_path = out.join("config.json");
     let latest = latest_state(&out.join("checkpoints"));
     match (run.resume, &latest) {
@@ -238,7 +267,6 @@ pub fn train_images<M: Method + Serialize + Clone>(
     let train = preset.train.clone();
     let mut seeds = Rng::new(train.seed);
     let classes = preset.net.classes();
-    let images = load_images(preset.data, run.data_dir.as_deref(), classes > 0)?;
     let net = preset.net.init(&mut seeds.fork(), &device.clone().autodiff())?;
     let mut data = ImageData::new(images, preset.side, preset.xflip, seeds.next_u64())?;
     if classes > 0 {
@@ -272,12 +300,13 @@ pub fn train_images<M: Method + Serialize + Clone>(
 
     let label = trainer.method.name();
     let every = preset.snapshot_every_nimg;
-    let dim = preset.net.in_channels * preset.side * preset.side;
+    let dim = preset.net.in_channels() * preset.side * preset.side;
     let mut saver = Saver {
         terminal: Terminal::new(label, train.total_nimg, out.join("metrics.jsonl"))?,
         out,
         preset,
         steps: &run.steps,
+        classes: &class_names,
         every,
         next: (trainer.nimg / every + 1) * every,
         z: Rng::new(train.seed ^ 0x6e1d).normal_vec(GRID_COLUMNS * dim, trainer.method.sigma_data()),
@@ -336,7 +365,7 @@ fn load_images(set: ImageSet, data_dir: Option<&Path>, labelled: bool) -> Result
 
 /// [`fit`] in stretches between snapshots, saving after each stretch and at the end.
 fn fit_saving<M: Method + Serialize + Clone>(
-    trainer: &mut Trainer<SongUNet, M>,
+    trainer: &mut Trainer<ImageNet, M>,
     data: &mut ImageData,
     start: &Instant,
     saver: &mut Saver,
@@ -388,7 +417,7 @@ pub fn sample(request: &SampleRequest, device: &Device) -> Result<(), Error> {
     let classes = model.classes(request.class.as_deref(), GRID_COLUMNS)?;
     model.condition(classes, request.cfg, 0, 0)?;
     let images = generate(&model, (classes, request.cfg), request.steps, request.count, request.seed, device, |_| ())?;
-    let (c, side) = (model.config.in_channels, model.config.img_resolution);
+    let (c, side) = (model.config.in_channels(), model.config.img_resolution());
     let is_npz = request.out.extension().is_some_and(|e| e == "npz");
     if is_npz {
         write_atomic(&request.out, &npz_u8(&images, request.count, c, side))?;

@@ -68,6 +68,10 @@ enum Command {
         /// Image presets: where the dataset files are (default: data/NAME, then the offline packages).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Image presets: train on your own PNG / JPEG images instead, one sub-folder per class
+        /// (cropped and resized to the preset's side); a conditional preset takes its classes.
+        #[arg(long)]
+        image_folder: Option<PathBuf>,
         /// Image presets: continue the run in --out from its newest saved state.
         #[arg(long)]
         resume: bool,
@@ -447,7 +451,9 @@ impl Options {
     /// An image preset with these overrides applied, validated.
     fn apply_image(&self, mut p: ImagePreset, accumulate: Option<usize>, precision: Option<Precision>) -> Result<ImagePreset, Error> {
         p.train.accumulate = accumulate.unwrap_or(p.train.accumulate);
-        p.net.precision = precision.or(p.net.precision);
+        if let Some(precision) = precision {
+            p.net = p.net.with_precision(precision)?;
+        }
         self.override_common(&mut p.train, &mut p.imm, &mut p.fm)?;
         p.snapshot_every_nimg = p.snapshot_every_nimg.min(p.train.total_nimg);
         p.net.validate()?;
@@ -474,7 +480,7 @@ fn run(command: Command) -> Result<(), Error> {
             let (p, eval) = options.apply(preset(&name)?)?;
             demo(&p, options.device.unwrap_or(DeviceChoice::Cpu), &eval, &out)
         }
-        Command::Train { preset: name, method, out, data_dir, resume, accumulate, devices, precision, snapshot_kimg, options } => {
+        Command::Train { preset: name, method, out, data_dir, image_folder, resume, accumulate, devices, precision, snapshot_kimg, options } => {
             let method_name = match method {
                 MethodName::Imm => "imm",
                 MethodName::Fm => "fm",
@@ -489,15 +495,15 @@ fn run(command: Command) -> Result<(), Error> {
                 let (all, choice) = choice.devices(devices.unwrap_or(1))?;
                 let device = (&all[0], choice);
                 let steps = options.eval_steps.0.clone();
-                let run = ImageRun { out: out.unwrap_or_else(default_out), data_dir, resume, steps, devices: all.clone() };
+                let run = ImageRun { out: out.unwrap_or_else(default_out), data_dir, image_folder, resume, steps, devices: all.clone() };
                 return match method {
                     MethodName::Imm => train_images(&p, p.imm.clone(), device, &run),
                     MethodName::Fm => train_images(&p, p.fm.clone(), device, &run),
                 };
             }
-            if resume || data_dir.is_some() || accumulate.is_some() || devices.is_some() || precision.is_some() || snapshot_kimg.is_some() {
+            if resume || data_dir.is_some() || image_folder.is_some() || accumulate.is_some() || devices.is_some() || precision.is_some() || snapshot_kimg.is_some() {
                 return Err(Error::new(
-                    "--resume, --data-dir, --accumulate, --devices, --snapshot-kimg and --precision apply to image presets only",
+                    "--resume, --data-dir, --image-folder, --accumulate, --devices, --snapshot-kimg and --precision apply to image presets only",
                 ));
             }
             let (p, eval) = options.apply(preset(&name)?)?;
@@ -529,7 +535,7 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Bench { what: Bench::Train { preset: name, method, batch, accumulate, devices, timing: Timing { precision, iters, json, device } } } => {
             let mut p = named_image_preset(&name)?;
             p.train.accumulate = accumulate.unwrap_or(p.train.accumulate);
-            p.net.precision = Some(precision);
+            p.net = p.net.with_precision(precision)?;
             let batch = batch.unwrap_or(p.train.batch);
             let devices = device.devices(devices)?.0;
             let figures = match method {
@@ -548,7 +554,7 @@ fn run(command: Command) -> Result<(), Error> {
                     ImageModel::untrained(&p, Sampling::Imm(p.imm.clone()), &device)?
                 }
             }
-            .with_precision(precision);
+            .with_precision(precision)?;
             let rows = crate::cli::bench::sample(&model, &batches.0, &steps.0, iters, &device)?;
             json.map_or(Ok(()), |path| write_json(&path, &rows))
         }

@@ -1,10 +1,12 @@
 //! Training data: the [`Dataset`] trait (samples, with class labels where the data has them), the 2D [`toy`] distributions and drawn points, and the
-//! [`images`] (MNIST, Fashion-MNIST, CIFAR-10).
+//! [`images`] (MNIST, Fashion-MNIST, CIFAR-10) and users' image folders ([`folder`]).
 
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::Labels;
 
+#[cfg(not(target_family = "wasm"))]
+pub mod folder;
 pub mod images;
 pub mod toy;
 

@@ -1,11 +1,12 @@
 //! The networks G(c_in x_t, c_noise(t), c_noise(s), y): the [`Network`] trait every method trains,
 //! the 2D [`mlp`], the paper's CIFAR-10 network, DDPM++ ([`songunet`]), and its ImageNet network,
-//! DiT ([`dit`]).
+//! DiT ([`dit`]); [`image`] names either for the trainer.
 
 use burn::module::Module;
 use burn::tensor::{Tensor, TensorData};
 
 pub mod dit;
+pub mod image;
 pub mod mlp;
 pub mod songunet;
 

@@ -11,7 +11,8 @@ use crate::method::Method;
 use crate::method::precond::Condition;
 use crate::method::sampler::{Grid, Sampler};
 use crate::method::{flow_matching::FlowMatching, imm::Imm};
-use crate::networks::songunet::{Precision, SongUNet, SongUNetConfig};
+use crate::networks::image::{ImageNet, ImageNetConfig};
+use crate::networks::songunet::Precision;
 use crate::training::presets::{ImagePreset, image_preset};
 use crate::{Error, Labels, Rng};
 
@@ -44,8 +45,8 @@ impl Classes {
 }
 
 pub struct ImageModel {
-    pub config: SongUNetConfig,
-    pub net: SongUNet,
+    pub config: ImageNetConfig,
+    pub net: ImageNet,
     pub sampling: Sampling,
     /// The `imm` card of the file, when it has one.
     pub card: Option<Value>,
@@ -55,7 +56,7 @@ impl ImageModel {
     /// Builds the network the file describes (or `preset`'s, for a file without a card) on
     /// `device` and loads its weights; `what` names the file in errors.
     pub fn load(file: &Tensors, what: &str, preset: Option<&ImagePreset>, device: &Device) -> Result<Self, Error> {
-        let (config, method, card): (SongUNetConfig, Value, Option<Value>) = match (file.metadata.get("imm"), preset) {
+        let (config, method, card): (ImageNetConfig, Value, Option<Value>) = match (file.metadata.get("imm"), preset) {
             (Some(text), _) => {
                 let card: Value =
                     serde_json::from_str(text).map_err(|e| Error::new(format!("{what} has damaged metadata: {e}")))?;
@@ -100,9 +101,9 @@ impl ImageModel {
     }
 
     /// The same weights computing in another dtype.
-    pub fn with_precision(self, precision: Precision) -> Self {
-        let config = SongUNetConfig { precision: Some(precision), ..self.config };
-        Self { net: self.net.with_precision(precision), config, ..self }
+    pub fn with_precision(self, precision: Precision) -> Result<Self, Error> {
+        let config = self.config.clone().with_precision(precision)?;
+        Ok(Self { net: self.net.with_precision(precision), config, ..self })
     }
 
     /// Replaces the trained-with sampling times and IMM sampler by the given ones.
@@ -121,8 +122,13 @@ impl ImageModel {
         self.config.classes()
     }
 
-    /// The class names, from the card's preset's dataset; indices where it names none.
+    /// The class names: the card's own (an image folder's), or its preset's dataset's; indices
+    /// where neither names them.
     pub fn class_names(&self) -> Vec<String> {
+        let own: Option<Vec<String>> = self.card.as_ref().and_then(|card| serde_json::from_value(card["classes"].clone()).ok());
+        if let Some(names) = own.filter(|n| n.len() == self.label_dim()) {
+            return names;
+        }
         let preset = self.card.as_ref().and_then(|card| card["preset"].as_str()).and_then(image_preset);
         match preset {
             Some(p) if p.data.class_names().len() == self.label_dim() => p.data.class_names().iter().map(|n| n.to_string()).collect(),
@@ -161,7 +167,7 @@ impl ImageModel {
 
     /// Values per image, C * H * W.
     pub fn dim(&self) -> usize {
-        self.config.in_channels * self.config.img_resolution * self.config.img_resolution
+        self.config.in_channels() * self.config.img_resolution() * self.config.img_resolution()
     }
 
     pub fn sigma_data(&self) -> f64 {

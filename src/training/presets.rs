@@ -8,6 +8,8 @@ use crate::method::sampler::{Grid, Sampler};
 use crate::method::schedule::{Schedule, Times};
 use crate::method::{flow_matching::FlowMatching, imm::Imm};
 use crate::networks::mlp::MlpConfig;
+use crate::networks::dit::DiTConfig;
+use crate::networks::image::ImageNetConfig;
 use crate::networks::songunet::SongUNetConfig;
 use crate::training::trainer::{OptimizerKind, TrainConfig};
 
@@ -79,7 +81,7 @@ pub struct ImagePreset {
     /// Side of the training images after padding.
     pub side: usize,
     pub xflip: bool,
-    pub net: SongUNetConfig,
+    pub net: ImageNetConfig,
     /// Probability that a training label is replaced by the null label (conditional presets).
     pub label_dropout: f64,
     pub imm: Imm,
@@ -89,11 +91,12 @@ pub struct ImagePreset {
     pub snapshot_every_nimg: u64,
 }
 
-pub const IMAGE_PRESETS: [&str; 8] = [
+pub const IMAGE_PRESETS: [&str; 9] = [
     "mnist-tiny",
     "fmnist-tiny",
     "mnist-cond-tiny",
     "fmnist-cond-tiny",
+    "mnist-dit",
     "fmnist-small",
     "cifar10-tiny",
     "cifar10-paper",
@@ -134,6 +137,7 @@ pub fn image_preset(name: &str) -> Option<ImagePreset> {
     let unet = |channels: usize, side: usize| {
         SongUNetConfig::new().with_img_resolution(side).with_in_channels(channels).with_out_channels(channels)
     };
+    let song = ImageNetConfig::SongUNet;
     Some(match name {
         // Sized for a 2-core CPU: 28 px, three levels (28, 14, 7), attention only at 7 px. A short
         // budget wants many small steps and a large gap t - r: at 24K images, batch 16 with k = 8
@@ -143,7 +147,7 @@ pub fn image_preset(name: &str) -> Option<ImagePreset> {
             data: ImageSet::Mnist,
             side: 28,
             xflip: false,
-            net: unet(1, 28).with_model_channels(16).with_channel_mult(vec![1, 2, 2]).with_num_blocks(1).with_attn_resolutions(vec![7]),
+            net: song(unet(1, 28).with_model_channels(16).with_channel_mult(vec![1, 2, 2]).with_num_blocks(1).with_attn_resolutions(vec![7])),
             label_dropout: 0.0,
             imm: imm(8),
             fm,
@@ -156,16 +160,39 @@ pub fn image_preset(name: &str) -> Option<ImagePreset> {
         // it also learns the null label that guidance needs.
         "mnist-cond-tiny" => {
             let tiny = image_preset("mnist-tiny")?;
-            ImagePreset { name: "mnist-cond-tiny", net: tiny.net.with_label_dim(Some(10)), label_dropout: 0.1, ..tiny }
+            ImagePreset { name: "mnist-cond-tiny", net: tiny.net.with_classes(10), label_dropout: 0.1, ..tiny }
         }
         "fmnist-cond-tiny" => ImagePreset { name: "fmnist-cond-tiny", data: ImageSet::FashionMnist, ..image_preset("mnist-cond-tiny")? },
+        // The ImageNet network in pixel space, small enough for a CPU: DiT with patch 4 (7 x 7
+        // tokens), hidden 64, depth 4, 4 heads, labels; the ImageNet recipe's Euler-FM, eps 0,
+        // b = 4, k = 12 and t - s as the second time input.
+        "mnist-dit" => {
+            let dit = DiTConfig::new()
+                .with_img_resolution(28)
+                .with_in_channels(1)
+                .with_patch_size(4)
+                .with_hidden_size(64)
+                .with_depth(4)
+                .with_num_heads(4)
+                .with_num_classes(10);
+            let precond = Precond { parameterization: Parameterization::EulerFm, time_input: TimeInput::Stride, ..precond.clone() };
+            let times = Times { schedule: Schedule::OtFm, eps: 0.0, t_max, k: 12, min_gap: 0.0 };
+            ImagePreset {
+                name: "mnist-dit",
+                net: ImageNetConfig::DiT(dit),
+                label_dropout: 0.1,
+                imm: Imm { precond: precond.clone(), times, b: 4.0, ..imm(12) },
+                fm: FlowMatching { precond, eps: 0.0, t_max, grid: Grid::Uniform },
+                ..image_preset("mnist-tiny")?
+            }
+        }
         // A GPU-sized Fashion-MNIST model: padded to 32 px, levels 32/16/8.
         "fmnist-small" => ImagePreset {
             name: "fmnist-small",
             data: ImageSet::FashionMnist,
             side: 32,
             xflip: true,
-            net: unet(1, 32).with_model_channels(32).with_channel_mult(vec![1, 2, 2]).with_num_blocks(2).with_attn_resolutions(vec![8]),
+            net: song(unet(1, 32).with_model_channels(32).with_channel_mult(vec![1, 2, 2]).with_num_blocks(2).with_attn_resolutions(vec![8])),
             label_dropout: 0.0,
             imm: imm(12),
             fm,
@@ -178,7 +205,7 @@ pub fn image_preset(name: &str) -> Option<ImagePreset> {
             data: ImageSet::Cifar10,
             side: 32,
             xflip: true,
-            net: unet(3, 32).with_model_channels(16).with_channel_mult(vec![1, 2, 2]).with_num_blocks(1).with_attn_resolutions(vec![8]),
+            net: song(unet(3, 32).with_model_channels(16).with_channel_mult(vec![1, 2, 2]).with_num_blocks(1).with_attn_resolutions(vec![8])),
             ..image_preset("mnist-tiny")?
         },
         // [P] Table 5: 55M DDPM++, dropout 0.2, B = 4096, M = 4, RAdam lr 1e-4, EMA 0.9999, k = 15,
@@ -188,12 +215,14 @@ pub fn image_preset(name: &str) -> Option<ImagePreset> {
             data: ImageSet::Cifar10,
             side: 32,
             xflip: true,
-            net: unet(3, 32)
-                .with_model_channels(128)
-                .with_channel_mult(vec![2, 2, 2])
-                .with_num_blocks(4)
-                .with_attn_resolutions(vec![16])
-                .with_dropout(0.2),
+            net: song(
+                unet(3, 32)
+                    .with_model_channels(128)
+                    .with_channel_mult(vec![2, 2, 2])
+                    .with_num_blocks(4)
+                    .with_attn_resolutions(vec![16])
+                    .with_dropout(0.2),
+            ),
             label_dropout: 0.0,
             imm: imm(15),
             fm,
@@ -204,7 +233,7 @@ pub fn image_preset(name: &str) -> Option<ImagePreset> {
         // for a GPU (the paper trains CIFAR-10 unconditionally).
         "cifar10-cond-paper" => {
             let paper = image_preset("cifar10-paper")?;
-            ImagePreset { name: "cifar10-cond-paper", net: paper.net.with_label_dim(Some(10)), label_dropout: 0.1, ..paper }
+            ImagePreset { name: "cifar10-cond-paper", net: paper.net.with_classes(10), label_dropout: 0.1, ..paper }
         }
         _ => return None,
     })

@@ -21,7 +21,7 @@ use crate::method::precond::Condition;
 use crate::method::{flow_matching::FlowMatching, imm::Imm};
 use crate::networks::Network;
 use crate::networks::mlp::Mlp;
-use crate::networks::songunet::SongUNet;
+use crate::networks::image::ImageNet;
 use crate::training::image_model::{ImageModel, Sampling};
 use crate::training::presets::{IMAGE_PRESETS, ImagePreset, Preset, image_preset, preset};
 use crate::training::trainer::{Metrics, Trainer};
@@ -374,7 +374,7 @@ impl PageImageModel {
     pub fn describe(&self) -> String {
         let c = &self.model.config;
         let data = self.model.card.as_ref().and_then(|card| card["preset"].as_str()).and_then(image_preset).map(|p| p.data.name());
-        serde_json::json!({ "side": c.img_resolution, "channels": c.in_channels, "card": self.model.card, "data": data }).to_string()
+        serde_json::json!({ "side": c.img_resolution(), "channels": c.in_channels(), "card": self.model.card, "data": data }).to_string()
     }
 
     /// The live quality number: the classifier FID of the last grid's samples (8-bit, as shown)
@@ -386,7 +386,7 @@ impl PageImageModel {
         let reference = Tensors::parse(&reference, "the classifier reference").map_err(js)?;
         let gaussian = Gaussian::from_tensors(&reference, "the classifier reference").map_err(js)?;
         let samples: Vec<f32> = self.last.borrow().iter().map(|&v| quantize(v)).collect();
-        let (c, side) = (self.model.config.in_channels, self.model.config.img_resolution);
+        let (c, side) = (self.model.config.in_channels(), self.model.config.img_resolution());
         let n = samples.len() / (c * side * side);
         if c != 1 || side < crate::evaluation::classifier::SIDE || n < 2 {
             return Err(JsError::new("the classifier measures grids of 28 px or larger grey images"));
@@ -409,7 +409,7 @@ impl PageImageModel {
         let z = Tensor::<2>::from_data(TensorData::new(rng.normal_vec(n * dim, self.model.sigma_data()), [n, dim]), &self.device);
         let condition = self.model.condition(self.model.classes(None, columns.max(1)).map_err(js)?, 1.0, 0, n).map_err(js)?;
         let x = read(self.model.sample(z, &condition, steps, &mut rng).map_err(js)?).await?;
-        let (c, side) = (self.model.config.in_channels, self.model.config.img_resolution);
+        let (c, side) = (self.model.config.in_channels(), self.model.config.img_resolution());
         let grid = rgba_grid(&x, c, side, columns.max(1));
         *self.last.borrow_mut() = x;
         Ok(grid)
@@ -423,7 +423,7 @@ impl PageImageModel {
 pub struct ImageTrainer {
     device: Device,
     preset: ImagePreset,
-    trainer: Trainer<SongUNet, Imm>,
+    trainer: Trainer<ImageNet, Imm>,
     data: ImageData,
 }
 
@@ -436,6 +436,9 @@ impl ImageTrainer {
         let device = device(&backend).await?;
         let mut preset = image_preset(&preset)
             .ok_or_else(|| JsError::new(&format!("unknown image preset '{preset}'; available: {}", IMAGE_PRESETS.join(", "))))?;
+        if preset.net.classes() > 0 {
+            return Err(JsError::new(&format!("the page trains unconditional presets; {} needs class labels", preset.name)));
+        }
         preset.train.batch = batch;
         preset.train.seed = seed.into();
         let bytes = gunzip_if_needed(images, "the training images").map_err(js)?;
