@@ -300,6 +300,7 @@ fn evaluate_images(file: &Tensors, what: String, request: &EvalRequest, device: 
     }
     // Balanced classes by default: sample i is of class i mod L.
     let classes = model.classes(request.class.as_deref(), 1)?;
+    // Guidance on a model without labels fails here, before any sampling.
     model.condition(classes, request.cfg, 0, 0)?;
     let extractor = Extractor::load(metric, set, request.classifier.as_deref(), device)?;
     let (channels, side) = (model.config.in_channels(), model.config.img_resolution());

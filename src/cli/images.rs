@@ -415,6 +415,7 @@ pub fn sample(request: &SampleRequest, device: &Device) -> Result<(), Error> {
     model.choose_sampling(request.grid.clone(), request.sampler);
     model.check_steps(request.steps)?;
     let classes = model.classes(request.class.as_deref(), GRID_COLUMNS)?;
+    // Guidance on a model without labels fails here, before any sampling.
     model.condition(classes, request.cfg, 0, 0)?;
     let images = generate(&model, (classes, request.cfg), request.steps, request.count, request.seed, device, |_| ())?;
     let (c, side) = (model.config.in_channels(), model.config.img_resolution());

@@ -109,8 +109,15 @@ impl ImageNetConfig {
         match self {
             Self::SongUNet(c) => c.min_params(),
             Self::DiT(c) => {
+                // Per block attention (4 h^2), MLP (2 h mlp) and adaLN (6 h temb); the time MLPs'
+                // first layers; the patch embedding. f64 -> u128 saturates on a damaged card.
                 let h = c.hidden_size as u128;
-                (c.depth as u128).saturating_mul(h.saturating_mul(h).saturating_mul(4))
+                let temb = h.saturating_mul(c.temb_mult as u128);
+                let mlp = (c.hidden_size as f64 * c.mlp_ratio) as u128;
+                let block = h.saturating_mul(4).saturating_mul(h).saturating_add(h.saturating_mul(2).saturating_mul(mlp)).saturating_add(h.saturating_mul(6).saturating_mul(temb));
+                let embedders = (c.frequency_embedding_size as u128).saturating_mul(1 + c.s_embed as u128).saturating_mul(temb);
+                let patch = h.saturating_mul(c.in_channels as u128).saturating_mul((c.patch_size as u128).saturating_pow(2));
+                (c.depth as u128).saturating_mul(block).saturating_add(embedders).saturating_add(patch)
             }
         }
     }
@@ -188,7 +195,11 @@ mod tests {
         let text = serde_json::to_string(&dit).unwrap();
         assert!(text.contains(r#""network":"dit""#), "{text}");
         assert_eq!(serde_json::from_str::<ImageNetConfig>(&text).unwrap(), dit);
-        assert!(dit.with_precision(Precision::F16).is_err());
+        assert!(dit.clone().with_precision(Precision::F16).is_err());
+        // A damaged card cannot make the network allocate more than its file holds.
+        let ImageNetConfig::DiT(small) = &dit else { unreachable!() };
+        let huge = ImageNetConfig::DiT(small.clone().with_mlp_ratio(1e15).with_depth(1).with_hidden_size(8).with_num_heads(2));
+        assert!(huge.min_params() > 1e15 as u128, "{}", huge.min_params());
         let net = ImageNetConfig::DiT(DiTConfig::new().with_img_resolution(8).with_hidden_size(16).with_depth(1).with_num_heads(2).with_num_classes(3))
             .init(&mut Rng::new(0), &Device::flex())
             .unwrap();
