@@ -5,7 +5,7 @@ www/models/models.json (what the page's pretrained choices show).
     python3 scripts/page_models.py NAME=RUN_DIR ... toy:TOY=DEMO_DIR ...
 
 An image RUN_DIR is a run of `imm train` with the files scripts/quality_table.sh adds: eval.json
-(from `imm eval`) and train-seconds. A DEMO_DIR is the output of `imm demo --preset TOY`: its IMM
+(from `imm eval`; a conditional model's at the guidance its card should show) and train-seconds. A DEMO_DIR is the output of `imm demo --preset TOY`: its IMM
 and flow-matching networks become one file of the 2D playground's format. MACHINE (env) describes
 where they trained.
 """
@@ -89,7 +89,8 @@ for arg in sys.argv[1:]:
     subprocess.run([imm, "export", "--weights", snapshot, "--out", os.path.join(root, "www", "models", file)], check=True)
     nimg = int(os.path.basename(snapshot)[4:-12])
     data = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}[config["data"]]
-    title = f"{data} · " + (f"IMM (M = {particles})" if method == "imm" else "flow matching")
+    conditional = bool(config["net"].get("label_dim"))
+    title = f"{data} · " + (f"IMM (M = {particles})" if method == "imm" else "flow matching") + (" · class-conditional" if conditional else "")
     card = {
         "file": file,
         "title": title,
@@ -107,6 +108,9 @@ for arg in sys.argv[1:]:
             "values": {str(r["steps"]): round(r["value"], 3) for r in report["rows"]},
         },
     }
+    if conditional:
+        card["quality"]["guidance"] = report["guidance"]
+        card["quality"]["accuracy"] = {str(r["steps"]): round(r["class_accuracy"], 4) for r in report["rows"]}
     models = [m for m in models if m["file"] != file] + [card]
 
 json.dump({"models": models, "toys": toys}, open(manifest, "w"), indent=1)

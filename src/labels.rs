@@ -54,12 +54,13 @@ impl Labels {
         Self { index: [&self.index[..], &other.index[..]].concat(), classes: self.classes }
     }
 
-    /// Each label replaced by the null label with probability `p` (classifier-free guidance's
-    /// label dropout); draws one number per label.
-    pub fn dropout(mut self, p: f64, rng: &mut Rng) -> Self {
-        for i in &mut self.index {
+    /// Each run of `group` labels replaced by the null label with probability `p` (classifier-free
+    /// guidance's label dropout); draws one number per run.
+    pub fn dropout(mut self, p: f64, group: usize, rng: &mut Rng) -> Self {
+        let null = self.classes;
+        for run in self.index.chunks_mut(group.max(1)) {
             if rng.uniform() < p {
-                *i = self.classes;
+                run.fill(null);
             }
         }
         self
@@ -92,8 +93,13 @@ mod tests {
         assert_eq!(rows, [0., 0., 1., 1., 0., 0., 0., 0., 0.]);
         assert!(Labels::new(vec![4], 3).unwrap_err().0.contains("out of range"));
         assert_eq!(labels.concat(&Labels::null(1, 3)).slice(2, 4).index(), [3, 3]);
-        let dropped = Labels::new(vec![0; 10_000], 3).unwrap().dropout(0.1, &mut Rng::new(1));
+        let dropped = Labels::new(vec![0; 10_000], 3).unwrap().dropout(0.1, 1, &mut Rng::new(1));
         let nulls = dropped.index().iter().filter(|&&i| i == 3).count();
         assert!((850..1150).contains(&nulls), "{nulls} of 10000 dropped at p = 0.1");
+        let grouped = Labels::new(vec![0; 10_000], 3).unwrap().dropout(0.1, 4, &mut Rng::new(1));
+        let runs: Vec<_> = grouped.index().chunks(4).map(|run| run.iter().filter(|&&i| i == 3).count()).collect();
+        assert!(runs.iter().all(|&n| n == 0 || n == 4), "a group is dropped as a whole");
+        let dropped_runs = runs.iter().filter(|&&n| n == 4).count();
+        assert!((200..300).contains(&dropped_runs), "{dropped_runs} of 2500 groups dropped at p = 0.1");
     }
 }

@@ -68,7 +68,8 @@ fn own_feature_fid_separates_real_from_damaged_images() {
 
 /// The pretrained models the page offers (www/models/models.json): each file loads, and its card
 /// states the quality measured here again (image models: the classifier FID at 1 step from the same
-/// noise; 2D: the energy distance at 1 step, from other noise, within its sampling error).
+/// noise, at the card's guidance, and a conditional model's class accuracy; 2D: the energy distance
+/// at 1 step, from other noise, within its sampling error).
 #[test]
 fn shipped_models_load_and_their_cards_hold() {
     use imm::cli::eval::{EvalRequest, evaluate};
@@ -93,7 +94,7 @@ fn shipped_models_load_and_their_cards_hold() {
             classifier: None,
             data_dir: None,
             class: None,
-            cfg: 1.0,
+            cfg: quality["guidance"].as_f64().unwrap_or(1.0),
             json: None,
         };
         let report = evaluate(&request, &Device::flex()).unwrap();
@@ -101,6 +102,11 @@ fn shipped_models_load_and_their_cards_hold() {
         println!("{file}: {} at 1 step {measured:.3} (card {stated:.3})", report.metric);
         assert_eq!(report.metric, quality["metric"].as_str().unwrap());
         assert!((measured - stated).abs() <= 0.05 * stated, "{file}: measured {measured}, the card says {stated}");
+        if let Some(stated) = quality["accuracy"]["1"].as_f64() {
+            let measured = report.rows[0].class_accuracy.unwrap();
+            println!("{file}: class accuracy at 1 step {measured:.4} (card {stated:.4})");
+            assert!((measured - stated).abs() <= 0.02, "{file}: class accuracy {measured}, the card says {stated}");
+        }
     }
     let toys = manifest["toys"].as_array().unwrap();
     assert!(toys.len() >= 3, "pretrained networks for several 2D distributions");

@@ -214,6 +214,14 @@ fn a_conditional_run_samples_classes_with_guidance() {
     std::fs::write(dir.join("bare.safetensors"), bare.to_bytes()).unwrap();
     fails(&["sample", "--weights", "bare.safetensors", "--preset", "mnist-tiny", "--device", "cpu"], &dir, "map_label");
     ok(&["sample", "--weights", "bare.safetensors", "--preset", "mnist-cond-tiny", "--class", "7", "--n", "2", "--device", "cpu"], &dir);
+    // One class per group of particles: the config records it, a resume must keep it, and an
+    // unconditional preset has no labels to group.
+    ok(&with_preset(train_args("grouped", "0.016", &["--labels", "group"]), "mnist-cond-tiny"), &dir);
+    let grouped: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("grouped/config.json")).unwrap()).unwrap();
+    assert_eq!(grouped["labels"], "group");
+    fails(&with_preset(train_args("grouped", "0.032", &["--resume"]), "mnist-cond-tiny"), &dir, "different labels");
+    ok(&with_preset(train_args("grouped", "0.032", &["--resume", "--labels", "group"]), "mnist-cond-tiny"), &dir);
+    fails(&train_args("plain-grouped", "0.016", &["--labels", "group"]), &dir, "mnist-tiny is unconditional");
     // Without the label file the conditional preset cannot train.
     std::fs::remove_file(dir.join("data/train-labels-idx1-ubyte")).unwrap();
     fails(&with_preset(train_args("nolabels", "0.016", &[]), "mnist-cond-tiny"), &dir, "no mnist training labels");

@@ -16,7 +16,7 @@ const state = {
   drawn: [],
   models: [], // the pretrained image models' cards
   toys: [], // the pretrained 2D networks' cards
-  imageTrainer: false, // whether the worker holds an image trainer
+  imageTrainer: null, // the preset of the worker's image trainer, if it holds one
   imageRecords: [], // its metrics records
   model: null, // the pretrained model shown, by file name
   ready: false,
@@ -52,7 +52,8 @@ function deviceLost(message) {
   for (const id of ['train', 'step', 'image-train']) $(id).disabled = true;
 }
 
-// State in the URL: mode, distribution, steps, seed (and the backend).
+// State in the URL: mode, distribution, steps, seed, the backend, and a conditional model's class
+// and guidance.
 function saveUrl() {
   const p = new URLSearchParams(state.params);
   p.set('mode', mode());
@@ -62,6 +63,13 @@ function saveUrl() {
   p.set('backend', $('backend').value);
   if (mode() === 'images' && state.model) p.set('model', state.model);
   else p.delete('model');
+  if (mode() === 'images' && conditional()) {
+    p.set('class', $('class').value);
+    p.set('cfg', $('cfg').value);
+  } else {
+    p.delete('class');
+    p.delete('cfg');
+  }
   history.replaceState(null, '', `?${p}`);
 }
 
@@ -252,6 +260,8 @@ worker.onmessage = ({ data: msg }) => {
         ? `Training ${card.preset}'s network with IMM in this tab; the grid shows its EMA weights.`
         : `Loaded ${trained}: ${msg.info.channels} × ${msg.info.side} × ${msg.info.side} images.` + (pretrained ? ` ${describeCard(pretrained)}` : '');
       $('image-quality').textContent = '';
+      showConditioning(msg.info.classes);
+      saveUrl();
       setupQuality(msg.info.data).then(sampleImages);
       break;
     }
@@ -290,8 +300,39 @@ function refresh() {
 
 function sampleImages() {
   $('image-status').textContent = 'sampling…';
-  send({ type: 'image-sample', steps: Number($('steps').value), seed: Number($('seed').value), n: Number($('image-count').value) });
+  const [cls, cfg] = conditional() ? [$('class').value, Number($('cfg').value)] : ['', 1];
+  send({ type: 'image-sample', steps: Number($('steps').value), seed: Number($('seed').value), n: Number($('image-count').value), cls, cfg });
 }
+
+// Whether the model shown is class-conditional (its class picker and guidance slider are shown).
+const conditional = () => !$('conditioning').hidden;
+
+// The class picker of a model with these class names (none: unconditional). The choice carries
+// over between models of the same classes; the URL's is the first.
+function showConditioning(classes) {
+  $('conditioning').hidden = !classes.length;
+  if (!classes.length) return;
+  const select = $('class');
+  const previous = select.options.length ? select.value : state.params.get('class') ?? 'all';
+  select.replaceChildren(new Option('all classes (one row each)', 'all'), ...classes.map((name, i) => new Option(name, String(i))));
+  const byName = classes.findIndex((name) => name.toLowerCase() === String(previous).toLowerCase());
+  select.value = [...select.options].some((o) => o.value === previous) ? previous : byName >= 0 ? String(byName) : 'all';
+}
+
+function showGuidance() {
+  const w = Number($('cfg').value);
+  $('cfg-out').textContent = w === 1 ? '1 (none)' : String(w);
+}
+
+$('class').onchange = () => {
+  refresh();
+  saveUrl();
+};
+$('cfg').oninput = () => {
+  showGuidance();
+  refresh();
+  saveUrl();
+};
 
 for (const radio of document.querySelectorAll('input[name="mode"]')) {
   radio.onchange = () => {
@@ -306,8 +347,11 @@ for (const radio of document.querySelectorAll('input[name="mode"]')) {
 function describeCard(m) {
   const q = m.quality;
   const fid = Object.entries(q.values).map(([k, v]) => `${k} step${k === '1' ? '' : 's'} ${v.toFixed(2)}`).join(' · ');
+  const accuracy = q.accuracy
+    ? `; class accuracy ${Object.entries(q.accuracy).map(([k, v]) => `${k} step${k === '1' ? '' : 's'} ${(100 * v).toFixed(1)}%`).join(' · ')}`
+    : '';
   const how = m.train ? ` (${m.method === 'imm' ? `M = ${m.particles}, k = ${m.k}, ` : ''}batch ${m.train.batch}, ${m.train.optimizer} at lr ${m.train.lr})` : '';
-  return `${q.metric} (${q.samples.toLocaleString('en')} samples): ${fid}. Trained on ${m.nimg.toLocaleString('en')} images${how} in ${Math.round(m.train_seconds)} s on ${m.machine}.`;
+  return `${q.metric} (${q.samples.toLocaleString('en')} samples${q.guidance ? `, guidance ${q.guidance}` : ''}): ${fid}${accuracy}. Trained on ${m.nimg.toLocaleString('en')} images${how} in ${Math.round(m.train_seconds)} s on ${m.machine}.`;
 }
 
 async function loadModels() {
@@ -341,7 +385,7 @@ async function loadPretrained() {
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const bytes = await response.arrayBuffer();
     state.model = file;
-    state.imageTrainer = false;
+    state.imageTrainer = null;
     send({ type: 'image-load', bytes, preset: '', backend: $('backend').value }, [bytes]);
     saveUrl();
   } catch (e) {
@@ -381,34 +425,53 @@ $('pretrained-2d').onclick = async () => {
   }
 };
 
-// Image training in this tab: on a subset of MNIST that scripts/web.sh packs into www/data/, or on
-// CIFAR-10 binary batches a person drops or chooses (the page cannot ship CIFAR-10).
+// Image training in this tab: on a subset of MNIST (and its labels, for the class-conditional
+// network) that scripts/web.sh packs into www/data/, or on CIFAR-10 binary batches a person drops
+// or chooses (the page cannot ship CIFAR-10).
 const TRAIN_IMAGES = 'www/data/mnist-4k-images-idx3-ubyte.gz';
+const TRAIN_LABELS = 'www/data/mnist-4k-labels-idx1-ubyte.gz';
 
-function startImageTraining(bytes, preset) {
-  state.imageTrainer = true;
+function startImageTraining(bytes, preset, labels) {
+  state.imageTrainer = preset;
   state.imageRecords = [];
   state.model = null;
   $('image-pretrained').value = '';
-  send({ type: 'image-train-start', bytes, preset, backend: $('backend').value, batch: 16, seed: Number($('seed').value) }, [bytes]);
+  const transfer = labels ? [bytes, labels] : [bytes];
+  send({ type: 'image-train-start', bytes, labels, preset, backend: $('backend').value, batch: 16, seed: Number($('seed').value) }, transfer);
   $('image-train-status').textContent = 'training…';
   send({ type: 'image-train' });
 }
 
+async function download(path) {
+  const response = await fetch(path);
+  if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+  return response.arrayBuffer();
+}
+
 $('image-train').onclick = async () => {
   showError('');
-  if (state.imageTrainer) {
+  const preset = $('image-train-preset').value;
+  if (state.imageTrainer === preset) {
     $('image-train-status').textContent = 'training…';
     send({ type: 'image-train' });
     return;
   }
   try {
-    const response = await fetch(TRAIN_IMAGES);
-    if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    startImageTraining(await response.arrayBuffer(), 'mnist-tiny');
+    const withLabels = preset === 'mnist-cond-tiny';
+    const [images, labels] = await Promise.all([download(TRAIN_IMAGES), withLabels ? download(TRAIN_LABELS) : null]);
+    startImageTraining(images, preset, labels);
   } catch (e) {
     showError(`The training images could not be downloaded (${e.message}).`);
   }
+};
+
+function describeTraining() {
+  const preset = $('image-train-preset').value;
+  const labels = preset === 'mnist-cond-tiny' ? ' and their labels' : '';
+  $('image-train-status').textContent = `${preset}'s network, IMM with M = 4, batch 16, on 4,096 MNIST images${labels}, in this tab`;
+}
+$('image-train-preset').onchange = () => {
+  if (!state.imageTrainer) describeTraining();
 };
 
 async function trainOnCifar(files) {
@@ -434,7 +497,7 @@ $('image-file').onchange = async () => {
   const file = $('image-file').files[0];
   if (!file) return;
   state.model = null;
-  state.imageTrainer = false;
+  state.imageTrainer = null;
   $('image-pretrained').value = '';
   showError('');
   $('image-status').textContent = `reading ${file.name}…`;
@@ -464,11 +527,13 @@ function drawImages(msg) {
   canvas.width = msg.width;
   canvas.height = msg.height;
   canvas.getContext('2d').putImageData(new ImageData(new Uint8ClampedArray(msg.rgba.buffer), msg.width, msg.height), 0, 0);
-  $('image-status').textContent = `${msg.n} samples, ${msg.steps} step${msg.steps === 1 ? '' : 's'}, seed ${msg.seed}`;
+  const cls = msg.cls === '' ? '' : `, ${msg.cls === 'all' ? 'all classes' : `class ${$('class').selectedOptions[0]?.textContent ?? msg.cls}`}, guidance ${msg.cfg}`;
+  $('image-status').textContent = `${msg.n} samples, ${msg.steps} step${msg.steps === 1 ? '' : 's'}, seed ${msg.seed}${cls}`;
   $('ms-image').textContent = msg.msPerStep.toFixed(1);
   const q = msg.quality;
+  const accuracy = q?.accuracy == null ? '' : ` · class accuracy ${(100 * q.accuracy).toFixed(0)}% (the classifier names the class asked for)`;
   $('image-quality').textContent = q
-    ? `Classifier FID of these ${q.n} samples: ${q.fid.toFixed(1)} (${q.n} real images score ${q.real?.toFixed(1) ?? '–'}; lower is better)`
+    ? `Classifier FID of these ${q.n} samples: ${q.fid.toFixed(1)} (${q.n} real images score ${q.real?.toFixed(1) ?? '–'}; lower is better)${accuracy}`
     : '';
 }
 
@@ -573,6 +638,8 @@ async function start() {
   $('time').max = $('steps').value;
   $('time').value = $('steps').value;
   $('seed').value = p.get('seed') ?? '0';
+  $('cfg').value = p.get('cfg') ?? '1';
+  showGuidance();
   let backend = p.get('backend') ?? 'webgpu';
   if (backend === 'webgpu') {
     const adapter = await webgpuAdapter();

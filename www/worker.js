@@ -9,7 +9,7 @@ let qualityFiles = null;
 let imageTrainer = null;
 let imageTraining = false;
 let imageLoopToken = 0; // a new image loop (or trainer) retires the older loop
-let imageView = { steps: 2, seed: 0, n: 16 };
+let imageView = { steps: 2, seed: 0, n: 16, cls: '', cfg: 1 };
 let running = false;
 let chain = Promise.resolve();
 let view = { steps: 2, seed: 0, samples: 400 };
@@ -58,19 +58,20 @@ async function sample() {
   post({ type: 'samples', steps, n, paths, data, energy, msPerSampleStep: ms }, [paths.buffer, data.buffer]);
 }
 
-// The current image model's grid at the view's steps, seed and size, with its quality number.
+// The current image model's grid at the view's steps, seed, size, class and guidance, with its
+// quality numbers.
 async function sampleGrid() {
   if (!imageModel) return;
-  const { steps, seed, n } = imageView;
-  const columns = Math.ceil(Math.sqrt(n));
+  const { steps, seed, n, cls, cfg } = imageView;
   const start = performance.now();
-  const rgba = await imageModel.sample(steps, n, seed, columns);
+  const grid = await imageModel.sample(steps, n, seed, cls, cfg);
   const msPerStep = (performance.now() - start) / steps;
-  const { side } = JSON.parse(imageModel.describe());
-  const width = columns * (side + 1) + 1;
+  const { width, n: count } = grid;
+  const rgba = grid.takeRgba();
+  grid.free();
   const height = rgba.length / 4 / width;
   const quality = qualityFiles ? JSON.parse(await imageModel.quality(qualityFiles.classifier, qualityFiles.reference)) : null;
-  post({ type: 'image-grid', rgba, width, height, n, steps, seed, msPerStep, quality }, [rgba.buffer]);
+  post({ type: 'image-grid', rgba, width, height, n: count, steps, seed, cls, cfg, msPerStep, quality }, [rgba.buffer]);
 }
 
 // Image training on the page: one step per call (steps are slow), the grid from the EMA weights
@@ -201,7 +202,7 @@ self.onmessage = ({ data: msg }) => {
       });
       break;
     case 'image-sample':
-      imageView = { steps: msg.steps, seed: msg.seed, n: msg.n };
+      imageView = { steps: msg.steps, seed: msg.seed, n: msg.n, cls: msg.cls, cfg: msg.cfg };
       enqueue(sampleGrid);
       break;
     case 'image-train-start':
@@ -211,7 +212,7 @@ self.onmessage = ({ data: msg }) => {
         imageTrainer?.free();
         imageTrainer = null;
         qualityFiles = null;
-        imageTrainer = await ImageTrainer.create(new Uint8Array(msg.bytes), msg.preset, msg.backend, msg.batch, msg.seed);
+        imageTrainer = await ImageTrainer.create(new Uint8Array(msg.bytes), new Uint8Array(msg.labels ?? 0), msg.preset, msg.backend, msg.batch, msg.seed);
         imageModel?.free();
         imageModel = imageTrainer.model();
         post({ type: 'image-ready', info: JSON.parse(imageModel.describe()), training: true });

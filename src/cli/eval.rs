@@ -86,6 +86,9 @@ pub struct EvalReport {
     pub reference: u64,
     /// The value two samples of the data itself give (energy distance).
     pub floor: Option<f64>,
+    /// The classifier-free guidance scale of a conditional model's samples.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guidance: Option<f64>,
     pub rows: Vec<EvalRow>,
 }
 
@@ -256,6 +259,7 @@ fn evaluate_2d(file: &Tensors, what: &str, card: &Value, p: &Preset, request: &E
         samples: request.count,
         reference: request.count as u64,
         floor: Some(floor),
+        guidance: None,
         rows,
     })
 }
@@ -339,6 +343,7 @@ fn evaluate_images(file: &Tensors, what: String, request: &EvalRequest, device: 
         samples: request.count,
         reference: reference.count,
         floor: None,
+        guidance: classes.map(|_| request.cfg),
         rows,
     })
 }

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::cli::device::DeviceChoice;
 use crate::cli::run_dir::{Terminal, create_dir, io_error, latest_state, prepare_dir, states, tidy_interrupted, write_atomic, write_json};
 use crate::data::folder::read_image_folder;
-use crate::data::images::{CIFAR10_MD5, CIFAR10_URL, ImageData, ImageSet, Images, Split, unpack_cifar10};
+use crate::data::images::{CIFAR10_MD5, CIFAR10_URL, ImageData, ImageSet, Images, LabelDraw, Split, unpack_cifar10};
 use crate::io::npz::npz_u8;
 use crate::io::plot::image_grid;
 use crate::io::safetensors::Tensors;
@@ -172,9 +172,10 @@ fn run_config<M: Method + Serialize>(preset: &ImagePreset, method: &M) -> Value 
         "train": preset.train,
         "snapshot_every_nimg": preset.snapshot_every_nimg,
     });
-    // Only conditional runs name it, so that earlier unconditional runs still resume.
+    // Only conditional runs name them, so that earlier unconditional runs still resume.
     if preset.net.classes() > 0 {
         config["label_dropout"] = json!(preset.label_dropout);
+        config["labels"] = json!(preset.labels);
     }
     config
 }
@@ -199,13 +200,18 @@ fn differences(saved: &Value, current: &Value) -> Vec<String> {
         }
         if let Some(o) = v.as_object_mut() {
             o.remove("device");
+            o.remove("devices");
             o.remove("snapshot_every_nimg");
+            // Conditional runs saved before the choice drew labels per particle.
+            if o.get("labels") == Some(&json!(LabelDraw::Particle)) {
+                o.remove("labels");
+            }
         }
         v
     };
     let (saved, current) = (strip(saved), strip(current));
-    let keys = current.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
-    keys.into_iter().filter(|k| saved.get(k) != current.get(k)).collect()
+    let keys = |v: &Value| v.as_object().map(|o| o.keys().cloned().collect::<std::collections::BTreeSet<_>>()).unwrap_or_default();
+    keys(&saved).union(&keys(&current)).filter(|&k| saved.get(k) != current.get(k)).cloned().collect()
 }
 
 /// Trains `method` on the preset's images, saving grids, snapshots and states every
@@ -270,7 +276,7 @@ pub fn train_images<M: Method + Serialize + Clone>(
     let net = preset.net.init(&mut seeds.fork(), &device.clone().autodiff())?;
     let mut data = ImageData::new(images, preset.side, preset.xflip, seeds.next_u64())?;
     if classes > 0 {
-        data = data.with_labels(classes, preset.label_dropout)?;
+        data = data.with_labels(classes, preset.label_dropout, preset.labels.run(method.group()))?;
     }
     let mut trainer = Trainer::new(net, method, train.clone())?;
     if run.devices.len() > 1 {
@@ -474,9 +480,16 @@ mod tests {
     #[test]
     fn runs_saved_before_labels_resume() {
         let current = json!({"net": {"model_channels": 16, "label_dim": null, "precision": null}, "train": {}});
-        let saved = json!({"net": {"model_channels": 16}, "train": {}});
+        let saved = json!({"net": {"model_channels": 16}, "train": {}, "device": "cpu", "devices": 2});
         assert!(differences(&saved, &current).is_empty());
         let labelled = json!({"net": {"model_channels": 16, "label_dim": 10}, "train": {}});
         assert_eq!(differences(&saved, &labelled), ["net"]);
+        // Conditional runs saved before the choice of label draw drew them per particle.
+        let conditional = json!({"net": {"label_dim": 10}, "label_dropout": 0.1});
+        let per_particle = json!({"net": {"label_dim": 10}, "label_dropout": 0.1, "labels": "particle"});
+        let grouped = json!({"net": {"label_dim": 10}, "label_dropout": 0.1, "labels": "group"});
+        assert!(differences(&conditional, &per_particle).is_empty());
+        assert_eq!(differences(&conditional, &grouped), ["labels"]);
+        assert_eq!(differences(&grouped, &per_particle), ["labels"]);
     }
 }

@@ -19,7 +19,7 @@ use crate::cli::eval::{EvalRequest, Metric, evaluate, print_report};
 use crate::cli::images::{ImageRun, SampleRequest, sample, train_images};
 use crate::cli::run_dir::write_json;
 use crate::cli::toy::{EvalOptions, demo, train_and_evaluate};
-use crate::data::images::ImageSet;
+use crate::data::images::{ImageSet, LabelDraw};
 use crate::Error;
 use crate::io::safetensors::Tensors;
 use crate::method::Method;
@@ -72,6 +72,10 @@ enum Command {
         /// (cropped and resized to the preset's side); a conditional preset takes its classes.
         #[arg(long)]
         image_folder: Option<PathBuf>,
+        /// Conditional image presets: which images of a batch share a class label
+        /// [default: the preset's].
+        #[arg(long, value_enum)]
+        labels: Option<LabelDraw>,
         /// Image presets: continue the run in --out from its newest saved state.
         #[arg(long)]
         resume: bool,
@@ -480,7 +484,7 @@ fn run(command: Command) -> Result<(), Error> {
             let (p, eval) = options.apply(preset(&name)?)?;
             demo(&p, options.device.unwrap_or(DeviceChoice::Cpu), &eval, &out)
         }
-        Command::Train { preset: name, method, out, data_dir, image_folder, resume, accumulate, devices, precision, snapshot_kimg, options } => {
+        Command::Train { preset: name, method, out, data_dir, image_folder, labels, resume, accumulate, devices, precision, snapshot_kimg, options } => {
             let method_name = match method {
                 MethodName::Imm => "imm",
                 MethodName::Fm => "fm",
@@ -488,6 +492,12 @@ fn run(command: Command) -> Result<(), Error> {
             let default_out = || PathBuf::from(format!("runs/{name}-{method_name}"));
             if let Some(p) = image_preset(&name) {
                 let mut p = options.apply_image(p, accumulate, precision)?;
+                if let Some(labels) = labels {
+                    if p.net.classes() == 0 {
+                        return Err(Error::new(format!("--labels: {name} is unconditional; choose a conditional preset")));
+                    }
+                    p.labels = labels;
+                }
                 if let Some(kimg) = snapshot_kimg {
                     p.snapshot_every_nimg = ((kimg * 1000.0).round() as u64).clamp(1, p.train.total_nimg);
                 }
@@ -501,9 +511,10 @@ fn run(command: Command) -> Result<(), Error> {
                     MethodName::Fm => train_images(&p, p.fm.clone(), device, &run),
                 };
             }
-            if resume || data_dir.is_some() || image_folder.is_some() || accumulate.is_some() || devices.is_some() || precision.is_some() || snapshot_kimg.is_some() {
+            let image_only = [data_dir.is_some(), image_folder.is_some(), labels.is_some(), accumulate.is_some(), devices.is_some()];
+            if resume || image_only.contains(&true) || precision.is_some() || snapshot_kimg.is_some() {
                 return Err(Error::new(
-                    "--resume, --data-dir, --image-folder, --accumulate, --devices, --snapshot-kimg and --precision apply to image presets only",
+                    "--resume, --data-dir, --image-folder, --labels, --accumulate, --devices, --snapshot-kimg and --precision apply to image presets only",
                 ));
             }
             let (p, eval) = options.apply(preset(&name)?)?;

@@ -268,7 +268,6 @@ pub fn read_idx_images(bytes: &[u8], what: &str) -> Result<Images, Error> {
     Ok(Images { channels: 1, side: h, pixels: body.to_vec(), labels: None })
 }
 
-/// CIFAR-10 binary batches: records of one label byte and 3072 pixel bytes (R, G, B planes of 32x32).
 /// An IDX label file (magic 0x801): one byte per image.
 pub fn read_idx_labels(bytes: &[u8], what: &str) -> Result<Vec<u8>, Error> {
     let bad = |detail: &str| Error::new(format!("{what} is not an IDX label file: {detail}"));
@@ -285,6 +284,7 @@ pub fn read_idx_labels(bytes: &[u8], what: &str) -> Result<Vec<u8>, Error> {
     Ok(body.to_vec())
 }
 
+/// CIFAR-10 binary batches: records of one label byte and 3072 pixel bytes (R, G, B planes of 32x32).
 pub fn read_cifar(bytes: &[u8], what: &str) -> Result<Images, Error> {
     const RECORD: usize = 1 + 3 * 32 * 32;
     if bytes.is_empty() || bytes.len() % RECORD != 0 {
@@ -307,6 +307,28 @@ pub fn quantize(v: f32) -> f32 {
     ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() / 127.5 - 1.0
 }
 
+/// Which images of a conditional batch share a class label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(not(target_family = "wasm"), derive(clap::ValueEnum))]
+pub enum LabelDraw {
+    /// Each image and label drawn on its own (the golden files' case).
+    Particle,
+    /// The M particles of each IMM group are of one class, so each group's MMD compares one
+    /// class-conditional distribution.
+    Group,
+}
+
+impl LabelDraw {
+    /// Consecutive images that share a label when the loss compares groups of `group`.
+    pub fn run(self, group: usize) -> usize {
+        match self {
+            LabelDraw::Particle => 1,
+            LabelDraw::Group => group,
+        }
+    }
+}
+
 /// Random training batches of images in [-1, 1]. The draw of each batch depends only on the seed
 /// and the number of images drawn before it, so a resumed run sees the batches it would have seen.
 pub struct ImageData {
@@ -315,6 +337,10 @@ pub struct ImageData {
     classes: usize,
     /// Probability that a batch's label is replaced by the null label.
     label_dropout: f64,
+    /// Consecutive images that share one class (and its dropout); 1 draws each on its own.
+    label_group: usize,
+    /// Image indices of each class, for groups of one class.
+    by_class: Vec<Vec<usize>>,
     seed: u64,
     /// Images drawn so far.
     pub drawn: u64,
@@ -332,12 +358,14 @@ impl ImageData {
         if images.is_empty() {
             return Err(Error::new("the dataset is empty"));
         }
-        Ok(Self { images, classes: 0, label_dropout: 0.0, seed, drawn: 0, xflip, side })
+        Ok(Self { images, classes: 0, label_dropout: 0.0, label_group: 1, by_class: Vec::new(), seed, drawn: 0, xflip, side })
     }
 
     /// Batches that carry their images' labels (of `classes` classes), each replaced by the null
-    /// label with probability `label_dropout`, for classifier-free guidance.
-    pub fn with_labels(self, classes: usize, label_dropout: f64) -> Result<Self, Error> {
+    /// label with probability `label_dropout`, for classifier-free guidance. With `group` > 1 each
+    /// run of `group` consecutive images is of one class (the first image's, so classes keep their
+    /// frequencies) and is dropped as a whole.
+    pub fn with_labels(self, classes: usize, label_dropout: f64, group: usize) -> Result<Self, Error> {
         let Some(labels) = &self.images.labels else {
             return Err(Error::new("this dataset has no labels to condition on"));
         };
@@ -347,7 +375,11 @@ impl ImageData {
         if !(0.0..=1.0).contains(&label_dropout) {
             return Err(Error::new(format!("label dropout must be between 0 and 1, got {label_dropout}")));
         }
-        Ok(Self { classes, label_dropout, ..self })
+        let mut by_class = vec![Vec::new(); classes];
+        for (i, &l) in labels.iter().enumerate() {
+            by_class[l as usize].push(i);
+        }
+        Ok(Self { classes, label_dropout, label_group: group.max(1), by_class, ..self })
     }
 
     pub fn channels(&self) -> usize {
@@ -390,8 +422,15 @@ impl Dataset for ImageData {
         self.drawn += n as u64;
         let mut out = Vec::with_capacity(n * self.dim());
         let mut picked = Vec::with_capacity(n);
-        for _ in 0..n {
-            let index = rng.below(self.images.len());
+        let grouped = self.classes > 0 && self.label_group > 1;
+        for i in 0..n {
+            let index = match picked.last() {
+                Some(&previous) if grouped && i % self.label_group != 0 => {
+                    let class = &self.by_class[self.images.labels.as_ref().expect("checked by with_labels")[previous] as usize];
+                    class[rng.below(class.len())]
+                }
+                _ => rng.below(self.images.len()),
+            };
             let flip = self.xflip && rng.below(2) == 1;
             out.extend(self.image(index, flip));
             picked.push(index);
@@ -400,7 +439,7 @@ impl Dataset for ImageData {
             (Some(labels), classes) if classes > 0 => {
                 let index = picked.iter().map(|&i| labels[i] as usize).collect();
                 let labels = Labels::new(index, classes).expect("checked by with_labels");
-                Some(labels.dropout(self.label_dropout, &mut rng))
+                Some(labels.dropout(self.label_dropout, self.label_group, &mut rng))
             }
             _ => None,
         };
@@ -531,14 +570,14 @@ mod tests {
     fn labelled_batches_and_label_dropout() {
         let plain = Images { channels: 1, side: 1, pixels: vec![0, 60, 120, 180], labels: None };
         assert!(plain.clone().with_labels(vec![0, 1]).unwrap_err().0.contains("2 labels for 4 images"));
-        assert!(ImageData::new(plain.clone(), 1, false, 7).unwrap().with_labels(4, 0.0).is_err(), "no labels to use");
+        assert!(ImageData::new(plain.clone(), 1, false, 7).unwrap().with_labels(4, 0.0, 1).is_err(), "no labels to use");
         let images = plain.with_labels(vec![0, 1, 2, 3]).unwrap();
-        let too_few = ImageData::new(images.clone(), 1, false, 7).unwrap().with_labels(3, 0.0);
+        let too_few = ImageData::new(images.clone(), 1, false, 7).unwrap().with_labels(3, 0.0, 1);
         assert!(too_few.err().unwrap().0.contains("label 3"));
         let draw = |dropout: Option<f64>| {
             let data = ImageData::new(images.clone(), 1, false, 7).unwrap();
             let mut data = match dropout {
-                Some(p) => data.with_labels(4, p).unwrap(),
+                Some(p) => data.with_labels(4, p, 1).unwrap(),
                 None => data,
             };
             data.sample_labelled(1000)
@@ -554,6 +593,31 @@ mod tests {
         assert_eq!(dropped_x, x);
         let nulls = dropped.unwrap().index().iter().zip(y.index()).filter(|&(&d, &l)| d != l && d == 4).count();
         assert!((400..600).contains(&nulls), "{nulls} of 1000 labels dropped at p = 0.5");
+    }
+
+    /// Grouped labels: every run of M images is of one class, the classes keep their frequencies,
+    /// and a dropped label nulls the whole group.
+    #[test]
+    fn groups_of_one_class() {
+        // Class 0 holds 3 of 4 images.
+        let images = Images { channels: 1, side: 1, pixels: vec![0, 60, 120, 180], labels: None }.with_labels(vec![0, 0, 0, 1]).unwrap();
+        let mut data = ImageData::new(images, 1, false, 3).unwrap().with_labels(2, 0.2, 4).unwrap();
+        let (x, y) = data.sample_labelled(4000);
+        let y = y.unwrap();
+        let (mut zeros, mut dropped) = (0, 0);
+        for (pixels, labels) in x.chunks(4).zip(y.index().chunks(4)) {
+            let class: Vec<usize> = pixels.iter().map(|v| (((v + 1.0) * 127.5).round() as usize / 60) / 3).collect();
+            assert!(class.iter().all(|&c| c == class[0]), "one class per group: {class:?}");
+            assert!(labels.iter().all(|&l| l == labels[0]), "one label per group: {labels:?}");
+            if labels[0] == 2 {
+                dropped += 1;
+            } else {
+                assert_eq!(labels[0], class[0], "the label is the group's class");
+            }
+            zeros += usize::from(class[0] == 0);
+        }
+        assert!((700..800).contains(&zeros), "{zeros} of 1000 groups of class 0, which holds 3/4 of the images");
+        assert!((150..250).contains(&dropped), "{dropped} of 1000 groups dropped at p = 0.2");
     }
 
     #[test]

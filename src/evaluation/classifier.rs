@@ -81,7 +81,16 @@ impl Classifier {
     /// - images: [N, 1, H, W]
     /// - output: [N, 10]
     pub fn logits(&self, images: Tensor<4>) -> Tensor<2> {
-        self.head.forward(self.features(images))
+        self.head(self.features(images))
+    }
+
+    /// The logits of [`Classifier::features`] already computed.
+    ///
+    /// # Shapes
+    /// - features: [N, 128]
+    /// - output: [N, 10]
+    pub fn head(&self, features: Tensor<2>) -> Tensor<2> {
+        self.head.forward(features)
     }
 
     pub fn load(path: &Path, device: &Device) -> Result<(Self, ClassifierCard), Error> {
@@ -107,7 +116,7 @@ impl Classifier {
 
 /// Sample counts for which [`reference`] measures real images: the page's grid sizes and the
 /// quality table's 2,000.
-pub const FLOOR_SIZES: [usize; 4] = [16, 64, 100, 2000];
+pub const FLOOR_SIZES: [usize; 6] = [16, 20, 60, 64, 100, 2000];
 
 /// What a live quality number needs beside the classifier: the Gaussian of the training split's
 /// features, and `floors`, the mean FID that `n` real test images score against it (over disjoint

@@ -77,6 +77,10 @@ impl Method for Imm {
         self.precond.sigma_data
     }
 
+    fn group(&self) -> usize {
+        self.particles
+    }
+
     fn loss<N: Network>(&self, net: &N, x: Tensor<2>, y: Option<&Labels>, rng: &mut Rng) -> Tensor<1> {
         let groups: Vec<GroupTimes> = (0..x.dims()[0] / self.particles)
             .map(|_| {

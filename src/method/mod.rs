@@ -32,6 +32,12 @@ pub trait Method: Sync {
     /// Std of the prior the samplers start from, N(0, sigma_d^2 I).
     fn sigma_data(&self) -> f64;
 
+    /// Consecutive samples of a batch that the loss compares as one distribution (IMM's M); 1
+    /// for a loss per sample.
+    fn group(&self) -> usize {
+        1
+    }
+
     /// One stochastic estimate of the loss on a batch of data with class labels y, drawing times
     /// and noise from `rng`.
     ///

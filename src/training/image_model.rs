@@ -2,7 +2,7 @@
 //! `imm train` writes) or from a preset for files without one (an export of the official
 //! checkpoint), and the method that samples it. Used by `imm sample` and the page.
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 use serde_json::{Value, json};
 
 use crate::io::safetensors::Tensors;
@@ -21,6 +21,15 @@ use crate::{Error, Labels, Rng};
 pub enum Sampling {
     Imm(Imm),
     Fm(FlowMatching),
+}
+
+/// Samples laid out as a grid ([`ImageModel::grid`]).
+pub struct SampleGrid {
+    /// [N, C * H * W]
+    pub x: Tensor<2>,
+    pub columns: usize,
+    /// The class of each sample, for a conditional model.
+    pub labels: Option<Labels>,
 }
 
 /// Which classes a conditional model samples.
@@ -184,6 +193,31 @@ impl ImageModel {
         }
     }
 
+    /// A grid of about `n` samples in `steps` steps from the prior noise of `seed`, of `class`
+    /// (as [`ImageModel::classes`] reads it; all classes when None) guided with `guidance`.
+    /// All classes make one row per class, each row from the same noise; one class, or a model
+    /// without labels, fills a square. The noise of an image depends on its place in the grid
+    /// alone, never on the class, the guidance or the steps, so two grids differ by their setting.
+    pub fn grid(&self, n: usize, class: Option<&str>, guidance: f64, steps: usize, seed: u64, device: &Device) -> Result<SampleGrid, Error> {
+        self.check_steps(steps)?;
+        let l = self.label_dim();
+        let all = l > 0 && class.is_none_or(|c| c.eq_ignore_ascii_case("all"));
+        let columns = if all { (n as f64 / l as f64).round().max(1.0) as usize } else { (n.max(1) as f64).sqrt().ceil() as usize };
+        let classes = self.classes(class, columns)?;
+        let dim = self.dim();
+        let mut rng = Rng::new(seed);
+        let (n, z) = if all {
+            let row = rng.normal_vec(columns * dim, self.sigma_data());
+            (l * columns, row.repeat(l))
+        } else {
+            (n.max(1), rng.normal_vec(n.max(1) * dim, self.sigma_data()))
+        };
+        let condition = self.condition(classes, guidance, 0, n)?;
+        let z = Tensor::<2>::from_data(TensorData::new(z, [n, dim]), device);
+        let x = self.sample(z, &condition, steps, &mut rng)?;
+        Ok(SampleGrid { x, columns, labels: condition.labels })
+    }
+
     /// Samples from prior noise z under `condition` in `steps` steps.
     ///
     /// # Shapes
@@ -194,5 +228,40 @@ impl ImageModel {
             Sampling::Imm(m) => m.sample(&self.net, z, condition, steps, rng),
             Sampling::Fm(m) => m.sample(&self.net, z, condition, steps, rng),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// All classes: one row per class, every row from the same noise, so row c is the start of
+    /// class c's own grid; one class fills a square.
+    #[test]
+    fn grids_share_their_noise_across_classes() {
+        let device = Device::flex();
+        let preset = image_preset("mnist-cond-tiny").unwrap();
+        let model = ImageModel::untrained(&preset, Sampling::Imm(preset.imm.clone()), &device).unwrap();
+        let values = |t: Tensor<2>| t.into_data().try_into_vec::<f32>().unwrap();
+        let all = model.grid(16, Some("all"), 2.0, 1, 5, &device).unwrap();
+        assert_eq!((all.columns, all.x.dims()[0]), (2, 20), "16 images over 10 classes: 2 per row");
+        assert_eq!(all.labels.as_ref().unwrap().index()[..6], [0, 0, 1, 1, 2, 2]);
+        let all = values(all.x);
+        let dim = model.dim();
+        for (class, name) in [(0, "0"), (3, "3")] {
+            let one = model.grid(9, Some(name), 2.0, 1, 5, &device).unwrap();
+            assert_eq!((one.columns, one.x.dims()[0]), (3, 9));
+            assert!(one.labels.unwrap().index().iter().all(|&l| l == class));
+            let one = values(one.x);
+            let row = &all[2 * class * dim..(2 * class + 2) * dim];
+            let worst = row.iter().zip(&one[..2 * dim]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(worst < 1e-5, "class {class}: row of the all-classes grid and its own grid differ by {worst}");
+        }
+        assert!(model.grid(4, Some("eleven"), 1.0, 1, 5, &device).is_err());
+        let unconditional = image_preset("mnist-tiny").unwrap();
+        let model = ImageModel::untrained(&unconditional, Sampling::Imm(unconditional.imm.clone()), &device).unwrap();
+        let grid = model.grid(10, None, 1.0, 1, 5, &device).unwrap();
+        assert_eq!((grid.columns, grid.x.dims()[0], grid.labels.is_none()), (4, 10, true));
+        assert!(model.grid(10, None, 2.0, 1, 5, &device).is_err(), "no guidance without labels");
     }
 }

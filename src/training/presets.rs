@@ -1,6 +1,6 @@
 //! Named training set-ups. The 2D presets train on a CPU in a minute; `mnist-tiny` in minutes.
 
-use crate::data::images::ImageSet;
+use crate::data::images::{ImageSet, LabelDraw};
 use crate::data::toy::{SIGMA_DATA, Toy};
 use crate::Error;
 use crate::method::precond::{Parameterization, Precond, TimeInput};
@@ -84,6 +84,8 @@ pub struct ImagePreset {
     pub net: ImageNetConfig,
     /// Probability that a training label is replaced by the null label (conditional presets).
     pub label_dropout: f64,
+    /// Which images of a batch share a label (conditional presets).
+    pub labels: LabelDraw,
     pub imm: Imm,
     pub fm: FlowMatching,
     pub train: TrainConfig,
@@ -149,6 +151,7 @@ pub fn image_preset(name: &str) -> Option<ImagePreset> {
             xflip: false,
             net: song(unet(1, 28).with_model_channels(16).with_channel_mult(vec![1, 2, 2]).with_num_blocks(1).with_attn_resolutions(vec![7])),
             label_dropout: 0.0,
+            labels: LabelDraw::Particle,
             imm: imm(8),
             fm,
             train: train(16, 60_000, 2e-3, OptimizerKind::Adam, 0.999, 2_000),
@@ -181,6 +184,7 @@ pub fn image_preset(name: &str) -> Option<ImagePreset> {
                 name: "mnist-dit",
                 net: ImageNetConfig::DiT(dit),
                 label_dropout: 0.1,
+                labels: LabelDraw::Particle,
                 imm: Imm { precond: precond.clone(), times, b: 4.0, ..imm(12) },
                 fm: FlowMatching { precond, eps: 0.0, t_max, grid: Grid::Uniform },
                 ..image_preset("mnist-tiny")?
@@ -194,6 +198,7 @@ pub fn image_preset(name: &str) -> Option<ImagePreset> {
             xflip: true,
             net: song(unet(1, 32).with_model_channels(32).with_channel_mult(vec![1, 2, 2]).with_num_blocks(2).with_attn_resolutions(vec![8])),
             label_dropout: 0.0,
+            labels: LabelDraw::Particle,
             imm: imm(12),
             fm,
             train: train(256, 5_000_000, 5e-4, OptimizerKind::Radam, 0.9995, 50_000),
@@ -224,6 +229,7 @@ pub fn image_preset(name: &str) -> Option<ImagePreset> {
                     .with_dropout(0.2),
             ),
             label_dropout: 0.0,
+            labels: LabelDraw::Particle,
             imm: imm(15),
             fm,
             train: train(4096, 400_000 * 4096, 1e-4, OptimizerKind::Radam, 0.9999, 409_600),

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 
 use crate::data::Dataset;
-use crate::data::images::{ImageData, gunzip_if_needed, quantize, read_cifar, read_idx_images};
+use crate::data::images::{ImageData, gunzip_if_needed, quantize, read_cifar, read_idx_images, read_idx_labels};
 use crate::data::toy::{DrawnData, Toy, ToyData};
 use crate::evaluation::classifier::Classifier;
 use crate::evaluation::energy::energy_distance;
@@ -343,8 +343,8 @@ impl Playground {
 pub struct PageImageModel {
     device: Device,
     model: ImageModel,
-    /// The samples of the last grid, in [-1, 1], for [`PageImageModel::quality`].
-    last: RefCell<Vec<f32>>,
+    /// The samples of the last grid, in [-1, 1], and their classes, for [`PageImageModel::quality`].
+    last: RefCell<(Vec<f32>, Option<Labels>)>,
 }
 
 #[wasm_bindgen(js_class = ImageModel)]
@@ -361,7 +361,7 @@ impl PageImageModel {
             })?),
         };
         let model = ImageModel::load(&file, "the model file", preset.as_ref(), &device).map_err(js)?;
-        Ok(PageImageModel { device, model, last: RefCell::new(Vec::new()) })
+        Ok(PageImageModel { device, model, last: RefCell::default() })
     }
 
     /// Image presets a file without a card can be read as.
@@ -369,23 +369,28 @@ impl PageImageModel {
         IMAGE_PRESETS.iter().map(|p| p.to_string()).collect()
     }
 
-    /// JSON `{side, channels, card, data}`: the image size, what the file says about its training,
-    /// and its dataset when the card names a preset.
+    /// JSON `{side, channels, card, data, classes}`: the image size, what the file says about its
+    /// training, its dataset when the card names a preset, and its class names (none when
+    /// unconditional).
     pub fn describe(&self) -> String {
         let c = &self.model.config;
         let data = self.model.card.as_ref().and_then(|card| card["preset"].as_str()).and_then(image_preset).map(|p| p.data.name());
-        serde_json::json!({ "side": c.img_resolution(), "channels": c.in_channels(), "card": self.model.card, "data": data }).to_string()
+        let classes = self.model.class_names();
+        serde_json::json!({ "side": c.img_resolution(), "channels": c.in_channels(), "card": self.model.card, "data": data, "classes": classes })
+            .to_string()
     }
 
-    /// The live quality number: the classifier FID of the last grid's samples (8-bit, as shown)
-    /// against the training split, with what as many real images score. `classifier` and
-    /// `reference` are the files of `imm classifier`. JSON `{n, fid, real}`.
+    /// The live quality numbers of the last grid's samples (8-bit, as shown): their classifier
+    /// FID against the training split, with what as many real images score, and for a
+    /// conditional model the share the classifier puts in the class asked for. `classifier` and
+    /// `reference` are the files of `imm classifier`. JSON `{n, fid, real, accuracy}`.
     pub async fn quality(&self, classifier: Vec<u8>, reference: Vec<u8>) -> Result<String, JsError> {
         let (net, _) = Classifier::from_tensors(&Tensors::parse(&classifier, "the classifier").map_err(js)?, "the classifier", &self.device)
             .map_err(js)?;
         let reference = Tensors::parse(&reference, "the classifier reference").map_err(js)?;
         let gaussian = Gaussian::from_tensors(&reference, "the classifier reference").map_err(js)?;
-        let samples: Vec<f32> = self.last.borrow().iter().map(|&v| quantize(v)).collect();
+        let (samples, labels) = self.last.borrow().clone();
+        let samples: Vec<f32> = samples.iter().map(|&v| quantize(v)).collect();
         let (c, side) = (self.model.config.in_channels(), self.model.config.img_resolution());
         let n = samples.len() / (c * side * side);
         if c != 1 || side < crate::evaluation::classifier::SIDE || n < 2 {
@@ -393,26 +398,55 @@ impl PageImageModel {
         }
         let x = Tensor::<4>::from_data(TensorData::new(samples, [n, c, side, side]), &self.device);
         let mut moments = Moments::new(crate::evaluation::classifier::FEATURES);
-        moments.add(&read(net.features(x)).await?);
+        let features = net.features(x);
+        moments.add(&read(features.clone()).await?);
         let fid = moments.gaussian().map_err(js)?.frechet_distance(&gaussian).map_err(js)?;
+        let accuracy = match &labels {
+            Some(labels) => {
+                let predicted = read(net.head(features).argmax(1).float()).await?;
+                let right = predicted.iter().zip(labels.index()).filter(|&(&p, &l)| p as usize == l).count();
+                Some(right as f64 / n as f64)
+            }
+            None => None,
+        };
         let floors: serde_json::Value = reference.metadata.get("floors").and_then(|f| serde_json::from_str(f).ok()).unwrap_or_default();
-        Ok(serde_json::json!({ "n": n, "fid": fid, "real": floors[n.to_string()] }).to_string())
+        Ok(serde_json::json!({ "n": n, "fid": fid, "real": floors[n.to_string()], "accuracy": accuracy }).to_string())
     }
 
-    /// `n` samples in `steps` steps from the prior noise of `seed` (the same noise at every step
-    /// count), as an RGBA grid of `columns` images per row with 1-pixel gaps; its width is
-    /// `columns * (side + 1) + 1`.
-    pub async fn sample(&self, steps: usize, n: usize, seed: u32, columns: usize) -> Result<Vec<u8>, JsError> {
-        self.model.check_steps(steps).map_err(js)?;
-        let dim = self.model.dim();
-        let mut rng = Rng::new(seed.into());
-        let z = Tensor::<2>::from_data(TensorData::new(rng.normal_vec(n * dim, self.model.sigma_data()), [n, dim]), &self.device);
-        let condition = self.model.condition(self.model.classes(None, columns.max(1)).map_err(js)?, 1.0, 0, n).map_err(js)?;
-        let x = read(self.model.sample(z, &condition, steps, &mut rng).map_err(js)?).await?;
+    /// About `n` samples in `steps` steps from the prior noise of `seed`, as an RGBA grid with
+    /// 1-pixel gaps. `class`: "" or "all" (one row per class), a class index or name, for a
+    /// conditional model; `guidance`: the classifier-free guidance scale (1 = none). The same noise
+    /// serves every step count, class and guidance ([`ImageModel::grid`]).
+    pub async fn sample(&self, steps: usize, n: usize, seed: u32, class: String, guidance: f64) -> Result<Grid, JsError> {
+        let class = (!class.is_empty()).then_some(class.as_str());
+        let grid = self.model.grid(n, class, guidance, steps, seed.into(), &self.device).map_err(js)?;
+        let x = read(grid.x).await?;
         let (c, side) = (self.model.config.in_channels(), self.model.config.img_resolution());
-        let grid = rgba_grid(&x, c, side, columns.max(1));
-        *self.last.borrow_mut() = x;
-        Ok(grid)
+        let n = x.len() / (c * side * side);
+        let rgba = rgba_grid(&x, c, side, grid.columns);
+        *self.last.borrow_mut() = (x, grid.labels);
+        Ok(Grid { width: grid.columns * (side + 1) + 1, n, rgba })
+    }
+}
+
+/// A sampled grid for the page to draw.
+#[wasm_bindgen]
+pub struct Grid {
+    /// Pixels per row.
+    #[wasm_bindgen(readonly)]
+    pub width: usize,
+    /// Samples in it.
+    #[wasm_bindgen(readonly)]
+    pub n: usize,
+    rgba: Vec<u8>,
+}
+
+#[wasm_bindgen]
+impl Grid {
+    /// The RGBA pixels, row by row (moves them out).
+    #[wasm_bindgen(js_name = takeRgba)]
+    pub fn take_rgba(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.rgba)
     }
 }
 
@@ -430,20 +464,19 @@ pub struct ImageTrainer {
 #[wasm_bindgen]
 impl ImageTrainer {
     /// `images`: an IDX image file (gzipped or not) or CIFAR-10 binary batches, concatenated;
+    /// `labels`: the IDX label file of the images, for a conditional preset (CIFAR-10 records
+    /// carry their own; empty otherwise);
     /// `preset`: the network and method settings;
     /// `batch`: images per step (a multiple of M).
-    pub async fn create(images: Vec<u8>, preset: String, backend: String, batch: usize, seed: u32) -> Result<ImageTrainer, JsError> {
+    pub async fn create(images: Vec<u8>, labels: Vec<u8>, preset: String, backend: String, batch: usize, seed: u32) -> Result<ImageTrainer, JsError> {
         let device = device(&backend).await?;
         let mut preset = image_preset(&preset)
             .ok_or_else(|| JsError::new(&format!("unknown image preset '{preset}'; available: {}", IMAGE_PRESETS.join(", "))))?;
-        if preset.net.classes() > 0 {
-            return Err(JsError::new(&format!("the page trains unconditional presets; {} needs class labels", preset.name)));
-        }
         preset.train.batch = batch;
         preset.train.seed = seed.into();
         let bytes = gunzip_if_needed(images, "the training images").map_err(js)?;
         // IDX files start with their magic number; CIFAR-10 batches are bare records.
-        let images = if bytes.starts_with(&[0, 0, 8, 3]) {
+        let mut images = if bytes.starts_with(&[0, 0, 8, 3]) {
             read_idx_images(&bytes, "the training images")
         } else {
             read_cifar(&bytes, "the chosen CIFAR-10 data")
@@ -453,7 +486,16 @@ impl ImageTrainer {
         if (images.channels, images.side) != (channels, side) {
             return Err(JsError::new(&format!("{} trains on {channels} x {side} x {side} images", preset.name)));
         }
-        let data = ImageData::new(images, preset.side, preset.xflip, seed.into()).map_err(js)?;
+        if !labels.is_empty() {
+            let labels = read_idx_labels(&gunzip_if_needed(labels, "the training labels").map_err(js)?, "the training labels").map_err(js)?;
+            images = images.with_labels(labels).map_err(js)?;
+        }
+        let mut data = ImageData::new(images, preset.side, preset.xflip, seed.into()).map_err(js)?;
+        let classes = preset.net.classes();
+        if classes > 0 {
+            let run = preset.labels.run(preset.imm.group());
+            data = data.with_labels(classes, preset.label_dropout, run).map_err(|e| JsError::new(&format!("{}: {e}", preset.name)))?;
+        }
         let net = preset.net.init(&mut Rng::new(seed.into()), &device.clone().autodiff()).map_err(js)?;
         let trainer = Trainer::new(net, preset.imm.clone(), preset.train.clone()).map_err(js)?;
         Ok(ImageTrainer { device, preset, trainer, data })
@@ -492,7 +534,7 @@ impl ImageTrainer {
             sampling: Sampling::Imm(self.trainer.method.clone()),
             card: Some(card),
         };
-        PageImageModel { device: self.device.clone(), model, last: RefCell::new(Vec::new()) }
+        PageImageModel { device: self.device.clone(), model, last: RefCell::default() }
     }
 }
 
