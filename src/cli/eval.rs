@@ -152,17 +152,15 @@ impl Extractor {
         Ok(out)
     }
 
-    /// The classifier's prediction for each image; None for Inception.
-    fn predict(&self, images: &[f32], channels: usize, side: usize, device: &Device) -> Result<Option<Vec<usize>>, Error> {
+    /// The classifier's prediction for each image from its [`Extractor::features`] (so the
+    /// network runs once); None for Inception.
+    fn predict(&self, features: &[f32], device: &Device) -> Result<Option<Vec<usize>>, Error> {
         let Self::Classifier(net, _) = self else { return Ok(None) };
-        let per = channels * side * side;
-        let mut out = Vec::new();
-        for part in images.chunks(500 * per) {
-            let x = Tensor::<4>::from_data(TensorData::new(part.to_vec(), [part.len() / per, channels, side, side]), device);
-            let classes = net.logits(x).argmax(1).into_data().convert::<i64>();
-            out.extend(classes.try_into_vec::<i64>().map_err(|e| Error::new(format!("reading predictions: {e:?}")))?.into_iter().map(|c| c as usize));
-        }
-        Ok(Some(out))
+        let dim = crate::evaluation::classifier::FEATURES;
+        let f = Tensor::<2>::from_data(TensorData::new(features.to_vec(), [features.len() / dim, dim]), device);
+        let classes = net.head(f).argmax(1).into_data().convert::<i64>();
+        let classes = classes.try_into_vec::<i64>().map_err(|e| Error::new(format!("reading predictions: {e:?}")))?;
+        Ok(Some(classes.into_iter().map(|c| c as usize).collect()))
     }
 
     fn dim(&self) -> usize {
@@ -320,9 +318,10 @@ fn evaluate_images(file: &Tensors, what: String, request: &EvalRequest, device: 
             *v = quantize(*v);
         }
         let mut moments = Moments::new(extractor.dim());
-        moments.add(&extractor.features(&images, channels, side, device)?);
+        let features = extractor.features(&images, channels, side, device)?;
+        moments.add(&features);
         let fid = moments.gaussian()?.frechet_distance(&reference)?;
-        let class_accuracy = match (classes, extractor.predict(&images, channels, side, device)?) {
+        let class_accuracy = match (classes, extractor.predict(&features, device)?) {
             (Some(classes), Some(predicted)) => {
                 let wanted = classes.labels(0, request.count, model.label_dim());
                 let right = wanted.index().iter().zip(&predicted).filter(|(w, p)| w == p).count();
