@@ -272,12 +272,8 @@ pub fn train_images<M: Method + Serialize + Clone>(
 
     let train = preset.train.clone();
     let mut seeds = Rng::new(train.seed);
-    let classes = preset.net.classes();
     let net = preset.net.init(&mut seeds.fork(), &device.clone().autodiff())?;
-    let mut data = ImageData::new(images, preset.side, preset.xflip, seeds.next_u64())?;
-    if classes > 0 {
-        data = data.with_labels(classes, preset.label_dropout, preset.labels.run(method.group()))?;
-    }
+    let mut data = preset.batches(images, seeds.next_u64(), method.group())?;
     let mut trainer = Trainer::new(net, method, train.clone())?;
     if run.devices.len() > 1 {
         trainer = trainer.with_devices(run.devices.iter().map(|d| d.clone().autodiff()).collect())?;

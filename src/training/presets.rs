@@ -1,6 +1,6 @@
 //! Named training set-ups. The 2D presets train on a CPU in a minute; `mnist-tiny` in minutes.
 
-use crate::data::images::{ImageSet, LabelDraw};
+use crate::data::images::{ImageData, ImageSet, Images, LabelDraw};
 use crate::data::toy::{SIGMA_DATA, Toy};
 use crate::Error;
 use crate::method::precond::{Parameterization, Precond, TimeInput};
@@ -91,6 +91,19 @@ pub struct ImagePreset {
     pub train: TrainConfig,
     /// Sample grids, an EMA snapshot and the resumable state every this many images.
     pub snapshot_every_nimg: u64,
+}
+
+impl ImagePreset {
+    /// Training batches of `images` as this preset draws them: padded to its side, flipped if it
+    /// says so, and for a conditional preset with their labels and its label dropout, shared by
+    /// runs of `group` images (the method's) when its labels are drawn per group.
+    pub fn batches(&self, images: Images, seed: u64, group: usize) -> Result<ImageData, Error> {
+        let data = ImageData::new(images, self.side, self.xflip, seed)?;
+        match self.net.classes() {
+            0 => Ok(data),
+            classes => data.with_labels(classes, self.label_dropout, self.labels.run(group)),
+        }
+    }
 }
 
 pub const IMAGE_PRESETS: [&str; 9] = [

@@ -490,12 +490,7 @@ impl ImageTrainer {
             let labels = read_idx_labels(&gunzip_if_needed(labels, "the training labels").map_err(js)?, "the training labels").map_err(js)?;
             images = images.with_labels(labels).map_err(js)?;
         }
-        let mut data = ImageData::new(images, preset.side, preset.xflip, seed.into()).map_err(js)?;
-        let classes = preset.net.classes();
-        if classes > 0 {
-            let run = preset.labels.run(preset.imm.group());
-            data = data.with_labels(classes, preset.label_dropout, run).map_err(|e| JsError::new(&format!("{}: {e}", preset.name)))?;
-        }
+        let data = preset.batches(images, seed.into(), preset.imm.group()).map_err(|e| JsError::new(&format!("{}: {e}", preset.name)))?;
         let net = preset.net.init(&mut Rng::new(seed.into()), &device.clone().autodiff()).map_err(js)?;
         let trainer = Trainer::new(net, preset.imm.clone(), preset.train.clone()).map_err(js)?;
         Ok(ImageTrainer { device, preset, trainer, data })
