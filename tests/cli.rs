@@ -102,6 +102,31 @@ fn cuda_without_cuda_is_a_clear_error() {
     }
 }
 
+/// `imm bench launches` refuses the CPU backend and malformed rows, and counts the page's rows.
+#[test]
+fn bench_launches_counts_the_page_rows() {
+    assert_clean_failure(&["bench", "launches", "--device", "cpu"], "use --device wgpu");
+    assert_clean_failure(&["bench", "launches", "--presets", "mnist-tiny"], "PRESET:BATCH");
+    assert_clean_failure(&["bench", "launches", "--presets", "mnist-tiny:0"], "not a positive batch size");
+    let dir = scratch("launches");
+    let json = dir.join("launches.json");
+    let out = imm(&["bench", "launches", "--presets", "", "--json", json.to_str().unwrap()], &dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "IMM and flow matching on the 2D MLP");
+    for row in rows {
+        for what in ["train", "sample"] {
+            let c = &row[what];
+            let by_kernel: u64 = c["by_kernel"].as_array().unwrap().iter().map(|k| k[1].as_u64().unwrap()).sum();
+            assert_eq!(c["launches"].as_u64().unwrap(), by_kernel, "{row}");
+            assert!(c["buffers"].as_u64().unwrap() > 0 && c["buffer_bytes"].as_u64().unwrap() > 0, "{row}");
+        }
+        // A training step is a forward and a backward pass and an update: more than sampling's one pass.
+        assert!(row["train"]["launches"].as_u64() > row["sample"]["launches"].as_u64(), "{row}");
+    }
+}
+
 /// `imm bench mmd` checks both fused implementations against the reference before timing, and
 /// refuses a device the kernels do not run on.
 #[test]

@@ -82,10 +82,12 @@ fn the_conditional_golden_files_pass_on_wgpu() {
 #[test]
 fn fused_mmd_kernels_equal_the_reference() {
     use burn::tensor::DType;
-    use imm::kernels::mmd::{Kernels, comparison, kernels_for, relative_error, test_shapes};
+    use imm::kernels::mmd::{comparison, relative_error, test_shapes};
+    use imm::kernels::{Kernels, kernels_for};
     let gpu = gpu();
     assert_eq!(kernels_for(&gpu, DType::F32), Some(Kernels::Wgsl));
-    assert_eq!(kernels_for(&Device::flex(), DType::F32), None);
+    assert_eq!(kernels_for(&Device::flex(), DType::F32), Some(Kernels::Cpu));
+    assert_eq!(kernels_for(&gpu, DType::F16), None);
     let read = |t: Tensor<1>| t.into_data().try_into_vec::<f32>().unwrap();
     let read3 = |t: Tensor<3>| t.into_data().try_into_vec::<f32>().unwrap();
     let shapes = test_shapes(7, 20, 300);
@@ -97,5 +99,22 @@ fn fused_mmd_kernels_equal_the_reference() {
         assert!(e_value <= 1e-4, "{kernels:?} {shape:?}: MMD relative error {e_value}: {value:?} vs {want_value:?}");
         assert!(e_grad <= 1e-4, "{kernels:?} {shape:?}: gradient relative error {e_grad}");
         assert!(grad.iter().any(|&v| v != 0.0), "{kernels:?} {shape:?}: the gradient is all zero");
+    }
+}
+
+/// The fused GroupNorm (+ SiLU) in WGSL and in CubeCL equals burn's plain ops in value and every
+/// gradient, over odd sizes, groups larger than a workgroup and of a single channel.
+#[test]
+fn fused_group_norm_kernels_equal_the_reference() {
+    use imm::kernels::Kernels;
+    use imm::kernels::group_norm::{errors_against_reference, test_shapes};
+    let gpu = gpu();
+    for (i, shape) in test_shapes(13, 8).into_iter().enumerate() {
+        for (silu, kernels) in [(false, Kernels::Wgsl), (true, Kernels::Wgsl), (true, Kernels::CubeCl), (false, Kernels::CubeCl)] {
+            let errors = errors_against_reference(&gpu, shape, silu, i as u64, kernels);
+            for (what, err) in ["output", "dx", "dgamma", "dbeta"].iter().zip(errors) {
+                assert!(err < 1e-4, "{kernels:?}: {what} of {shape:?} ([B, C, H, W, groups]), silu {silu}: relative error {err}");
+            }
+        }
     }
 }

@@ -74,18 +74,22 @@ async function sampleGrid() {
   post({ type: 'image-grid', rgba, width, height, n: count, steps, seed, cls, cfg, msPerStep, quality }, [rgba.buffer]);
 }
 
-// Image training on the page: one step per call (steps are slow), the grid from the EMA weights
-// every few seconds but at most a quarter of the time.
+// Image training on the page: as many steps per call as take about a quarter of a second (one
+// where steps are slow), so that the loss is read back once per call, not once per step; the grid
+// from the EMA weights every few seconds but at most a quarter of the time.
 async function imageLoop() {
   const token = ++imageLoopToken;
   let last = performance.now();
   let cost = 0;
+  let steps = 1;
   while (imageTraining && token === imageLoopToken) {
     await enqueue(async () => {
       if (!imageTrainer) return;
       const start = performance.now();
-      const record = JSON.parse(await imageTrainer.train(1));
-      post({ type: 'image-metrics', record, msPerStep: performance.now() - start });
+      const record = JSON.parse(await imageTrainer.train(steps));
+      const ms = performance.now() - start;
+      post({ type: 'image-metrics', record, msPerStep: ms / steps });
+      steps = Math.max(1, Math.min(20, Math.round((steps * 250) / Math.max(1, ms))));
     });
     await yieldToMessages();
     if (performance.now() - last > Math.max(3000, 4 * cost)) {

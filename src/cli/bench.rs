@@ -7,8 +7,13 @@ use burn::tensor::{DType, Device, Distribution, Tensor, TensorData};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::kernels::mmd::{Kernels, REFERENCE_CHUNK_BYTES, comparison, kernels_for, mmd_reference_chunked, mmd_with, relative_error};
+use crate::cli::counts::{self, Counts};
+use crate::kernels::mmd::{REFERENCE_CHUNK_BYTES, comparison, mmd_reference_chunked, mmd_with, relative_error};
+use crate::kernels::{Kernels, kernels_for};
+use crate::labels::Labels;
 use crate::method::Method;
+use crate::method::precond::Condition;
+use crate::networks::Network;
 use crate::training::image_model::{Classes, ImageModel};
 use crate::training::presets::ImagePreset;
 use crate::training::trainer::{TrainConfig, Trainer};
@@ -68,7 +73,7 @@ pub fn mmd(device: &Device, shape: [usize; 3], iters: usize) -> Result<(), Error
     let implementations = match kernels_for(device, DType::F32) {
         Some(Kernels::Wgsl) => vec![Kernels::Wgsl, Kernels::CubeCl],
         Some(Kernels::CubeCl) => vec![Kernels::CubeCl],
-        None => return Err(Error::new("the fused MMD kernels run on wgpu and CUDA devices: use --device wgpu (or cuda)")),
+        Some(Kernels::Cpu) | None => return Err(Error::new("the fused MMD kernels run on wgpu and CUDA devices: use --device wgpu (or cuda)")),
     };
     if !(1..=16).contains(&m) {
         return Err(Error::new(format!("--particles must be 1 to 16, not {m}")));
@@ -180,6 +185,83 @@ pub fn sample(model: &ImageModel, batches: &[usize], steps: &[usize], iters: usi
             let row = SampleRow { batch, steps: k, ms_per_batch: ms, images_per_s: batch as f64 / (ms / 1e3) };
             println!("{:>6} {:>6} {:>12.2} {:>10.1}", row.batch, row.steps, row.ms_per_batch, row.images_per_s);
             rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
+/// One row of `imm bench launches`: a training step and a one-step sampling call of a network.
+#[derive(Clone, Debug, Serialize)]
+pub struct LaunchRow {
+    pub row: String,
+    pub batch: usize,
+    pub train: Counts,
+    pub sample: Counts,
+}
+
+/// Counts a training step (the third: the first ones compile and autotune) and a one-step sampling
+/// call (the second) of `net` under `method` on random data.
+fn launch_row<N: Network, M: Method + Clone>(
+    row: String,
+    net: N,
+    method: M,
+    config: TrainConfig,
+    dim: usize,
+    labels: Option<Labels>,
+    device: &Device,
+) -> Result<LaunchRow, Error> {
+    let batch = config.batch;
+    let ad = device.clone().autodiff();
+    let mut trainer = Trainer::new(net, method.clone(), config)?;
+    let x = Tensor::<2>::random([batch, dim], Distribution::Uniform(-1.0, 1.0), &ad);
+    // The page's path: no read of the step's finiteness check.
+    let mut step = || {
+        let gradients = trainer.gradients(x.clone(), labels.clone());
+        drop(trainer.apply(gradients, true));
+        Ok(())
+    };
+    step()?;
+    step()?;
+    let train = counts::count(device, step)?;
+    let z = Tensor::<2>::random([batch, dim], Distribution::Normal(0.0, method.sigma_data()), device);
+    let condition = Condition { labels, ..Condition::none() };
+    let ema = &trainer.ema;
+    let sample = || method.sample(ema, z.clone(), &condition, 1, &mut Rng::new(0)).map(drop);
+    sample()?;
+    let sample = counts::count(device, sample)?;
+    Ok(LaunchRow { row, batch, train, sample })
+}
+
+/// `imm bench launches`: kernel launches and buffer reservations of a training step and a sampling
+/// step, counted by the device's runtime, for the page's 2D MLP (both methods, the page's size and
+/// batch) and the named image presets at their batch sizes (IMM). Prints a table and, with `top`,
+/// each row's most launched kernels.
+pub fn launches(device: &Device, images: &[(ImagePreset, usize)], top: usize) -> Result<Vec<LaunchRow>, Error> {
+    let mut rows = Vec::new();
+    let toy = crate::training::presets::preset("checkerboard")?;
+    let mlp = || toy.net.init(&mut Rng::new(0), &device.clone().autodiff());
+    rows.push(launch_row(format!("page 2D MLP, {}", toy.imm.name()), mlp(), toy.imm.clone(), toy.train.clone(), 2, None, device)?);
+    rows.push(launch_row(format!("page 2D MLP, {}", toy.fm.name()), mlp(), toy.fm.clone(), toy.train.clone(), 2, None, device)?);
+    for (preset, batch) in images {
+        let net = preset.net.init(&mut Rng::new(0), &device.clone().autodiff())?;
+        let config = TrainConfig { batch: *batch, accumulate: 1, ..preset.train.clone() };
+        let dim = preset.net.in_channels() * preset.net.img_resolution() * preset.net.img_resolution();
+        let classes = preset.net.classes();
+        let labels = (classes > 0).then(|| Classes::All { row: 1 }.labels(0, *batch, classes));
+        rows.push(launch_row(format!("{}, {}", preset.name, preset.imm.name()), net, preset.imm.clone(), config, dim, labels, device)?);
+    }
+    println!("{:<28} {:>6} | {:>9} {:>8} {:>8} {:>10} | {:>9} {:>8} {:>8} {:>10}", "per step", "batch", "launches", "kernels", "buffers", "MB", "launches", "kernels", "buffers", "MB");
+    println!("{:<28} {:>6} | {:^39} | {:^39}", "", "", "training", "sampling (1 step)");
+    for r in &rows {
+        let cells = |c: &Counts| format!("{:>9} {:>8} {:>8} {:>10.2}", c.launches, c.kernels, c.buffers, c.buffer_bytes as f64 / 1e6);
+        println!("{:<28} {:>6} | {} | {}", r.row, r.batch, cells(&r.train), cells(&r.sample));
+    }
+    for r in rows.iter().filter(|_| top > 0) {
+        for (what, c) in [("training", &r.train), ("sampling", &r.sample)] {
+            println!("\n{}, {what}: the {top} most launched of {} kernels", r.row, c.kernels);
+            for (name, n) in c.by_kernel.iter().take(top) {
+                println!("{n:>7}  {name}");
+            }
         }
     }
     Ok(rows)

@@ -3,6 +3,7 @@
 //! parity), [`bench`]; the `--device` flag ([`device`]) and what run directories share ([`run_dir`]).
 
 pub mod bench;
+pub mod counts;
 pub mod device;
 pub mod eval;
 pub mod images;
@@ -260,6 +261,23 @@ enum Bench {
         steps: StepList,
         #[command(flatten)]
         timing: Timing,
+    },
+    /// What a step costs a GPU device: kernel launches and buffer reservations of a training step
+    /// and a one-step sampling call, counted by the runtime, for the page's 2D MLP (IMM and flow
+    /// matching) and image presets (IMM).
+    Launches {
+        /// Image presets and their batch sizes, as PRESET:BATCH, comma-separated.
+        #[arg(long, default_value = "mnist-tiny:16,cifar10-paper:8")]
+        presets: String,
+        /// Also list each row's N most launched kernels.
+        #[arg(long, default_value_t = 0)]
+        top: usize,
+        /// Also write the figures here as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Compute device (wgpu or cuda: the counts come from cubecl's runtime).
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Wgpu)]
+        device: DeviceChoice,
     },
     /// The fused WGSL MMD against the reference tensor ops: checks their agreement, then times
     /// forward + backward of both (default: the paper's CIFAR-10 batch, B = 4096 as 1024 x 4).
@@ -542,6 +560,24 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Golden { file, device } => crate::cli::eval::golden(&file, &device.device()?.0),
         Command::Bench { what: Bench::Mmd { groups, particles, dim, iters, device } } => {
             crate::cli::bench::mmd(&device.device()?.0, [groups, particles, dim], iters)
+        }
+        Command::Bench { what: Bench::Launches { presets, top, json, device } } => {
+            let images = presets
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (name, batch) = p.split_once(':').ok_or_else(|| Error::new(format!("--presets takes PRESET:BATCH, not '{p}'")))?;
+                    let batch = batch.parse().ok().filter(|&b| b > 0).ok_or_else(|| Error::new(format!("'{batch}' is not a positive batch size")))?;
+                    Ok((named_image_preset(name)?, batch))
+                })
+                .collect::<Result<Vec<_>, Error>>()?;
+            crate::cli::counts::install()?;
+            let (device, choice) = device.device()?;
+            if matches!(choice, DeviceChoice::Cpu) {
+                return Err(Error::new("launch counts come from cubecl's runtime, which the CPU backend does not use: use --device wgpu (or cuda)"));
+            }
+            let rows = crate::cli::bench::launches(&device, &images, top)?;
+            json.map_or(Ok(()), |path| write_json(&path, &rows))
         }
         Command::Bench { what: Bench::Train { preset: name, method, batch, accumulate, devices, timing: Timing { precision, iters, json, device } } } => {
             let mut p = named_image_preset(&name)?;

@@ -1,30 +1,35 @@
-//! GroupNorm, optionally followed by SiLU (as in every DDPM++ block), forward and backward in one
-//! pass each on the CPU. burn has GroupNorm only as a decomposition: a mean, a variance and four
-//! broadcast ops forward, about twice as many backward, each a full pass over the activations.
-//! [`group_norm`] runs this on Flex devices in f32 and the decomposition elsewhere, which is also
-//! the reference the tests compare it with.
+//! GroupNorm, optionally followed by SiLU (as in every DDPM++ block), as one fused operation with
+//! its own backward pass: one pass forward and two backward on the CPU (Flex), one kernel forward
+//! and two backward on GPUs (`shaders/group_norm_*.wgsl` on wgpu, the same in CubeCL in
+//! `group_norm_cube.rs` on the other cubecl runtimes). burn has GroupNorm only as a
+//! decomposition: a mean, a variance and four broadcast ops forward, about twice as many backward,
+//! each a full pass over the activations and, on a GPU, a kernel launch. [`group_norm`] runs the
+//! fused operation in f32 where it exists and the decomposition elsewhere, which is also the
+//! reference the tests compare it with.
 
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
+use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension, tensor::FloatTensor};
 use burn::tensor::activation::silu;
-use burn::tensor::{DType, Tensor};
+use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
 
-use super::cpu::{contiguous, exp, for_chunks, images_per_task, on_flex, sum_of, sum_parts, tensor, values};
+use super::cpu::{contiguous, exp, for_chunks, images_per_task, sum_of, sum_parts, tensor, values};
+use super::mmd::relative_error;
+use super::{Kernels, kernels_for};
 
 /// GroupNorm of x over `groups` groups of channels with a per-channel scale gamma and shift beta,
-/// then SiLU if `then_silu`; through the CPU kernel on Flex devices (f32), plain ops elsewhere.
+/// then SiLU if `then_silu`; fused where the device has the kernels (f32), plain ops elsewhere.
 ///
 /// # Shapes
 /// - x: [B, C, H, W] with C a multiple of `groups`; gamma, beta: [C]
 /// - output: [B, C, H, W]
 pub fn group_norm(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, groups: usize, epsilon: f64, then_silu: bool) -> Tensor<4> {
-    if on_flex(&x.device()) && x.dtype() == DType::F32 && gamma.dtype() == DType::F32 {
-        group_norm_cpu(x, gamma, beta, groups, epsilon, then_silu)
-    } else {
-        group_norm_reference(x, gamma, beta, groups, epsilon, then_silu)
+    match kernels_for(&x.device(), x.dtype()) {
+        Some(kernels) if gamma.dtype() == DType::F32 => group_norm_with(x, gamma, beta, groups, epsilon, then_silu, kernels),
+        _ => group_norm_reference(x, gamma, beta, groups, epsilon, then_silu),
     }
 }
 
@@ -49,15 +54,69 @@ pub fn group_norm_reference(
     if then_silu { silu(y) } else { y }
 }
 
-/// The CPU kernel; the tensors must be on a Flex device, in f32.
+/// The fused operation through `kernels`, which must be the device's ([`kernels_for`]; on wgpu the
+/// CubeCL ones run too); f32 tensors.
 ///
 /// # Shapes
 /// - as [`group_norm`]
-pub fn group_norm_cpu(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, groups: usize, epsilon: f64, then_silu: bool) -> Tensor<4> {
-    let norm = Norm { groups, epsilon: epsilon as f32, silu: then_silu };
+pub fn group_norm_with(
+    x: Tensor<4>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    groups: usize,
+    epsilon: f64,
+    then_silu: bool,
+    kernels: Kernels,
+) -> Tensor<4> {
+    let norm = Norm { groups, epsilon: epsilon as f32, silu: then_silu, kernels };
     let (out, _) =
-        <Dispatch as CpuGroupNorm>::group_norm_cpu(x.into_dispatch(), gamma.into_dispatch(), beta.into_dispatch(), norm);
+        <Dispatch as FusedGroupNorm>::fused_group_norm(x.into_dispatch(), gamma.into_dispatch(), beta.into_dispatch(), norm);
     Tensor::from_dispatch(out)
+}
+
+/// Relative errors of the output, dx, dgamma and dbeta of the fused operation through `kernels`
+/// against the reference, on random inputs of shape [B, C, H, W] in `groups` groups on `device`,
+/// with an offset and a scale per image, as activations have, so that the centring matters.
+pub fn errors_against_reference(device: &Device, [batch, c, h, w, groups]: [usize; 5], silu: bool, seed: u64, kernels: Kernels) -> [f32; 4] {
+    let device = device.clone().autodiff();
+    let mut rng = crate::Rng::new(seed);
+    let n = batch * c * h * w;
+    let x: Vec<f32> = rng.normal_vec(n, 3.0).into_iter().map(|v| v + 2.0).collect();
+    let gamma: Vec<f32> = rng.normal_vec(c, 0.5).into_iter().map(|v| v + 1.0).collect();
+    let beta = rng.normal_vec(c, 0.5);
+    let v = rng.normal_vec(n, 1.0);
+    let run = |f: &dyn Fn(Tensor<4>, Tensor<1>, Tensor<1>) -> Tensor<4>| {
+        let x = Tensor::<4>::from_data(TensorData::new(x.clone(), [batch, c, h, w]), &device).require_grad();
+        let gamma = Tensor::<1>::from_data(TensorData::new(gamma.clone(), [c]), &device).require_grad();
+        let beta = Tensor::<1>::from_data(TensorData::new(beta.clone(), [c]), &device).require_grad();
+        let v = Tensor::<4>::from_data(TensorData::new(v.clone(), [batch, c, h, w]), &device);
+        let y = f(x.clone(), gamma.clone(), beta.clone());
+        let grads = (y.clone() * v).sum().backward();
+        let read = |t: Tensor<4>| t.into_data().try_into_vec::<f32>().expect("f32 values");
+        let read1 = |t: Tensor<1>| t.into_data().try_into_vec::<f32>().expect("f32 values");
+        let grad = |t: &Tensor<1>| read1(t.grad(&grads).expect("a gradient"));
+        [read(y.inner()), read(x.grad(&grads).expect("a gradient")), grad(&gamma), grad(&beta)]
+    };
+    let ours = run(&|x, g, b| group_norm_with(x, g, b, groups, 1e-6, silu, kernels));
+    let reference = run(&|x, g, b| group_norm_reference(x, g, b, groups, 1e-6, silu));
+    std::array::from_fn(|i| relative_error(&ours[i], &reference[i]))
+}
+
+/// `count` random shapes [B, C, H, W, groups] for tests after fixed edge cases: one value per
+/// channel, odd sizes, groups of more than 256 values and of one channel, 32 groups. Groups of
+/// one or two values are left out: they normalise to constants (0, or -1 and 1), and their dx is
+/// rounding noise on both sides.
+pub fn test_shapes(seed: u64, count: usize) -> Vec<[usize; 5]> {
+    let mut rng = crate::Rng::new(seed);
+    let mut pick = |n: u64| (rng.next_u64() % n) as usize;
+    let fixed = [[1, 3, 1, 1, 1], [2, 4, 3, 5, 1], [3, 64, 7, 7, 32], [2, 12, 1, 9, 3], [1, 8, 17, 19, 2]];
+    let random: Vec<[usize; 5]> = (0..count)
+        .map(|_| {
+            let groups = 1 + pick(8);
+            [1 + pick(4), groups * (1 + pick(5)), 1 + pick(10), 1 + pick(10), groups]
+        })
+        .collect();
+    fixed.into_iter().chain(random).filter(|&[_, c, h, w, groups]| c / groups * h * w > 2).collect()
 }
 
 /// The settings of one GroupNorm.
@@ -67,13 +126,16 @@ pub struct Norm {
     pub epsilon: f32,
     /// SiLU after the affine map.
     pub silu: bool,
+    /// Which implementation runs on a GPU (WGSL or CubeCL); Flex runs its own.
+    pub kernels: Kernels,
 }
 
-/// The kernel as a backend operation.
-#[backend_extension(Flex, Autodiff)]
-pub trait CpuGroupNorm: Backend {
+/// The fused GroupNorm as a backend operation.
+#[backend_extension(Flex, Cube, Fusion, Autodiff)]
+pub trait FusedGroupNorm: Backend {
     /// The output and each group's mean and 1 / sqrt(var + eps), [B, G, 2].
-    fn group_norm_cpu(
+    #[fusion(meta = forward_outputs)]
+    fn fused_group_norm(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
@@ -81,7 +143,8 @@ pub trait CpuGroupNorm: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// The gradients of x, gamma and beta from the output's.
-    fn group_norm_cpu_backward(
+    #[fusion(meta = backward_outputs)]
+    fn fused_group_norm_backward(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
@@ -89,6 +152,24 @@ pub trait CpuGroupNorm: Backend {
         grad: FloatTensor<Self>,
         norm: Norm,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// What [`FusedGroupNorm::fused_group_norm`] returns, for burn's fusion backend to register.
+fn forward_outputs(x: &TensorSpec, _: &TensorSpec, _: &TensorSpec, norm: &Norm) -> (TensorSpec, TensorSpec) {
+    let stats = Shape::new([x.shape[0], norm.groups, 2]);
+    (TensorSpec::new(x.shape.clone(), x.dtype), TensorSpec::new(stats, x.dtype))
+}
+
+/// What [`FusedGroupNorm::fused_group_norm_backward`] returns, for burn's fusion backend.
+fn backward_outputs(
+    x: &TensorSpec,
+    gamma: &TensorSpec,
+    beta: &TensorSpec,
+    _: &TensorSpec,
+    _: &TensorSpec,
+    _: &Norm,
+) -> (TensorSpec, TensorSpec, TensorSpec) {
+    (x.clone(), gamma.clone(), beta.clone())
 }
 
 /// Sizes: B images of C channels of S = H W pixels.
@@ -125,8 +206,8 @@ fn sigmoid(z: f32) -> f32 {
     1.0 / (1.0 + exp(-z))
 }
 
-impl CpuGroupNorm for Flex {
-    fn group_norm_cpu(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, norm: Norm) -> (FlexTensor, FlexTensor) {
+impl FusedGroupNorm for Flex {
+    fn fused_group_norm(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, norm: Norm) -> (FlexTensor, FlexTensor) {
         let n = Sizes::new(&x, &gamma, norm);
         let (x, gamma, beta) = (contiguous(&x), contiguous(&gamma), contiguous(&beta));
         let (x, gamma, beta) = (values(&x), values(&gamma), values(&beta));
@@ -153,7 +234,7 @@ impl CpuGroupNorm for Flex {
         (tensor(out, n.shape), tensor(stats.concat(), [n.batch, norm.groups, 2]))
     }
 
-    fn group_norm_cpu_backward(
+    fn fused_group_norm_backward(
         x: FlexTensor,
         gamma: FlexTensor,
         beta: FlexTensor,
@@ -223,13 +304,13 @@ impl CpuGroupNorm for Flex {
 #[derive(Debug)]
 struct GroupNormBackward;
 
-impl<B: Backend + CpuGroupNorm> Backward<B, 3> for GroupNormBackward {
+impl<B: Backend + FusedGroupNorm> Backward<B, 3> for GroupNormBackward {
     type State = ([FloatTensor<B>; 4], Norm);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad = grads.consume::<B>(&ops.node);
         let ([x, gamma, beta, stats], norm) = ops.state;
-        let (grad_x, grad_gamma, grad_beta) = B::group_norm_cpu_backward(x, gamma, beta, stats, grad, norm);
+        let (grad_x, grad_gamma, grad_beta) = B::fused_group_norm_backward(x, gamma, beta, stats, grad, norm);
         let [node_x, node_gamma, node_beta] = ops.parents;
         for (node, grad) in [(node_x, grad_x), (node_gamma, grad_gamma), (node_beta, grad_beta)] {
             if let Some(node) = node {
@@ -239,14 +320,14 @@ impl<B: Backend + CpuGroupNorm> Backward<B, 3> for GroupNormBackward {
     }
 }
 
-impl<B: Backend + CpuGroupNorm, C: CheckpointStrategy> CpuGroupNorm for Autodiff<B, C> {
-    fn group_norm_cpu(
+impl<B: Backend + FusedGroupNorm, C: CheckpointStrategy> FusedGroupNorm for Autodiff<B, C> {
+    fn fused_group_norm(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         norm: Norm,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (out, stats) = B::group_norm_cpu(x.primitive().clone(), gamma.primitive().clone(), beta.primitive().clone(), norm);
+        let (out, stats) = B::fused_group_norm(x.primitive().clone(), gamma.primitive().clone(), beta.primitive().clone(), norm);
         let out = match GroupNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let inputs = [x.into_primitive(), gamma.into_primitive(), beta.into_primitive(), stats.clone()];
@@ -257,7 +338,7 @@ impl<B: Backend + CpuGroupNorm, C: CheckpointStrategy> CpuGroupNorm for Autodiff
         (out, Self::from_inner(stats))
     }
 
-    fn group_norm_cpu_backward(
+    fn fused_group_norm_backward(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
@@ -266,7 +347,7 @@ impl<B: Backend + CpuGroupNorm, C: CheckpointStrategy> CpuGroupNorm for Autodiff
         norm: Norm,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let [x, gamma, beta, stats, grad] = [x, gamma, beta, stats, grad].map(Self::inner);
-        let (grad_x, grad_gamma, grad_beta) = B::group_norm_cpu_backward(x, gamma, beta, stats, grad, norm);
+        let (grad_x, grad_gamma, grad_beta) = B::fused_group_norm_backward(x, gamma, beta, stats, grad, norm);
         (Self::from_inner(grad_x), Self::from_inner(grad_gamma), Self::from_inner(grad_beta))
     }
 }

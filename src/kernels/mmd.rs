@@ -8,38 +8,16 @@
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::wgpu::{CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous};
-use burn::backend::{
-    Autodiff, AutodiffBackend, Backend, Dispatch, DispatchDevice, TensorMetadata, backend_extension, tensor::FloatTensor,
-};
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, TensorMetadata, backend_extension, tensor::FloatTensor};
 use burn::cubecl::prelude::{BufferArg, KernelId};
 use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
-use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
+use burn::tensor::{Device, Shape, Tensor, TensorData};
 
-/// Threads per workgroup of both kernels (the shaders' `@workgroup_size`).
-const WORKGROUP: u32 = 256;
-/// The most workgroups per dispatch dimension WebGPU guarantees.
-const MAX_DISPATCH: u32 = 65_535;
-
-/// The two implementations of the kernels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Kernels {
-    /// `shaders/mmd_*.wgsl`, for the wgpu runtime.
-    Wgsl,
-    /// `mmd_cube.rs`, compiled by cubecl for any of its runtimes.
-    CubeCl,
-}
-
-/// The kernels [`mmd`] runs for tensors on this device and of this type, if any.
-pub fn kernels_for(device: &Device, dtype: DType) -> Option<Kernels> {
-    match device.clone().inner().as_dispatch() {
-        _ if dtype != DType::F32 => None,
-        DispatchDevice::Cube(burn::cubecl::Device::Wgpu(_)) => Some(Kernels::Wgsl),
-        DispatchDevice::Cube(_) => Some(Kernels::CubeCl),
-        _ => None,
-    }
-}
+use super::gpu::{WORKGROUP, empty_like, grid, input_access};
+use super::{Kernels, kernels_for};
 
 /// Per-group MMD^2 through the chosen kernels, differentiable in y_t (y_r is a target: no
 /// gradient). [`kernels_for`] says which a device has; on wgpu both run.
@@ -146,9 +124,10 @@ pub fn relative_error(ours: &[f32], reference: &[f32]) -> f32 {
 }
 
 /// The two kernels as a backend operation.
-#[backend_extension(Cube, Autodiff)]
+#[backend_extension(Cube, Fusion, Autodiff)]
 pub trait FusedMmd: Backend {
     /// Returns the per-group MMD [G] and the gradient coefficients [G, 2, M, M].
+    #[fusion(meta = mmd_outputs)]
     fn fused_mmd(
         y_t: FloatTensor<Self>,
         y_r: FloatTensor<Self>,
@@ -157,6 +136,7 @@ pub trait FusedMmd: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// dL/dy_t [G, M, D] from the coefficients and dL/dmmd [G].
+    #[fusion(dtype = y_t, shape = y_t)]
     fn fused_mmd_backward(
         y_t: FloatTensor<Self>,
         y_r: FloatTensor<Self>,
@@ -164,6 +144,12 @@ pub trait FusedMmd: Backend {
         grad_mmd: FloatTensor<Self>,
         kernels: Kernels,
     ) -> FloatTensor<Self>;
+}
+
+/// What [`FusedMmd::fused_mmd`] returns, for burn's fusion backend to register before it runs.
+fn mmd_outputs(y_t: &TensorSpec, _: &TensorSpec, _: &TensorSpec, _: &Kernels) -> (TensorSpec, TensorSpec) {
+    let [g, m] = [y_t.shape[0], y_t.shape[1]];
+    (TensorSpec::new(Shape::new([g]), y_t.dtype), TensorSpec::new(Shape::new([g, 2, m, m]), y_t.dtype))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -187,15 +173,11 @@ impl KernelSource for MmdKernel {
             Pass::Forward => include_str!("../../shaders/mmd_forward.wgsl"),
             Pass::Backward => include_str!("../../shaders/mmd_backward.wgsl"),
         };
-        // Natively, cubecl sub-allocates tensors from shared buffers, where a read-only binding next
-        // to the written output is a usage conflict; in the browser every tensor has its own buffer,
-        // and WebGPU refuses two writable bindings of one buffer (y_t = y_r).
-        let access = if cfg!(target_family = "wasm") { "read" } else { "read_write" };
         SourceTemplate::new(text)
             .register("m", self.particles.to_string())
             .register("d", self.dim.to_string())
             .register("g", self.groups.to_string())
-            .register("access", access)
+            .register("access", input_access())
     }
 
     fn id(&self) -> KernelId {
@@ -207,23 +189,10 @@ impl KernelSource for MmdKernel {
     }
 }
 
-/// A workgroup grid of at least `n` workgroups within the per-dimension limit; the shaders fold
-/// (x, y) back into one index and skip those past the end.
-fn grid(n: usize) -> CubeCount {
-    let n = u32::try_from(n).expect("workgroup count fits in u32");
-    let y = n.div_ceil(MAX_DISPATCH);
-    CubeCount::Static(n.div_ceil(y), y, 1)
-}
-
 fn dims3(t: &CubeTensor) -> [usize; 3] {
     let shape = t.shape();
     assert_eq!(shape.num_dims(), 3, "the fused MMD takes [G, M, D] tensors");
     [shape[0], shape[1], shape[2]]
-}
-
-fn empty_like(like: &CubeTensor, shape: Shape) -> CubeTensor {
-    let handle = like.client.empty(shape.num_elements() * size_of::<f32>());
-    CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), shape, handle, DType::F32)
 }
 
 /// Launches one pass of the chosen implementation on contiguous tensors (inputs, then the output(s)).
@@ -246,6 +215,7 @@ fn launch(kernels: Kernels, kernel: MmdKernel, count: CubeCount, tensors: &[&Cub
                 Pass::Backward => crate::kernels::mmd_cube::mmd_backward::launch(&client, count, cube_dim, a, b, c, e, f, m, d, groups),
             }
         }
+        Kernels::Cpu => unreachable!("the MMD has no CPU kernels"),
     }
 }
 
@@ -365,7 +335,7 @@ fn distances(a: Tensor<3>, b: Tensor<3>) -> Tensor<3> {
 pub fn mmd(y_t: Tensor<3>, y_r: Tensor<3>, kernel_scale: Tensor<1>) -> Tensor<1> {
     let [_, m, _] = y_t.dims();
     match kernels_for(&y_t.device(), y_t.dtype()) {
-        Some(kernels) if m <= 16 => mmd_with(y_t, y_r, kernel_scale, kernels),
+        Some(kernels @ (Kernels::Wgsl | Kernels::CubeCl)) if m <= 16 => mmd_with(y_t, y_r, kernel_scale, kernels),
         _ => mmd_reference(y_t, y_r.detach(), kernel_scale),
     }
 }
