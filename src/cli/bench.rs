@@ -226,7 +226,9 @@ fn launch_row<N: Network, M: Method + Clone>(
     let z = Tensor::<2>::random([batch, dim], Distribution::Normal(0.0, method.sigma_data()), device);
     let condition = Condition { labels, ..Condition::none() };
     let ema = &trainer.ema;
-    let sample = || method.sample(ema, z.clone(), &condition, 1, &mut Rng::new(0)).map(drop);
+    // Samples are kept until the count has drained the device: fusion skips work nobody reads.
+    let mut kept = Vec::new();
+    let mut sample = || Ok(kept.push(method.sample(ema, z.clone(), &condition, 1, &mut Rng::new(0))?));
     sample()?;
     let sample = counts::count(device, sample)?;
     Ok(LaunchRow { row, batch, train, sample })
