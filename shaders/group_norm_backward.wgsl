@@ -52,28 +52,53 @@ fn main(
     let b = w / GROUPS;
     let mean = stats[2u * w];
     let rstd = stats[2u * w + 1u];
-    // Sums over the group of gamma dz and gamma dz xhat, from the per-channel sums.
+    // Sums over the group of gamma dz and gamma dz xhat, from the per-channel sums. Channels of
+    // many pixels are summed by the whole workgroup, one after another; channels of few (LayerNorm
+    // has one) by a thread each, since two workgroup sums per channel would dominate.
     var sum_g = 0.0;
     var sum_gx = 0.0;
-    for (var k = 0u; k < CG; k++) {
-        let ch = c0 + k;
-        var a = 0.0;
-        var d = 0.0;
-        for (var p = lid; p < S; p += WG) {
-            let i = base + k * S + p;
-            let xhat = (x[i] - mean) * rstd;
-            let dz = dz_of(ch, xhat, dy[i]);
-            a += dz * xhat;
-            d += dz;
+    if S >= 64u {
+        for (var k = 0u; k < CG; k++) {
+            let ch = c0 + k;
+            var a = 0.0;
+            var d = 0.0;
+            for (var p = lid; p < S; p += WG) {
+                let i = base + k * S + p;
+                let xhat = (x[i] - mean) * rstd;
+                let dz = dz_of(ch, xhat, dy[i]);
+                a += dz * xhat;
+                d += dz;
+            }
+            let sum_dz_xhat = workgroup_sum(lid, a);
+            let sum_dz = workgroup_sum(lid, d);
+            if lid == 0u {
+                partial_sums[2u * (b * C + ch)] = sum_dz_xhat;
+                partial_sums[2u * (b * C + ch) + 1u] = sum_dz;
+            }
+            sum_g += gamma[ch] * sum_dz;
+            sum_gx += gamma[ch] * sum_dz_xhat;
         }
-        let sum_dz_xhat = workgroup_sum(lid, a);
-        let sum_dz = workgroup_sum(lid, d);
-        if lid == 0u {
-            partial_sums[2u * (b * C + ch)] = sum_dz_xhat;
-            partial_sums[2u * (b * C + ch) + 1u] = sum_dz;
+    } else {
+        var g = 0.0;
+        var gx = 0.0;
+        for (var k = lid; k < CG; k += WG) {
+            let ch = c0 + k;
+            var a = 0.0;
+            var d = 0.0;
+            for (var p = 0u; p < S; p++) {
+                let i = base + k * S + p;
+                let xhat = (x[i] - mean) * rstd;
+                let dz = dz_of(ch, xhat, dy[i]);
+                a += dz * xhat;
+                d += dz;
+            }
+            partial_sums[2u * (b * C + ch)] = a;
+            partial_sums[2u * (b * C + ch) + 1u] = d;
+            g += gamma[ch] * d;
+            gx += gamma[ch] * a;
         }
-        sum_g += gamma[ch] * sum_dz;
-        sum_gx += gamma[ch] * sum_dz_xhat;
+        sum_g = workgroup_sum(lid, g);
+        sum_gx = workgroup_sum(lid, gx);
     }
     let mean_g = sum_g / f32(L);
     let mean_gx = sum_gx / f32(L);

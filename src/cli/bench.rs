@@ -67,7 +67,8 @@ fn time_mmd(
 /// launch where its intermediates would exceed wgpu's buffer limits) and relates the fused time to
 /// the bandwidth floor: y_t and y_r read once, dL/dy_t written once, at the device's streaming
 /// bandwidth (measured as x + 1 over as many floats).
-pub fn mmd(device: &Device, shape: [usize; 3], iters: usize) -> Result<(), Error> {
+/// Prints a table and returns its figures.
+pub fn mmd(device: &Device, shape: [usize; 3], iters: usize) -> Result<serde_json::Value, Error> {
     let [g, m, d] = shape;
     // On wgpu both implementations run: the WGSL one is used there, the CubeCL one on CUDA.
     let implementations = match kernels_for(device, DType::F32) {
@@ -79,11 +80,13 @@ pub fn mmd(device: &Device, shape: [usize; 3], iters: usize) -> Result<(), Error
         return Err(Error::new(format!("--particles must be 1 to 16, not {m}")));
     }
     println!("MMD, G = {g} groups of M = {m} particles of D = {d}: forward + backward, mean of {iters}");
+    let mut checks = Vec::new();
     for &kernels in &implementations {
         let c = comparison(device, shape, 0, kernels);
         let e_value = relative_error(&read(c.fused.0)?, &read(c.reference.0)?);
         let e_grad = relative_error(&read(c.fused.1)?, &read(c.reference.1)?);
         println!("check of {kernels:?} against the reference: relative error {e_value:.2e} (values), {e_grad:.2e} (gradients)");
+        checks.push(json!({"kernels": format!("{kernels:?}"), "error_values": e_value, "error_gradients": e_grad}));
         if e_value > MMD_TOLERANCE || e_grad > MMD_TOLERANCE {
             return Err(Error::new(format!("the fused MMD differs from the reference by more than {MMD_TOLERANCE:e}")));
         }
@@ -100,16 +103,19 @@ pub fn mmd(device: &Device, shape: [usize; 3], iters: usize) -> Result<(), Error
     let chunk = (REFERENCE_CHUNK_BYTES / (m * m * d * 4)).max(1).min(g);
     println!("{:<24} {:>10} {:>14} {:>9} {:>10}", "", "ms", "GB/s at floor", "speed-up", "x floor");
     println!("{:<24} {reference:>10.3} {:>14.1} {:>9} {:>10.2}  ({chunk} groups per launch)", "reference tensor ops", gbs(reference), "1.0x", reference / floor);
+    let mut fused_ms = serde_json::Map::new();
     for kernels in implementations {
         let fused = time_mmd(device, shape, iters, |a, b, c| mmd_with(a, b, c, kernels))?;
         let name = format!("fused {kernels:?} kernels");
         println!("{name:<24} {fused:>10.3} {:>14.1} {:>8.1}x {:>10.2}", gbs(fused), reference / fused, fused / floor);
+        fused_ms.insert(format!("{kernels:?}"), json!(fused));
     }
     println!(
         "floor: {:.1} MB (inputs read once, outputs written once) at the streaming bandwidth of {stream_gbs:.1} GB/s (x + 1) = {floor:.3} ms",
         floor_bytes as f64 / 1e6
     );
-    Ok(())
+    Ok(json!({"bench": "mmd", "groups": g, "particles": m, "dim": d, "iters": iters, "checks": checks,
+        "reference_ms": reference, "fused_ms": fused_ms, "floor_ms": floor, "stream_gb_per_s": stream_gbs}))
 }
 
 /// One row of `imm bench sample`.

@@ -294,7 +294,10 @@ enum Bench {
         /// Timed repetitions.
         #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = positive_usize)]
         iters: usize,
-        /// Compute device (the fused kernels run on wgpu).
+        /// Also write the figures here as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Compute device (the fused kernels run on wgpu and CUDA).
         #[arg(long, value_enum, default_value_t = DeviceChoice::Wgpu)]
         device: DeviceChoice,
     },
@@ -558,8 +561,9 @@ fn run(command: Command) -> Result<(), Error> {
             sample(&request, &device.device()?.0)
         }
         Command::Golden { file, device } => crate::cli::eval::golden(&file, &device.device()?.0),
-        Command::Bench { what: Bench::Mmd { groups, particles, dim, iters, device } } => {
-            crate::cli::bench::mmd(&device.device()?.0, [groups, particles, dim], iters)
+        Command::Bench { what: Bench::Mmd { groups, particles, dim, iters, json, device } } => {
+            let figures = crate::cli::bench::mmd(&device.device()?.0, [groups, particles, dim], iters)?;
+            json.map_or(Ok(()), |path| write_json(&path, &figures))
         }
         Command::Bench { what: Bench::Launches { presets, top, json, device } } => {
             let images = presets

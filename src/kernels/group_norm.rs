@@ -1,7 +1,7 @@
 //! GroupNorm, optionally followed by SiLU (as in every DDPM++ block), as one fused operation with
 //! its own backward pass: one pass forward and two backward on the CPU (Flex), one kernel forward
 //! and two backward on GPUs (`shaders/group_norm_*.wgsl` on wgpu, the same in CubeCL in
-//! `group_norm_cube.rs` on the other cubecl runtimes). burn has GroupNorm only as a
+//! `group_norm_gpu.rs` on the other cubecl runtimes). burn has GroupNorm only as a
 //! decomposition: a mean, a variance and four broadcast ops forward, about twice as many backward,
 //! each a full pass over the activations and, on a GPU, a kernel launch. [`group_norm`] runs the
 //! fused operation in f32 where it exists and the decomposition elsewhere, which is also the
@@ -103,13 +103,14 @@ pub fn errors_against_reference(device: &Device, [batch, c, h, w, groups]: [usiz
 }
 
 /// `count` random shapes [B, C, H, W, groups] for tests after fixed edge cases: one value per
-/// channel, odd sizes, groups of more than 256 values and of one channel, 32 groups. Groups of
+/// channel, odd sizes, groups of more than 256 values and of one channel, 32 groups, and the
+/// LayerNorm of the 2D MLP (128 features, one group). Groups of
 /// one or two values are left out: they normalise to constants (0, or -1 and 1), and their dx is
 /// rounding noise on both sides.
 pub fn test_shapes(seed: u64, count: usize) -> Vec<[usize; 5]> {
     let mut rng = crate::Rng::new(seed);
     let mut pick = |n: u64| (rng.next_u64() % n) as usize;
-    let fixed = [[1, 3, 1, 1, 1], [2, 4, 3, 5, 1], [3, 64, 7, 7, 32], [2, 12, 1, 9, 3], [1, 8, 17, 19, 2]];
+    let fixed = [[1, 3, 1, 1, 1], [2, 4, 3, 5, 1], [3, 64, 7, 7, 32], [2, 12, 1, 9, 3], [1, 8, 17, 19, 2], [64, 128, 1, 1, 1]];
     let random: Vec<[usize; 5]> = (0..count)
         .map(|_| {
             let groups = 1 + pick(8);

@@ -267,27 +267,53 @@ fn backward(
     let mut partial = Shared::<[f32]>::new_slice(256usize);
     let mut sum_g = 0.0f32;
     let mut sum_gx = 0.0f32;
-    for k in 0..per {
-        let ch = c0 + k;
-        let mut a = 0.0f32;
-        let mut d = 0.0f32;
-        let mut p = lid;
-        while p < s {
-            let i = base + k * s + p;
-            let xhat = (x[i] - mean) * rstd;
-            let dz = dz_of(xhat, gamma[ch], beta[ch], dy[i], silu);
-            a += dz * xhat;
-            d += dz;
-            p += 256;
+    // As the WGSL: the cube sums channels of many pixels in turn, a unit each channel of few.
+    if comptime!(s >= 64) {
+        for k in 0..per {
+            let ch = c0 + k;
+            let mut a = 0.0f32;
+            let mut d = 0.0f32;
+            let mut p = lid;
+            while p < s {
+                let i = base + k * s + p;
+                let xhat = (x[i] - mean) * rstd;
+                let dz = dz_of(xhat, gamma[ch], beta[ch], dy[i], silu);
+                a += dz * xhat;
+                d += dz;
+                p += 256;
+            }
+            let sum_dz_xhat = cube_sum(&mut partial, lid, a);
+            let sum_dz = cube_sum(&mut partial, lid, d);
+            if lid == 0 {
+                partial_sums[2 * (b * c + ch)] = sum_dz_xhat;
+                partial_sums[2 * (b * c + ch) + 1] = sum_dz;
+            }
+            sum_g += gamma[ch] * sum_dz;
+            sum_gx += gamma[ch] * sum_dz_xhat;
         }
-        let sum_dz_xhat = cube_sum(&mut partial, lid, a);
-        let sum_dz = cube_sum(&mut partial, lid, d);
-        if lid == 0 {
-            partial_sums[2 * (b * c + ch)] = sum_dz_xhat;
-            partial_sums[2 * (b * c + ch) + 1] = sum_dz;
+    } else {
+        let mut g = 0.0f32;
+        let mut gx = 0.0f32;
+        let mut k = lid;
+        while k < per {
+            let ch = c0 + k;
+            let mut a = 0.0f32;
+            let mut d = 0.0f32;
+            for p in 0..s {
+                let i = base + k * s + p;
+                let xhat = (x[i] - mean) * rstd;
+                let dz = dz_of(xhat, gamma[ch], beta[ch], dy[i], silu);
+                a += dz * xhat;
+                d += dz;
+            }
+            partial_sums[2 * (b * c + ch)] = a;
+            partial_sums[2 * (b * c + ch) + 1] = d;
+            g += gamma[ch] * d;
+            gx += gamma[ch] * a;
+            k += 256;
         }
-        sum_g += gamma[ch] * sum_dz;
-        sum_gx += gamma[ch] * sum_dz_xhat;
+        sum_g = cube_sum(&mut partial, lid, g);
+        sum_gx = cube_sum(&mut partial, lid, gx);
     }
     let mean_g = sum_g / f32::cast_from(len);
     let mean_gx = sum_gx / f32::cast_from(len);

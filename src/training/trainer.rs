@@ -92,7 +92,8 @@ struct FiniteCheck<'a> {
 impl ModuleVisitor for FiniteCheck<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(grad) = self.grads.get::<D>(param.id) {
-            let part = grad.sum().to_device(&self.sum.device());
+            // A reduction along one axis is one launch on GPUs; `sum()` also fills its output first.
+            let part = grad.flatten::<1>(0, D - 1).sum_dim(0).to_device(&self.sum.device());
             self.sum = self.sum.clone() + part;
         }
     }
