@@ -41,9 +41,9 @@ bundle() {
   cp "$unpacked"/nvidia/cuda_nvrtc/lib/libnvrtc*.so.* "$stage/cuda/lib64/"
   find "$stage/cuda" -name '__init__.py' -delete
 
-  local golden=${IMM_GOLDEN:-$root/../shared/golden}
+  local golden=${IMM_GOLDEN_DIR:-$root/../shared/golden}
   for name in golden_songunet_small golden_songunet_cond golden_dit_small; do
-    [ -f "$golden/$name.safetensors" ] || die "no $golden/$name.safetensors (set IMM_GOLDEN to the golden folder)"
+    [ -f "$golden/$name.safetensors" ] || die "no $golden/$name.safetensors (set IMM_GOLDEN_DIR to the golden folder)"
     cp "$golden/$name.safetensors" "$golden/$name.json" "$stage/golden/"
   done
   cat > "$stage/cubecl.toml" <<'EOF'
