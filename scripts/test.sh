@@ -34,6 +34,11 @@ if [ "$(uname)" = Linux ] && command -v apt-get >/dev/null; then
     step "installing Chromium for the browser tests"
     apt_install chromium
   fi
+  # The MPI tests (`--features mpi`): Open MPI, and libclang for the bindings' generator.
+  if ! command -v mpirun >/dev/null || ! compgen -G "/usr/lib/*/openmpi/include/mpi.h" >/dev/null || ! compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null; then
+    step "installing Open MPI and libclang (openmpi-bin, libopenmpi-dev, libclang-dev) for the MPI tests"
+    apt_install openmpi-bin libopenmpi-dev libclang-dev
+  fi
   if [ ! -d /usr/share/datasets/fashion-mnist ]; then
     step "installing Fashion-MNIST (dataset-fashion-mnist) for the classifier tests"
     apt_install dataset-fashion-mnist
@@ -56,8 +61,8 @@ fi
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/imm-xdg-$(id -u)}"
 mkdir -p -m 700 "$XDG_RUNTIME_DIR"
 
-step "native tests (release profile; Flex CPU backend, wgpu tests on lavapipe)"
-cargo test --release --locked
+step "native tests (release profile; Flex CPU backend, wgpu tests on lavapipe; MPI ranks under mpirun)"
+cargo test --release --locked --features mpi
 
 step "the CUDA backend compiles (cargo check --features cuda; running it needs an NVIDIA GPU)"
 cargo check --release --locked --features cuda
@@ -68,7 +73,7 @@ step "the page's wasm and bindings (scripts/web.sh build)"
 step "a small image model for the page test (mnist-tiny, 128 images)"
 model_dir="$CARGO_TARGET_DIR/page-test-mnist"
 rm -rf "$model_dir"
-cargo run --release --locked -q -- train --preset mnist-tiny --kimg 0.128 --device cpu --out "$model_dir" >/dev/null
+cargo run --release --locked --features mpi -q -- train --preset mnist-tiny --kimg 0.128 --device cpu --out "$model_dir" >/dev/null
 IMM_PAGE_MODEL=$(ls "$model_dir"/snapshots/ema-*.safetensors | tail -n 1)
 export IMM_PAGE_MODEL
 

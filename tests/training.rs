@@ -337,3 +337,126 @@ fn restore_undoes_steps_exactly() {
     assert_eq!(again, first, "the same losses");
     assert_eq!(weights_of(&trainer.net), after, "the same weights, Adam's moments included");
 }
+
+/// Ranks that are threads of this process: each deposits its values, waits for the others, and
+/// reads the sum (or all of them) in rank order, as MPI's all-reduce, all-gather and broadcast do.
+struct ThreadRanks {
+    rank: usize,
+    count: usize,
+    shared: std::sync::Arc<(std::sync::Mutex<Vec<Vec<f32>>>, std::sync::Barrier)>,
+}
+
+impl ThreadRanks {
+    fn group(count: usize) -> Vec<ThreadRanks> {
+        let shared = std::sync::Arc::new((std::sync::Mutex::new(vec![Vec::new(); count]), std::sync::Barrier::new(count)));
+        (0..count).map(|rank| ThreadRanks { rank, count, shared: shared.clone() }).collect()
+    }
+
+    /// Every rank's values, in rank order.
+    fn exchange(&self, values: Vec<f32>) -> Vec<Vec<f32>> {
+        let (slots, barrier) = &*self.shared;
+        slots.lock().unwrap()[self.rank] = values;
+        barrier.wait();
+        let all = slots.lock().unwrap().clone();
+        barrier.wait();
+        all
+    }
+}
+
+impl imm::training::ranks::Ranks for ThreadRanks {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn count(&self) -> usize {
+        self.count
+    }
+    fn sum(&self, values: &mut [f32]) {
+        let all = self.exchange(values.to_vec());
+        for (i, v) in values.iter_mut().enumerate() {
+            *v = all.iter().map(|r| r[i]).sum();
+        }
+    }
+    fn gather(&self, value: u64) -> Vec<u64> {
+        self.exchange(vec![f32::from_bits(value as u32), f32::from_bits((value >> 32) as u32)])
+            .iter()
+            .map(|r| r[0].to_bits() as u64 | (r[1].to_bits() as u64) << 32)
+            .collect()
+    }
+    fn broadcast(&self, bytes: &[u8]) -> Vec<u8> {
+        self.exchange(bytes.iter().map(|&b| b as f32).collect())[0].iter().map(|&b| b as u8).collect()
+    }
+}
+
+/// Three IMM steps on `ranks` thread-ranks of `devices` devices each: rank 0's losses and weights.
+fn three_steps_on_ranks(ranks: usize, devices: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut results: Vec<_> = std::thread::scope(|scope| {
+        let workers: Vec<_> = ThreadRanks::group(ranks)
+            .into_iter()
+            .map(|r| {
+                scope.spawn(move || {
+                    let device = Device::flex().autodiff();
+                    let p = preset("moons").unwrap();
+                    let x = ToyData::new(p.toy, 1).batch(64, &device).0;
+                    let mut config = p.train.clone();
+                    config.batch = 64;
+                    let net = MlpConfig::new().with_hidden(32).with_blocks(1).init(&mut Rng::new(4), &device);
+                    let trainer = Trainer::new(net, p.imm.clone(), config).unwrap().with_devices(vec![device.clone(); devices]).unwrap();
+                    let mut trainer = trainer.with_ranks(Box::new(r)).unwrap();
+                    let losses: Vec<f32> = (0..3).map(|_| trainer.step(x.clone(), None).expect("a finite step").into_scalar::<f32>()).collect();
+                    trainer.check_ranks().unwrap();
+                    (losses, imm::io::weights::named_params(&trainer.net).into_values().flat_map(|t| t.values).collect::<Vec<f32>>())
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    results.swap_remove(0)
+}
+
+/// Two ranks train what one process accumulating their two parts trains, over three steps (Adam's
+/// second and third steps see the gradients' scale), and so do two ranks of two devices each.
+#[test]
+fn ranks_equal_one_process_accumulating_their_parts() {
+    let imm = preset("moons").unwrap().imm;
+    let (loss_acc, acc, _) = three_steps(imm.clone(), 1, 2);
+    let (loss_ranks, ranks) = three_steps_on_ranks(2, 1);
+    let max = max_difference;
+    assert!(max(&loss_acc, &loss_ranks) < 1e-6 && max(&acc, &ranks) < 1e-6, "{loss_acc:?} {loss_ranks:?} {}", max(&acc, &ranks));
+    let (loss_acc4, acc4, _) = three_steps(imm.clone(), 1, 4);
+    let (loss_ranks4, ranks4) = three_steps_on_ranks(2, 2);
+    assert!(max(&loss_acc4, &loss_ranks4) < 1e-6 && max(&acc4, &ranks4) < 1e-6, "{loss_acc4:?} {loss_ranks4:?} {}", max(&acc4, &ranks4));
+    let device = Device::flex().autodiff();
+    let mut config = preset("moons").unwrap().train;
+    config.batch = 64;
+    let net = MlpConfig::new().init(&mut Rng::new(4), &device);
+    let three = ThreadRanks::group(3).swap_remove(0);
+    let refused = Trainer::new(net, imm, config).unwrap().with_ranks(Box::new(three));
+    assert!(refused.err().unwrap().0.contains("3 ranks"), "64 does not split over 3 ranks");
+}
+
+/// Ranks whose weights differ (here: initialised from different seeds) are stopped, every one of
+/// them, by a message that names the rank and the step.
+#[test]
+fn ranks_with_different_weights_are_stopped() {
+    let messages: Vec<String> = std::thread::scope(|scope| {
+        let workers: Vec<_> = ThreadRanks::group(2)
+            .into_iter()
+            .map(|r| {
+                scope.spawn(move || {
+                    let device = Device::flex().autodiff();
+                    let p = preset("moons").unwrap();
+                    let mut config = p.train.clone();
+                    config.batch = 64;
+                    let net = MlpConfig::new().with_hidden(32).with_blocks(1).init(&mut Rng::new(4 + r.rank as u64), &device);
+                    let mut trainer = Trainer::new(net, p.imm.clone(), config).unwrap().with_ranks(Box::new(r)).unwrap();
+                    trainer.step(ToyData::new(p.toy, 1).batch(64, &device).0, None).expect("a finite step");
+                    trainer.check_ranks().unwrap_err().0
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    for message in messages {
+        assert!(message.contains("after step 1 (64 images) the weights of rank 1 differ from rank 0's"), "{message}");
+    }
+}

@@ -16,6 +16,7 @@ use crate::method::precond::Condition;
 use crate::networks::Network;
 use crate::training::image_model::{Classes, ImageModel};
 use crate::training::presets::ImagePreset;
+use crate::training::ranks::{BUCKET, Ranks, sum_in_buckets};
 use crate::training::trainer::{TrainConfig, Trainer};
 use crate::{Error, Rng};
 
@@ -273,4 +274,55 @@ pub fn launches(device: &Device, images: &[(ImagePreset, usize)], top: usize) ->
         }
     }
     Ok(rows)
+}
+
+/// `imm bench allreduce`, on every rank of an MPI launch: for each preset's gradient (its parameter
+/// count in f32, plus one flag per parameter), the mean time of the all-reduce in
+/// [`BUCKET`]-sized calls, its algorithm bandwidth (bytes / time) and bus bandwidth (x 2 (N - 1) / N,
+/// what each link carries in a ring), and the time of staging that many floats through host memory
+/// (one read from `device`, one write to it): the time the ranks add to a step. Rank 0 prints.
+pub fn allreduce(ranks: &dyn Ranks, presets: &[ImagePreset], iters: usize, device: &Device) -> Result<serde_json::Value, Error> {
+    let n = ranks.count();
+    let say = |line: String| {
+        if ranks.rank() == 0 {
+            println!("{line}");
+        }
+    };
+    say(format!("All-reduce (sum, f32) over {n} ranks in buckets of {} MB, mean of {iters} after one warm-up", BUCKET * 4 >> 20));
+    say(format!("{:<16} {:>12} {:>9} {:>12} {:>11} {:>11} {:>11} {:>13}", "preset", "parameters", "MB", "all-reduce", "alg GB/s", "bus GB/s", "staging", "added ms/step"));
+    let mut rows = Vec::new();
+    for p in presets {
+        let net = p.net.init(&mut Rng::new(0), &Device::flex())?;
+        let params = net.num_params();
+        let mut values = vec![1f32; params + crate::io::weights::param_ids(&net).len()];
+        let bytes = values.len() * 4;
+        sum_in_buckets(ranks, &mut values);
+        let start = Instant::now();
+        for _ in 0..iters {
+            sum_in_buckets(ranks, &mut values);
+        }
+        let reduce_ms = start.elapsed().as_secs_f64() * 1e3 / iters as f64;
+        // In buckets, as the trainer stages them (a wgpu buffer may not hold a whole gradient).
+        let staged: Vec<Tensor<1>> = (0..params)
+            .step_by(BUCKET)
+            .map(|start| Tensor::from_data(TensorData::new(vec![0f32; BUCKET.min(params - start)], [BUCKET.min(params - start)]), device))
+            .collect();
+        let staging_ms = time_ms(device, iters, || {
+            for bucket in &staged {
+                drop(Tensor::<1>::from_data(bucket.clone().into_data(), device));
+            }
+        })?;
+        // Every rank measured the same calls; rank 0's figures are printed.
+        let alg = bytes as f64 / reduce_ms / 1e6;
+        let bus = alg * 2.0 * (n - 1) as f64 / n as f64;
+        say(format!(
+            "{:<16} {params:>12} {:>9.1} {reduce_ms:>9.2} ms {alg:>11.2} {bus:>11.2} {staging_ms:>8.2} ms {:>13.2}",
+            p.name,
+            bytes as f64 / 1e6,
+            reduce_ms + staging_ms
+        ));
+        rows.push(json!({"preset": p.name, "parameters": params, "bytes": bytes, "allreduce_ms": reduce_ms,
+            "alg_gb_per_s": alg, "bus_gb_per_s": bus, "staging_ms": staging_ms, "added_ms_per_step": reduce_ms + staging_ms}));
+    }
+    Ok(json!({"bench": "allreduce", "ranks": n, "bucket_floats": BUCKET, "iters": iters, "rows": rows}))
 }

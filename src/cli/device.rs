@@ -64,26 +64,24 @@ fn cuda(_index: usize) -> Result<Device, Error> {
 }
 
 impl DeviceChoice {
-    /// `n` devices of this kind for data-parallel training: GPUs 0 to n - 1 through wgpu, or the
-    /// CPU n times (one device in fact; useful for checking the split).
-    pub fn devices(self, n: usize) -> Result<(Vec<Device>, DeviceChoice), Error> {
-        let (first, choice) = self.device()?;
-        if n <= 1 {
-            return Ok((vec![first], choice));
-        }
-        let mut devices = vec![first];
-        for i in 1..n {
+    /// `n` devices of this kind for data-parallel training: GPUs `first` to `first + n - 1` (one
+    /// process of several on a machine takes its own), or the CPU n times (one device in fact;
+    /// useful for checking the split).
+    pub fn devices(self, first: usize, n: usize) -> Result<(Vec<Device>, DeviceChoice), Error> {
+        let (default, choice) = self.device()?;
+        let mut devices = Vec::with_capacity(n);
+        for i in first..first + n {
             let device = match choice {
                 DeviceChoice::Cpu => Device::flex(),
+                _ if i == 0 => default.clone(),
                 DeviceChoice::Cuda => cuda(i)?,
                 _ => Device::wgpu_options()
                     .device_kind(DeviceKind::DiscreteGpu(i))
                     .init()
-                    .map_err(|e| Error::new(format!("--devices {n}: no GPU {i} ({e}); this machine has {i}")))?,
+                    .map_err(|e| Error::new(format!("no GPU {i} for devices {first} to {} ({e}); this machine has {i}", first + n - 1)))?,
             };
             devices.push(device);
         }
         Ok((devices, choice))
     }
 }
-

@@ -26,6 +26,7 @@ use crate::networks::Network;
 use crate::networks::image::{ImageNet, ImageNetConfig};
 use crate::training::image_model::{Classes, ImageModel};
 use crate::training::presets::ImagePreset;
+use crate::training::ranks::{Ranks, check_same_config};
 use crate::training::trainer::{Metrics, Observer, Progress, Trainer, fit};
 use crate::{Error, Rng};
 
@@ -59,20 +60,23 @@ fn card<M: Method + Serialize>(preset: &str, net: &ImageNetConfig, method: &M, n
 }
 
 /// The preset's training images, or the image folder's with its class names; a conditional preset
-/// then takes the folder's classes.
-fn training_images(preset: &ImagePreset, run: &ImageRun) -> Result<(ImagePreset, Images, Vec<String>), Error> {
+/// then takes the folder's classes. Only a `writer` downloads a missing dataset and says what it read.
+fn training_images(preset: &ImagePreset, run: &ImageRun, writer: bool) -> Result<(ImagePreset, Images, Vec<String>), Error> {
     let Some(dir) = &run.image_folder else {
-        let images = load_images(preset.data, run.data_dir.as_deref(), preset.net.classes() > 0)?;
+        let images = load_images(preset.data, run.data_dir.as_deref(), preset.net.classes() > 0, writer)?;
         return Ok((preset.clone(), images, Vec::new()));
     };
     let (images, names) = read_image_folder(dir, preset.net.img_resolution(), preset.net.in_channels())?;
     let net = if preset.net.classes() > 0 { preset.net.clone().with_classes(names.len()) } else { preset.net.clone() };
-    println!("Read {} images of {} classes from {}.", images.len(), names.len(), dir.display());
+    if writer {
+        println!("Read {} images of {} classes from {}.", images.len(), names.len(), dir.display());
+    }
     Ok((ImagePreset { net, ..preset.clone() }, images, names))
 }
 
 struct Saver<'a> {
-    terminal: Terminal,
+    /// None on ranks other than 0, which neither print nor write.
+    terminal: Option<Terminal>,
     out: &'a Path,
     preset: &'a ImagePreset,
     steps: &'a [usize],
@@ -87,6 +91,9 @@ struct Saver<'a> {
 
 impl Saver<'_> {
     fn save<N: Network, M: Method + Serialize>(&mut self, trainer: &Trainer<N, M>) -> Result<(), Error> {
+        let Some(terminal) = &self.terminal else {
+            return Ok(());
+        };
         let (out, nimg) = (self.out, trainer.nimg);
         let (channels, side) = (self.preset.net.in_channels(), self.preset.side);
         // Never a non-finite file over a good one (the trainer skips such steps; this is the last guard).
@@ -139,7 +146,7 @@ impl Saver<'_> {
             std::fs::remove_dir_all(old).map_err(|e| io_error(old, e))?;
         }
         self.saved_at = nimg;
-        self.terminal.println(&format!(
+        terminal.println(&format!(
             "     nimg {nimg:>9}  wrote {}, {} and {}",
             grid.display(),
             snapshot.display(),
@@ -151,11 +158,11 @@ impl Saver<'_> {
 
 impl Observer for Saver<'_> {
     fn on_step<N: Network, M: Method>(&mut self, trainer: &Trainer<N, M>) -> Result<(), Error> {
-        self.terminal.on_step(trainer)
+        self.terminal.as_mut().map_or(Ok(()), |t| t.on_step(trainer))
     }
 
     fn on_log(&mut self, record: &Metrics) -> Result<(), Error> {
-        self.terminal.on_log(record)
+        self.terminal.as_mut().map_or(Ok(()), |t| t.on_log(record))
     }
 }
 
@@ -201,6 +208,7 @@ fn differences(saved: &Value, current: &Value) -> Vec<String> {
         if let Some(o) = v.as_object_mut() {
             o.remove("device");
             o.remove("devices");
+            o.remove("ranks");
             o.remove("snapshot_every_nimg");
             // Conditional runs saved before the choice drew labels per particle.
             if o.get("labels") == Some(&json!(LabelDraw::Particle)) {
@@ -215,19 +223,43 @@ fn differences(saved: &Value, current: &Value) -> Vec<String> {
 }
 
 /// Trains `method` on the preset's images, saving grids, snapshots and states every
-/// `snapshot_every_nimg` images and at the end.
+/// `snapshot_every_nimg` images and at the end. With `ranks`, this is one of several processes
+/// that train together: each reads the data and the run directory, rank 0 alone writes.
 pub fn train_images<M: Method + Serialize + Clone>(
     preset: &ImagePreset,
     method: M,
     (device, choice): (&Device, DeviceChoice),
     run: &ImageRun,
+    ranks: Option<Box<dyn Ranks>>,
 ) -> Result<(), Error> {
     let out = &run.out;
-    prepare_dir(out)?;
+    let writer = ranks.as_ref().is_none_or(|r| r.rank() == 0);
+    let say = |line: String| {
+        if writer {
+            println!("{line}");
+        }
+    };
+    if writer {
+        prepare_dir(out)?;
+    }
     for &k in &run.steps {
         method.check_steps(k)?;
     }
-    let (preset, images, class_names) = training_images(preset, run)?;
+    if let Some(ranks) = &ranks {
+        // Before anything is read or written: every rank runs the same command.
+        let launch = json!({"run": run_config(preset, &method), "image_folder": run.image_folder, "data_dir": run.data_dir,
+            "out": out, "resume": run.resume, "devices": run.devices.len().max(1), "eval_steps": run.steps});
+        check_same_config(ranks.as_ref(), &launch)?;
+    }
+    // Rank 0 reads first: it may download the dataset that the other ranks then read.
+    let wait_for_rank_0 = || ranks.as_ref().map(|r| r.broadcast(&[]));
+    if !writer {
+        wait_for_rank_0();
+    }
+    let (preset, images, class_names) = training_images(preset, run, writer)?;
+    if writer {
+        wait_for_rank_0();
+    }
     let preset = &preset;
     let mut config = run_config(preset, &method);
     if let Some(dir) = &run.image_folder {
@@ -259,15 +291,17 @@ pub fn train_images<M: Method + Serialize + Clone>(
                 )));
             }
         }
-        (false, None) => {
+        (false, None) if writer => {
             let mut with_device = config.clone();
             with_device["device"] = json!(choice);
             with_device["devices"] = json!(run.devices.len().max(1));
+            with_device["ranks"] = json!(ranks.as_ref().map_or(1, |r| r.count()));
             write_json(&config_path, &with_device)?;
             std::fs::write(out.join("metrics.jsonl"), "").map_err(|e| io_error(&out.join("metrics.jsonl"), e))?;
             // A session killed before its first state may have left writes half done.
             tidy_interrupted(out, 0)?;
         }
+        (false, None) => {}
     }
 
     let train = preset.train.clone();
@@ -277,6 +311,10 @@ pub fn train_images<M: Method + Serialize + Clone>(
     let mut trainer = Trainer::new(net, method, train.clone())?;
     if run.devices.len() > 1 {
         trainer = trainer.with_devices(run.devices.iter().map(|d| d.clone().autodiff()).collect())?;
+    }
+    let rank_count = ranks.as_ref().map(|r| r.count());
+    if let Some(ranks) = ranks {
+        trainer = trainer.with_ranks(ranks)?;
     }
     if let Some((_, dir)) = latest.filter(|_| run.resume) {
         let what = dir.display().to_string();
@@ -296,15 +334,19 @@ pub fn train_images<M: Method + Serialize + Clone>(
         let optimizer = std::fs::read(dir.join("optimizer.bpk")).map_err(|e| io_error(&dir.join("optimizer.bpk"), e))?;
         trainer.resume(net, ema, progress, optimizer)?;
         data.drawn = trainer.nimg;
-        tidy_interrupted(out, trainer.nimg)?;
-        println!("Resuming {} at {} images.", out.display(), trainer.nimg);
+        if writer {
+            tidy_interrupted(out, trainer.nimg)?;
+        }
+        say(format!("Resuming {} at {} images.", out.display(), trainer.nimg));
     }
+    // Every rank starts from the same weights (a fresh run from the same seed, or the same state).
+    trainer.check_ranks()?;
 
     let label = trainer.method.name();
     let every = preset.snapshot_every_nimg;
     let dim = preset.net.in_channels() * preset.side * preset.side;
     let mut saver = Saver {
-        terminal: Terminal::new(label, train.total_nimg, out.join("metrics.jsonl"))?,
+        terminal: if writer { Some(Terminal::new(label, train.total_nimg, out.join("metrics.jsonl"))?) } else { None },
         out,
         preset,
         steps: &run.steps,
@@ -314,18 +356,21 @@ pub fn train_images<M: Method + Serialize + Clone>(
         z: Rng::new(train.seed ^ 0x6e1d).normal_vec(GRID_COLUMNS * dim, trainer.method.sigma_data()),
         saved_at: trainer.nimg,
     };
-    println!(
-        "Training {} on {} ({} parameters) for {} images, batch {}, on {:?}.",
+    let over_ranks = rank_count.map_or(String::new(), |n| format!(" over {n} processes"));
+    say(format!(
+        "Training {} on {} ({} parameters) for {} images, batch {}, on {:?}{over_ranks}.",
         label,
         preset.name,
         burn::module::Module::num_params(&trainer.net),
         train.total_nimg,
         train.batch,
         choice
-    );
+    ));
     let start = Instant::now();
     let result = fit_saving(&mut trainer, &mut data, &start, &mut saver);
-    saver.terminal.finish();
+    if let Some(terminal) = &saver.terminal {
+        terminal.finish();
+    }
     if let (Err(e), Err(_)) = (&result, trainer.check_health()) {
         let kept = latest_state(&out.join("checkpoints"))
             .map(|(_, dir)| format!("the newest saved state, {}, is intact: continue from it with --resume (and a lower --lr)", dir.display()))
@@ -333,23 +378,23 @@ pub fn train_images<M: Method + Serialize + Clone>(
         return Err(Error::new(format!("{e}; {kept}")));
     }
     result?;
-    println!(
+    say(format!(
         "Trained to {} images in {:.0} s. Samples: {}; EMA weights: {}.",
         trainer.nimg,
         start.elapsed().as_secs_f64(),
         out.join("samples.png").display(),
         out.join("snapshots").display()
-    );
+    ));
     Ok(())
 }
 
 /// The training images, with their labels when `labelled`; CIFAR-10, when not found and no
-/// --data-dir was given, is downloaded from its home page (with curl), checked against its
-/// published MD5 and unpacked into data/cifar10.
-fn load_images(set: ImageSet, data_dir: Option<&Path>, labelled: bool) -> Result<Images, Error> {
+/// --data-dir was given, is downloaded (by a `writer`) from its home page (with curl), checked
+/// against its published MD5 and unpacked into data/cifar10.
+fn load_images(set: ImageSet, data_dir: Option<&Path>, labelled: bool, writer: bool) -> Result<Images, Error> {
     let load = |dir: Option<&Path>| if labelled { set.load_labelled(dir, Split::Train) } else { set.load(dir) };
     match load(data_dir) {
-        Err(missing) if set == ImageSet::Cifar10 && data_dir.is_none() => {
+        Err(missing) if set == ImageSet::Cifar10 && data_dir.is_none() && writer => {
             let dir = PathBuf::from("data").join(set.name());
             println!("Downloading CIFAR-10 from {CIFAR10_URL} into {} ...", dir.display());
             let fetched = std::process::Command::new("curl")

@@ -30,6 +30,7 @@ use crate::method::{flow_matching::FlowMatching, imm::Imm};
 use crate::networks::songunet::Precision;
 use crate::training::image_model::{ImageModel, Sampling};
 use crate::training::presets::{IMAGE_PRESETS, ImagePreset, Preset, image_preset, names, preset};
+use crate::training::ranks::{Ranks, launched_local_rank, launched_ranks};
 use crate::training::trainer::TrainConfig;
 
 /// Inductive Moment Matching: one- and few-step generative models trained from scratch.
@@ -279,6 +280,22 @@ enum Bench {
         #[arg(long, value_enum, default_value_t = DeviceChoice::Wgpu)]
         device: DeviceChoice,
     },
+    /// Under `mpirun` (a build with `--features mpi`): the all-reduce that sums gradients over the
+    /// ranks, timed at the gradient sizes of image presets, with the host staging it adds to a step.
+    Allreduce {
+        /// Image presets, comma-separated.
+        #[arg(long, default_value = "mnist-tiny,cifar10-paper")]
+        presets: String,
+        /// Timed repetitions (after one warm-up).
+        #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = positive_usize)]
+        iters: usize,
+        /// Also write the figures here as JSON (rank 0).
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// The device whose memory the gradients are staged from.
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+        device: DeviceChoice,
+    },
     /// The fused WGSL MMD against the reference tensor ops: checks their agreement, then times
     /// forward + backward of both (default: the paper's CIFAR-10 batch, B = 4096 as 1024 x 4).
     Mmd {
@@ -523,14 +540,20 @@ fn run(command: Command) -> Result<(), Error> {
                     p.snapshot_every_nimg = ((kimg * 1000.0).round() as u64).clamp(1, p.train.total_nimg);
                 }
                 let choice = options.device.unwrap_or(DeviceChoice::Auto);
-                let (all, choice) = choice.devices(devices.unwrap_or(1))?;
+                // Processes sharing a machine take its GPUs in turn: local rank i, GPUs i·n to i·n + n - 1.
+                let n = devices.unwrap_or(1);
+                let (all, choice) = choice.devices(launched_local_rank().unwrap_or(0) * n, n)?;
                 let device = (&all[0], choice);
                 let steps = options.eval_steps.0.clone();
                 let run = ImageRun { out: out.unwrap_or_else(default_out), data_dir, image_folder, resume, steps, devices: all.clone() };
+                let ranks = start_ranks()?;
                 return match method {
-                    MethodName::Imm => train_images(&p, p.imm.clone(), device, &run),
-                    MethodName::Fm => train_images(&p, p.fm.clone(), device, &run),
+                    MethodName::Imm => train_images(&p, p.imm.clone(), device, &run, ranks),
+                    MethodName::Fm => train_images(&p, p.fm.clone(), device, &run, ranks),
                 };
+            }
+            if launched_ranks().is_some_and(|n| n > 1) {
+                return Err(Error::new("training across processes (mpirun, srun) applies to image presets only"));
             }
             let image_only = [data_dir.is_some(), image_folder.is_some(), labels.is_some(), accumulate.is_some(), devices.is_some()];
             if resume || image_only.contains(&true) || precision.is_some() || snapshot_kimg.is_some() {
@@ -561,6 +584,17 @@ fn run(command: Command) -> Result<(), Error> {
             sample(&request, &device.device()?.0)
         }
         Command::Golden { file, device } => crate::cli::eval::golden(&file, &device.device()?.0),
+        Command::Bench { what: Bench::Allreduce { presets, iters, json, device } } => {
+            let presets = presets.split(',').filter(|p| !p.is_empty()).map(named_image_preset).collect::<Result<Vec<_>, Error>>()?;
+            let Some(ranks) = start_ranks()? else {
+                return Err(Error::new("bench allreduce measures several processes: run it under mpirun -np 2 (or more), or srun"));
+            };
+            let figures = crate::cli::bench::allreduce(ranks.as_ref(), &presets, iters, &device.device()?.0)?;
+            match json {
+                Some(path) if ranks.rank() == 0 => write_json(&path, &figures),
+                _ => Ok(()),
+            }
+        }
         Command::Bench { what: Bench::Mmd { groups, particles, dim, iters, json, device } } => {
             let figures = crate::cli::bench::mmd(&device.device()?.0, [groups, particles, dim], iters)?;
             json.map_or(Ok(()), |path| write_json(&path, &figures))
@@ -588,7 +622,7 @@ fn run(command: Command) -> Result<(), Error> {
             p.train.accumulate = accumulate.unwrap_or(p.train.accumulate);
             p.net = p.net.with_precision(precision)?;
             let batch = batch.unwrap_or(p.train.batch);
-            let devices = device.devices(devices)?.0;
+            let devices = device.devices(0, devices)?.0;
             let figures = match method {
                 MethodName::Imm => crate::cli::bench::train(&p, p.imm.clone(), batch, iters, &devices)?,
                 MethodName::Fm => crate::cli::bench::train(&p, p.fm.clone(), batch, iters, &devices)?,
@@ -644,6 +678,28 @@ fn run(command: Command) -> Result<(), Error> {
             }
             Ok(())
         }
+    }
+}
+
+/// The processes this one trains with, when a launcher (mpirun, srun) started several.
+#[cfg(feature = "mpi")]
+fn start_ranks() -> Result<Option<Box<dyn Ranks>>, Error> {
+    if launched_ranks().is_none() {
+        return Ok(None);
+    }
+    let mpi = crate::training::mpi::Mpi::start()?;
+    Ok((mpi.count() > 1).then(|| Box::new(mpi) as Box<dyn Ranks>))
+}
+
+/// Without MPI, several processes would each train alone into the same directory: refused.
+#[cfg(not(feature = "mpi"))]
+fn start_ranks() -> Result<Option<Box<dyn Ranks>>, Error> {
+    match launched_ranks() {
+        Some(n) if n > 1 => Err(Error::new(format!(
+            "started as one of {n} processes, but this imm was built without MPI: build it with \
+             `cargo build --release --features mpi` (needs Open MPI's libopenmpi-dev and libclang-dev)"
+        ))),
+        _ => Ok(None),
     }
 }
 

@@ -136,8 +136,8 @@ mod tests {
         norm.beta = Some(Param::from_tensor(Tensor::random([16], Distribution::Normal(0.0, 0.5), &device)));
         // A variance near epsilon, so that a different epsilon would show.
         let h = Tensor::<2>::random([5, 16], Distribution::Normal(0.3, 0.01), &device);
-        let fused = norm_silu(&norm, h.clone()).into_data().to_vec::<f32>().unwrap();
-        let plain = silu(norm.forward(h)).into_data().to_vec::<f32>().unwrap();
+        let fused = norm_silu(&norm, h.clone()).into_data().try_to_vec::<f32>().unwrap();
+        let plain = silu(norm.forward(h)).into_data().try_to_vec::<f32>().unwrap();
         for (a, b) in fused.iter().zip(&plain) {
             assert!((a - b).abs() < 1e-4, "{a} vs {b}");
         }

@@ -15,6 +15,7 @@ use crate::data::Dataset;
 use crate::method::Method;
 use crate::networks::Network;
 use crate::training::radam::RAdam;
+use crate::training::ranks::{Ranks, check_same_weights, sum_gradients};
 use crate::{Error, Labels, Rng};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,6 +214,8 @@ pub struct Trainer<N: Network, M: Method> {
     rng: Rng,
     /// Data-parallel devices ([`Trainer::with_devices`]); empty for the weights' own device.
     devices: Vec<Device>,
+    /// Data-parallel processes ([`Trainer::with_ranks`]).
+    ranks: Option<Box<dyn Ranks>>,
     /// Steps skipped for non-finite numbers: in all, and the latest run of them.
     skipped: u64,
     bad_in_a_row: u32,
@@ -236,6 +239,7 @@ impl<N: Network, M: Method> Trainer<N, M> {
             steps: 0,
             optim,
             devices: Vec::new(),
+            ranks: None,
             skipped: 0,
             bad_in_a_row: 0,
         })
@@ -246,18 +250,33 @@ impl<N: Network, M: Method> Trainer<N, M> {
     /// replica of the weights there, and burn's multi-device optimizer step sums the gradients and
     /// updates once: the same update as on one device.
     pub fn with_devices(mut self, devices: Vec<Device>) -> Result<Self, Error> {
-        let parts = self.config.accumulate * devices.len().max(1);
+        self.devices = devices;
+        self.check_parts()?;
+        Ok(self)
+    }
+
+    /// Trains data-parallel over processes: the batch splits into one share per rank (each then
+    /// split over its devices and accumulation steps); gradients are summed over the ranks and
+    /// every rank applies the same update. Every rank must draw the same batches.
+    pub fn with_ranks(mut self, ranks: Box<dyn Ranks>) -> Result<Self, Error> {
+        self.ranks = Some(ranks);
+        self.check_parts()?;
+        Ok(self)
+    }
+
+    /// The batch must split into equal parts over ranks, devices and accumulation steps.
+    fn check_parts(&self) -> Result<(), Error> {
+        let ranks = self.ranks.as_ref().map_or(1, |r| r.count());
+        let devices = self.devices.len().max(1);
+        let parts = self.config.accumulate * devices * ranks;
         if self.config.batch % parts != 0 {
+            let over_ranks = if ranks > 1 { format!("{ranks} ranks x ") } else { String::new() };
             return Err(Error::new(format!(
-                "the batch ({}) must split into {parts} equal parts ({} devices x {} accumulation steps)",
-                self.config.batch,
-                devices.len(),
-                self.config.accumulate
+                "the batch ({}) must split into {parts} equal parts ({over_ranks}{devices} devices x {} accumulation steps)",
+                self.config.batch, self.config.accumulate
             )));
         }
-        self.method.check_batch(self.config.batch / parts)?;
-        self.devices = devices;
-        Ok(self)
+        self.method.check_batch(self.config.batch / parts)
     }
 
     /// One optimizer step on one batch; returns the batch loss, detached, still on the device, or
@@ -274,32 +293,53 @@ impl<N: Network, M: Method> Trainer<N, M> {
         self.apply(gradients, finite)
     }
 
-    /// The loss and gradients of one batch, with their finiteness check, on the devices.
+    /// The loss and gradients of one batch, with their finiteness check, on the devices (summed
+    /// over the ranks, when there are several).
     ///
     /// # Shapes
     /// - x: [B, D]; y: B labels, for a network with labels
     pub fn gradients(&mut self, x: Tensor<2>, y: Option<Labels>) -> Gradients {
         let [batch, _] = x.dims();
         let home = x.device();
-        if self.devices.len() <= 1 {
-            let parts = self.config.accumulate;
-            // One part draws from the trainer's stream, several from a stream each (as data-parallel parts do).
-            let (loss, grads) = if parts == 1 {
-                backward_parts(&self.method, &self.net, [(x, y, &mut self.rng)], 1)
-            } else {
-                let shares: Vec<_> = split(x, y.as_ref(), parts)
-                    .into_iter()
-                    .map(|(part, y)| (part, y, Rng::new(self.rng.next_u64())))
-                    .collect();
-                backward_parts(&self.method, &self.net, shares, parts)
-            };
-            let check = finite_check(&self.net, &grads, loss.clone());
-            Gradients { loss, check, grads: Grads::One(grads), batch }
+        let devices = self.devices.len().max(1);
+        let (rank, ranks) = self.ranks.as_ref().map_or((0, 1), |r| (r.rank(), r.count()));
+        let local = self.config.accumulate * devices;
+        let parts = local * ranks;
+        // One part draws from the trainer's stream. Several draw from a stream each, forked in part
+        // order on every rank, so that the update depends on the part count only.
+        let (loss, grads) = if parts == 1 {
+            let (loss, grads) = backward_parts(&self.method, &self.net, [(x, y, &mut self.rng)], 1);
+            (loss, Grads::One(grads))
         } else {
-            let (loss, grads) = self.data_parallel(x, y, &home);
-            let check = grads.iter().fold(loss.clone(), |sum, (g, _)| finite_check(&self.net, g, sum));
-            Gradients { loss, check, grads: Grads::Many(grads), batch }
-        }
+            // Every part's stream is forked before this rank takes its own, so all ranks advance alike.
+            let all: Vec<_> = split(x, y.as_ref(), parts).into_iter().map(|(part, y)| (part, y, Rng::new(self.rng.next_u64()))).collect();
+            let mine: Vec<_> = all.into_iter().skip(rank * local).take(local).collect();
+            if devices == 1 {
+                let (loss, grads) = backward_parts(&self.method, &self.net, mine, parts);
+                (loss, Grads::One(grads))
+            } else {
+                let (loss, grads) = self.data_parallel(mine, parts, &home);
+                (loss, Grads::Many(grads))
+            }
+        };
+        let (loss, grads) = match &self.ranks {
+            None => (loss, grads),
+            Some(ranks) => {
+                let sets: Vec<GradientsParams> = match grads {
+                    Grads::One(grads) => vec![grads],
+                    Grads::Many(grads) => grads.into_iter().map(|(g, _)| g).collect(),
+                };
+                // On the gradients' own (non-autodiff) device, which the loss is on.
+                let device = loss.device();
+                let (loss, grads) = sum_gradients(ranks.as_ref(), &self.net, &sets, loss, &device);
+                (loss, Grads::One(grads))
+            }
+        };
+        let check = match &grads {
+            Grads::One(g) => finite_check(&self.net, g, loss.clone()),
+            Grads::Many(grads) => grads.iter().fold(loss.clone(), |sum, (g, _)| finite_check(&self.net, g, sum)),
+        };
+        Gradients { loss, check, grads, batch }
     }
 
     /// Applies the update of `gradients` and the EMA, or, when `finite` is false (their check was
@@ -361,20 +401,20 @@ impl<N: Network, M: Method> Trainer<N, M> {
         )))
     }
 
-    /// Forward and backward passes of one batch over the devices, one thread each so that the
-    /// devices (or CPU cores) work at once. Part i of the batch goes to device i mod n and draws
-    /// from its own stream, forked from the trainer's in part order: the result does not depend
-    /// on thread timing and equals one device accumulating the same parts.
-    fn data_parallel(&mut self, x: Tensor<2>, y: Option<Labels>, home: &Device) -> (Tensor<1>, Vec<(GradientsParams, Device)>) {
+    /// Forward and backward passes of a batch's parts over the devices, one thread each so that
+    /// the devices (or CPU cores) work at once. Part i goes to device i mod n: the result does not
+    /// depend on thread timing and equals one device accumulating the same parts.
+    fn data_parallel(
+        &self,
+        mine: Vec<(Tensor<2>, Option<Labels>, Rng)>,
+        parts: usize,
+        home: &Device,
+    ) -> (Tensor<1>, Vec<(GradientsParams, Device)>) {
         let n = self.devices.len();
-        let parts = self.config.accumulate * n;
-        let shares: Vec<Vec<(Tensor<2>, Option<Labels>, Rng)>> = {
-            let mut shares: Vec<Vec<_>> = vec![Vec::new(); n];
-            for (i, (part, y)) in split(x, y.as_ref(), parts).into_iter().enumerate() {
-                shares[i % n].push((part.to_device(&self.devices[i % n]), y, Rng::new(self.rng.next_u64())));
-            }
-            shares
-        };
+        let mut shares: Vec<Vec<_>> = vec![Vec::new(); n];
+        for (i, (part, y, rng)) in mine.into_iter().enumerate() {
+            shares[i % n].push((part.to_device(&self.devices[i % n]), y, rng));
+        }
         let method = &self.method;
         let results: Vec<(Tensor<1>, GradientsParams, Device)> = std::thread::scope(|scope| {
             let workers: Vec<_> = shares
@@ -398,6 +438,15 @@ impl<N: Network, M: Method> Trainer<N, M> {
             grads.push((part_grads, device));
         }
         (loss.expect("at least one device"), grads)
+    }
+
+    /// Fails on every rank unless all hold the same weights (they apply the same updates, so they
+    /// do unless a rank computes differently). Every rank calls it at the same steps.
+    pub fn check_ranks(&self) -> Result<(), Error> {
+        match &self.ranks {
+            Some(ranks) => check_same_weights(ranks.as_ref(), &self.net, self.steps, self.nimg),
+            None => Ok(()),
+        }
     }
 
     pub fn progress(&self) -> Progress {
@@ -433,7 +482,8 @@ pub trait Observer {
     }
 }
 
-/// Trains until `config.total_nimg` images, reading the loss from the device once per record.
+/// Trains until `config.total_nimg` images, reading the loss from the device once per record (and
+/// checking there that every rank holds the same weights).
 /// `clock` gives seconds (the page and the terminal measure time differently). Stops with an error,
 /// after recording the metrics so far, when [`Trainer::check_health`] fails.
 #[cfg(not(target_family = "wasm"))]
@@ -466,6 +516,7 @@ pub fn fit<N: Network, M: Method>(
         observer.on_step(trainer)?;
         let health = trainer.check_health();
         if trainer.nimg / every != (trainer.nimg - batch as u64) / every || trainer.nimg >= total || health.is_err() {
+            trainer.check_ranks()?;
             let loss = loss_sum.take().map_or(f64::NAN, |s| s.into_scalar::<f32>() as f64) / count as f64;
             let now = clock();
             observer.on_log(&Metrics {
