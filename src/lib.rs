@@ -4,16 +4,18 @@
 //! - [`io`]: safetensors files, module parameters by name, .npz arrays, PNG figures.
 //! - [`kernels`]: IMM's grouped MMD, as plain ops (the reference) and as fused WGSL / CubeCL
 //!   kernels; stride-1 convolution on the CPU.
-//! - [`networks`]: the [`networks::Network`] trait, the 2D MLP, DDPM++ (SongUNet), DiT.
-//! - [`data`]: the [`data::Dataset`] trait, 2D distributions, image files.
+//! - [`networks`]: the [`networks::Network`] trait, the 2D MLP, DDPM++ (SongUNet), DiT, the
+//!   Stable Diffusion VAE.
+//! - [`data`]: the [`data::Dataset`] trait, 2D distributions, image files, VAE latents.
 //! - [`method`]: schedule, preconditioning, losses, samplers, and the two [`method::Method`]s (IMM,
 //!   flow matching).
 //! - [`training`]: the loop (which knows a `Method`, not which one), optimizers, presets, and
-//!   trained image models with their cards.
+//!   trained image models with their cards; data parallelism across processes (MPI).
 //! - [`evaluation`]: energy distance, FID (Inception or a small classifier), golden-file parity.
 //! - [`cli`] (native) and [`web`] (wasm): the two faces; nothing imports them.
 //!
-//! [`Error`], [`Rng`], class [`Labels`] and a few tensor helpers sit at the root, below every layer.
+//! [`Error`], [`Rng`], class [`Labels`], a fingerprint ([`fnv1a`]) and a few tensor helpers sit at
+//! the root, below every layer.
 //! References: [P] the paper, notes in `shared/docs/imm-algorithm.md`.
 
 pub mod data;
@@ -53,6 +55,12 @@ impl std::fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// FNV-1a, 64 bits: a fingerprint of weights, files and lists (to tell them apart, not to guard
+/// against tampering).
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
 
 /// How a lost device's errors start (the page recognises it).
 const DEVICE_LOST: &str = "The GPU device was lost";

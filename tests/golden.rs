@@ -27,8 +27,13 @@ fn dit_path() -> PathBuf {
     path_from("IMM_GOLDEN_DIT", "golden_dit_small.safetensors")
 }
 
-/// A copy of the golden file at `path` with `change` applied to its tensors, checked.
+/// A copy of the golden file at `path` with `change` applied to its tensors: its failures.
 fn check_changed(path: &Path, change: impl FnOnce(&mut Tensors)) -> Vec<String> {
+    failures(&check_changed_file(path, change).unwrap())
+}
+
+/// A copy of the golden file at `path` with `change` applied to its tensors, checked.
+fn check_changed_file(path: &Path, change: impl FnOnce(&mut Tensors)) -> Result<Vec<Row>, imm::Error> {
     let mut tensors = Tensors::read(path).unwrap();
     change(&mut tensors);
     static COPIES: AtomicUsize = AtomicUsize::new(0);
@@ -37,9 +42,9 @@ fn check_changed(path: &Path, change: impl FnOnce(&mut Tensors)) -> Vec<String> 
     let copy = dir.join("changed.safetensors");
     std::fs::write(&copy, tensors.to_bytes()).unwrap();
     std::fs::copy(path.with_extension("json"), copy.with_extension("json")).unwrap();
-    let rows = check(&copy, &Device::flex()).unwrap();
+    let rows = check(&copy, &Device::flex());
     std::fs::remove_dir_all(&dir).ok();
-    failures(&rows)
+    rows
 }
 
 fn failures(rows: &[Row]) -> Vec<String> {
@@ -126,10 +131,15 @@ fn dit_matches_the_official_code() {
         "grad.blocks.1.adaLN_modulation.1.weight",
         "grad.s_embedder.mlp.0.weight",
         "out.sample_pushforward_8_uniform_cfg1.5",
+        "out.vae_latents",
+        "out.vae_raw_from_latents",
     ] {
         assert!(names.contains(&key), "{key} was not checked");
     }
     assert_eq!(failures(&rows), Vec::<String>::new());
+    // The re-sampled posterior's noise counts (the std half of the moments is used), and nothing else reads it.
+    let swapped = check_changed(&dit_path(), |t| t.tensors.get_mut("in.vae_eps").unwrap().values.iter_mut().for_each(|v| *v = -*v));
+    assert!(swapped.len() == 1 && swapped[0].starts_with("out.vae_latents "), "{swapped:?}");
 }
 
 /// The last row of the label table is the null label's: changing it moves the null and guided
@@ -152,4 +162,43 @@ fn dit_null_row_and_position_table_are_caught() {
         tensors.tensors.get_mut("param.pos_embed").expect("the position table").values[5] += 0.5;
     });
     assert!(failed.iter().any(|f| f.starts_with("out.G_t ")), "{failed:?}");
+}
+
+fn vae_path() -> PathBuf {
+    path_from("IMM_GOLDEN_VAE", "golden_vae_tiny.safetensors")
+}
+
+/// The Stable Diffusion VAE: encoder moments, posterior, decoder and round trip within tolerance,
+/// also from a file with the older attention names; a port mistake (the decoder's attention
+/// output transposed) is caught, and a file that is not a VAE is a clear error.
+#[test]
+fn the_vae_matches_diffusers() {
+    let rows = check(&vae_path(), &Device::flex()).unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["out.moments", "out.mean", "out.std", "out.decoded", "out.roundtrip"]);
+    assert_eq!(failures(&rows), Vec::<String>::new());
+
+    let older = check_changed(&vae_path(), |t| {
+        let renamed = std::mem::take(&mut t.tensors).into_iter().map(|(name, v)| {
+            let name = [(".to_q.", ".query."), (".to_k.", ".key."), (".to_v.", ".value."), (".to_out.0.", ".proj_attn.")]
+                .iter()
+                .fold(name, |n, (new, old)| n.replace(new, old));
+            (name, v)
+        });
+        t.tensors = renamed.collect();
+        assert!(t.tensors.keys().any(|k| k.contains(".proj_attn.")));
+    });
+    assert_eq!(older, Vec::<String>::new(), "the older attention names");
+
+    let transposed = check_changed(&vae_path(), |t| {
+        let w = t.tensors.get_mut("param.decoder.mid_block.attentions.0.to_out.0.weight").unwrap();
+        let c = w.shape[0];
+        w.values = (0..c * c).map(|i| w.values[(i % c) * c + i / c]).collect();
+    });
+    assert!(!transposed.iter().any(|f| f.starts_with("out.moments")) && transposed.iter().any(|f| f.starts_with("out.decoded")), "{transposed:?}");
+
+    let err = check_changed_file(&vae_path(), |t| t.tensors.retain(|k, _| !k.starts_with("param.encoder.conv_in"))).unwrap_err();
+    assert!(err.0.contains("not a diffusers AutoencoderKL file"), "{err}");
+    let err = check_changed_file(&vae_path(), |t| t.tensors.retain(|k, _| !k.contains("decoder.up_blocks.1.resnets.1."))).unwrap_err();
+    assert!(err.0.contains("does not fit this network") && err.0.contains("up_blocks.1.resnets.1"), "{err}");
 }

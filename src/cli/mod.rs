@@ -1,10 +1,12 @@
 //! The command line: its arguments here, and one module per command family: [`toy`] (the demo and
-//! 2D runs), [`images`] (image runs, sampling, export), [`eval`] (FID, the classifier, golden-file
-//! parity), [`bench`]; the `--device` flag ([`device`]) and what run directories share ([`run_dir`]).
+//! 2D runs), [`images`] (image runs, sampling, export), [`encode`] (images to VAE latents), [`eval`]
+//! (FID, the classifier, golden-file parity), [`bench`]; the `--device` flag ([`device`]) and what
+//! run directories share ([`run_dir`]).
 
 pub mod bench;
 pub mod counts;
 pub mod device;
+pub mod encode;
 pub mod eval;
 pub mod images;
 pub mod run_dir;
@@ -194,6 +196,38 @@ enum Command {
         keep: bool,
         /// Compute device.
         #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+        device: DeviceChoice,
+    },
+    /// Encode an image folder (one sub-folder per class) with the Stable Diffusion VAE into shards
+    /// of latent posteriors with labels, for latent training; run it again to continue.
+    Encode {
+        /// The image folder.
+        #[arg(long)]
+        data: PathBuf,
+        /// The VAE: diffusers' AutoencoderKL safetensors (stabilityai/sd-vae-ft-ema's
+        /// diffusion_pytorch_model.safetensors); a config.json beside it gives its group count.
+        #[arg(long)]
+        vae: PathBuf,
+        /// Output folder for the shards and their manifest (latents.json).
+        #[arg(long)]
+        out: PathBuf,
+        /// Side of the square each image is centre-cropped and resized to.
+        #[arg(long, default_value_t = 256, allow_negative_numbers = true, value_parser = positive_usize)]
+        resolution: usize,
+        /// Also encode each image mirrored left to right.
+        #[arg(long)]
+        xflip: bool,
+        /// Images per VAE call.
+        #[arg(long, default_value_t = 16, allow_negative_numbers = true, value_parser = positive_usize)]
+        batch: usize,
+        /// Images per shard.
+        #[arg(long, default_value_t = 4096, allow_negative_numbers = true, value_parser = positive_usize)]
+        shard_images: usize,
+        /// The VAE's compute dtype [default: f16 (as the official code) on a GPU that has it, else f32].
+        #[arg(long, value_enum)]
+        precision: Option<Precision>,
+        /// Compute device.
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
         device: DeviceChoice,
     },
     /// Rewrite a weights file in f16, keeping its card: half the size, for the page.
@@ -672,6 +706,13 @@ fn run(command: Command) -> Result<(), Error> {
             crate::cli::eval::classifier(set, epochs, out, data_dir.as_deref(), seed, keep, &device.device()?.0)
         }
         Command::Export { weights, out } => crate::cli::images::export(&weights, &out),
+        Command::Encode { data, vae, out, resolution, xflip, batch, shard_images, precision, device } => {
+            let (device, choice) = device.device()?;
+            let half = choice != DeviceChoice::Cpu && Precision::F16.check(&device).is_ok();
+            let precision = precision.unwrap_or(if half { Precision::F16 } else { Precision::F32 });
+            let request = crate::cli::encode::EncodeRequest { data, vae, out, resolution, xflip, batch, shard_images, precision };
+            crate::cli::encode::encode(&request, &device)
+        }
         Command::Presets => {
             for name in names().into_iter().chain(IMAGE_PRESETS) {
                 println!("{name}");

@@ -16,6 +16,22 @@ pub fn read_image_folder(dir: &Path, side: usize, channels: usize) -> Result<(Im
     if channels != 1 && channels != 3 {
         return Err(Error::new(format!("image folders give 1 (grey) or 3 (RGB) channels, not {channels}")));
     }
+    let (files, names) = list_image_folder(dir)?;
+    if names.len() > 256 {
+        return Err(Error::new(format!("{} has {} classes; at most 256 are supported", dir.display(), names.len())));
+    }
+    let mut pixels = Vec::new();
+    let mut labels = Vec::new();
+    for (file, label) in &files {
+        pixels.extend(square(file, side, channels)?);
+        labels.push(*label as u8);
+    }
+    Ok((Images { channels, side, pixels, labels: Some(labels) }, names))
+}
+
+/// The PNG and JPEG files under `dir` with their class (the index of their sub-folder, in name
+/// order), in class then name order, and the class names, as [`read_image_folder`] reads them.
+pub fn list_image_folder(dir: &Path) -> Result<(Vec<(PathBuf, usize)>, Vec<String>), Error> {
     let listing = |d: &Path| -> Result<Vec<PathBuf>, Error> {
         let entries = std::fs::read_dir(d).map_err(|e| Error::new(format!("cannot read the image folder {}: {e}", d.display())))?;
         let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
@@ -44,23 +60,12 @@ pub fn read_image_folder(dir: &Path, side: usize, channels: usize) -> Result<(Im
     if classes.is_empty() {
         return Err(Error::new(format!("{} has no PNG or JPEG images (in it, or in one sub-folder per class)", dir.display())));
     }
-    if classes.len() > 256 {
-        return Err(Error::new(format!("{} has {} classes; at most 256 are supported", dir.display(), classes.len())));
-    }
-    let mut pixels = Vec::new();
-    let mut labels = Vec::new();
-    for (label, (_, files)) in classes.iter().enumerate() {
-        for file in files {
-            pixels.extend(square(file, side, channels)?);
-            labels.push(label as u8);
-        }
-    }
-    let names = classes.into_iter().map(|(name, _)| name).collect();
-    Ok((Images { channels, side, pixels, labels: Some(labels) }, names))
+    let files = classes.iter().enumerate().flat_map(|(label, (_, files))| files.iter().map(move |f| (f.clone(), label))).collect();
+    Ok((files, classes.into_iter().map(|(name, _)| name).collect()))
 }
 
 /// One file, centre-cropped to a square, resized to `side` (Catmull-Rom) and laid out planar.
-fn square(file: &Path, side: usize, channels: usize) -> Result<Vec<u8>, Error> {
+pub fn square(file: &Path, side: usize, channels: usize) -> Result<Vec<u8>, Error> {
     let img = image::open(file).map_err(|e| Error::new(format!("cannot read the image {}: {e}", file.display())))?;
     let (w, h) = (img.width(), img.height());
     let s = w.min(h);

@@ -1,5 +1,6 @@
 //! Training data: the [`Dataset`] trait (samples, with class labels where the data has them), the 2D [`toy`] distributions and drawn points, and the
-//! [`images`] (MNIST, Fashion-MNIST, CIFAR-10) and users' image folders ([`folder`]).
+//! [`images`] (MNIST, Fashion-MNIST, CIFAR-10) and users' image folders ([`folder`]); the VAE
+//! [`latents`] of the ImageNet model and their normalisation.
 
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -8,6 +9,7 @@ use crate::Labels;
 #[cfg(not(target_family = "wasm"))]
 pub mod folder;
 pub mod images;
+pub mod latents;
 pub mod toy;
 
 /// A source of training batches.

@@ -1,4 +1,4 @@
-//! Parity with the official code (SongUNet with or without labels, DiT): loads a golden file (layout in `shared/golden/README.md`: weights
+//! Parity with the official code (SongUNet with or without labels, DiT, the Stable Diffusion VAE): loads a golden file (layout in `shared/golden/README.md`: weights
 //! under `param.<official name>`, inputs `in.*`, outputs `out.*`, gradients `grad.*`, time maths
 //! `time.*`, and a manifest of the same stem with `.json`) and recomputes every output it holds.
 
@@ -8,6 +8,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde_json::Value;
 
+use crate::data::latents::LatentNorm;
 use crate::io::safetensors::{Stored, Tensors};
 use crate::io::weights::{load_named, named_grads};
 use crate::method::loss::{GroupTimes, imm_loss};
@@ -17,6 +18,7 @@ use crate::method::schedule::{Schedule, Times};
 use crate::networks::Network;
 use crate::networks::dit::{DiT, DiTConfig};
 use crate::networks::songunet::{SongUNet, SongUNetConfig};
+use crate::networks::vae::Vae;
 use crate::{Error, Labels, Rng};
 
 /// Tolerances of the golden README (relative: max-abs error over max-abs reference value).
@@ -186,6 +188,9 @@ pub fn check(path: &Path, device: &Device) -> Result<Vec<Row>, Error> {
             .map_err(|e| Error::new(format!("{} is not JSON: {e}", manifest_path.display())))?,
         what,
     };
+    if golden.manifest["model"].as_str().is_some_and(|m| m.contains("AutoencoderKL")) {
+        return check_vae(&golden, device);
+    }
     let schedule_name = golden.manifest["schedule"].as_str().unwrap_or_default();
     if !schedule_name.starts_with("OT-FM") {
         return Err(Error::new(format!("golden schedule '{schedule_name}' is not supported (OT-FM only)")));
@@ -203,6 +208,26 @@ pub fn check(path: &Path, device: &Device) -> Result<Vec<Row>, Error> {
         }
         other => Err(Error::new(format!("{} holds a {other} network, which this build cannot check", golden.what))),
     }
+}
+
+/// The VAE's encoder (moments, posterior mean and std), decoder, and an encode-decode round trip.
+fn check_vae(golden: &Golden, device: &Device) -> Result<Vec<Row>, Error> {
+    let groups = golden.manifest["config"]["norm_num_groups"].as_u64().unwrap_or(32) as usize;
+    let (vae, _) = Vae::load(&golden.tensors, "param.", groups, &golden.what, device)?;
+    let image = |key: &str| -> Result<Tensor<4>, Error> {
+        let stored = golden.get(key)?;
+        let shape: [usize; 4] = stored.shape.clone().try_into().map_err(|_| Error::new(format!("{key} of {} is not 4-D", golden.what)))?;
+        Ok(Tensor::from_data(TensorData::new(stored.values.clone(), shape), device))
+    };
+    let read = |t: Tensor<4>| t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32").into_iter().map(f64::from).collect::<Vec<_>>();
+    let x = image("in.image")?;
+    let posterior = vae.encode(x.clone());
+    let mut rows = vec![compare("out.moments", &read(vae.moments(x)), &golden.get("out.moments")?.values, TOL_OUTPUT)];
+    rows.push(compare("out.mean", &read(posterior.mean.clone()), &golden.get("out.mean")?.values, TOL_OUTPUT));
+    rows.push(compare("out.std", &read(posterior.std), &golden.get("out.std")?.values, TOL_OUTPUT));
+    rows.push(compare("out.decoded", &read(vae.decode(image("in.latent")?)), &golden.get("out.decoded")?.values, TOL_OUTPUT));
+    rows.push(compare("out.roundtrip", &read(vae.decode(posterior.mean)), &golden.get("out.roundtrip")?.values, TOL_OUTPUT));
+    Ok(rows)
 }
 
 /// Every comparison of a golden file, for a network with its weights loaded on an autodiff device.
@@ -333,5 +358,31 @@ fn compare_all<N: Network>(golden: &Golden, net: N, device: &Device) -> Result<V
         });
         rows.push(compare(&name, &values(out), &golden.get(&name)?.values, TOL_OUTPUT));
     }
+    if golden.tensors.get("in.vae_moments").is_some() {
+        rows.extend(compare_latent_norm(golden)?);
+    }
     Ok(rows)
+}
+
+/// The official encoder wrapper's latents from stored posteriors and noise, and back.
+fn compare_latent_norm(golden: &Golden) -> Result<Vec<Row>, Error> {
+    let vae = &golden.manifest["vae"];
+    let constants = |key: &str| -> Result<Vec<f64>, Error> {
+        vae[key].as_array().map(|a| a.iter().filter_map(Value::as_f64).collect()).ok_or_else(|| Error::new(format!("the manifest of {} has no vae.{key}", golden.what)))
+    };
+    let norm = LatentNorm::new(&constants("raw_mean")?, &constants("raw_std")?);
+    let (moments, eps) = (golden.get("in.vae_moments")?, golden.get("in.vae_eps")?);
+    let per_sample = eps.values.len() / eps.shape[0];
+    let latents: Vec<f32> = moments
+        .values
+        .chunks(2 * per_sample)
+        .zip(eps.values.chunks(per_sample))
+        .flat_map(|(m, e)| norm.sample(m, e))
+        .collect();
+    let raw = norm.raw(&golden.get("out.vae_latents")?.values, per_sample / norm.channels());
+    let wide = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<_>>();
+    Ok(vec![
+        compare("out.vae_latents", &wide(latents), &golden.get("out.vae_latents")?.values, TOL_OUTPUT),
+        compare("out.vae_raw_from_latents", &wide(raw), &golden.get("out.vae_raw_from_latents")?.values, TOL_OUTPUT),
+    ])
 }

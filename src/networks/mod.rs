@@ -1,14 +1,16 @@
 //! The networks G(c_in x_t, c_noise(t), c_noise(s), y): the [`Network`] trait every method trains,
 //! the 2D [`mlp`], the paper's CIFAR-10 network, DDPM++ ([`songunet`]), and its ImageNet network,
-//! DiT ([`dit`]); [`image`] names either for the trainer.
+//! DiT ([`dit`]); [`image`] names either for the trainer. [`vae`]: the Stable Diffusion VAE whose
+//! latents the ImageNet model works in.
 
-use burn::module::Module;
-use burn::tensor::{Tensor, TensorData};
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::{FloatDType, Tensor, TensorData};
 
 pub mod dit;
 pub mod image;
 pub mod mlp;
 pub mod songunet;
+pub mod vae;
 
 /// A network G(c_in x_t, c_noise(t), c_noise(s), y) on flattened samples; image networks reshape inside.
 pub trait Network: Module + crate::io::weights::Named {
@@ -48,3 +50,12 @@ pub fn positional_embedding(x: Tensor<1>, channels: usize) -> Tensor<2> {
     Tensor::cat(vec![angles.clone().cos(), angles.sin()], 1)
 }
 
+/// Casts every float parameter of a module to one dtype.
+pub(crate) struct CastParams(pub FloatDType);
+
+impl ModuleMapper for CastParams {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let dtype = self.0;
+        param.map(|value| value.cast(dtype))
+    }
+}

@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 
 use burn::config::Config;
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Linear, PaddingConfig2d};
 use burn::tensor::activation::{silu, softmax};
@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::io::weights::Named;
 use crate::kernels::conv::conv2d;
 use crate::kernels::group_norm::group_norm;
-use crate::networks::{Network, positional_embedding};
+use crate::networks::{CastParams, Network, positional_embedding};
 use crate::{Error, Rng};
 
 #[derive(Config, Debug, PartialEq)]
@@ -77,7 +77,7 @@ pub enum Precision {
 }
 
 impl Precision {
-    fn dtype(self) -> FloatDType {
+    pub fn dtype(self) -> FloatDType {
         match self {
             Precision::F32 => FloatDType::F32,
             Precision::F16 => FloatDType::F16,
@@ -102,16 +102,6 @@ impl Precision {
             "this device cannot compute in {} (WGSL, for one, has no bf16): choose another --precision or --device",
             self.name()
         )))
-    }
-}
-
-/// Casts every float parameter of a module to one dtype.
-struct CastParams(FloatDType);
-
-impl ModuleMapper for CastParams {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let dtype = self.0;
-        param.map(|value| value.cast(dtype))
     }
 }
 

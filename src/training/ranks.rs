@@ -168,9 +168,7 @@ pub fn weights_hash<N: Network>(net: &N) -> u64 {
     let mut parts = Parts(Vec::new(), None);
     net.visit(&mut parts);
     let values = read_in_buckets(parts.0);
-    values.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, v| {
-        v.to_bits().to_le_bytes().iter().fold(h, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
-    })
+    crate::fnv1a(values.iter().flat_map(|v| v.to_bits().to_le_bytes()))
 }
 
 /// Fails on every rank unless all hold the same weights as rank 0.

@@ -1,0 +1,129 @@
+//! Latents of the Stable Diffusion VAE as the official ImageNet code feeds them to the network:
+//! stored posteriors (mean and std, 8 channels) re-sampled as mean + std eps at each load, then
+//! normalised per channel to z = 0.5 (raw - raw_mean) / raw_std, as one f32 scale and bias; and
+//! the manifest of a folder of encoded shards.
+
+use serde::{Deserialize, Serialize};
+
+/// The official constants of `stabilityai/sd-vae-ft-ema` latents of ImageNet-256.
+pub const RAW_MEAN: [f64; 4] = [0.86488, -0.27787343, 0.21616915, 0.3738409];
+pub const RAW_STD: [f64; 4] = [4.85503674, 5.31922414, 3.93725398, 3.9870003];
+/// The normalised latents' mean and std.
+const FINAL_MEAN: f64 = 0.0;
+const FINAL_STD: f64 = 0.5;
+
+/// z = raw scale + bias per channel, computed in f32 as the official wrapper does.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LatentNorm {
+    pub scale: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+impl Default for LatentNorm {
+    fn default() -> Self {
+        LatentNorm::new(&RAW_MEAN, &RAW_STD)
+    }
+}
+
+impl LatentNorm {
+    pub fn new(raw_mean: &[f64], raw_std: &[f64]) -> Self {
+        let scale: Vec<f64> = raw_std.iter().map(|s| FINAL_STD / s).collect();
+        let bias = raw_mean.iter().zip(&scale).map(|(m, s)| (FINAL_MEAN - m * s) as f32).collect();
+        LatentNorm { scale: scale.into_iter().map(|s| s as f32).collect(), bias }
+    }
+
+    pub fn channels(&self) -> usize {
+        self.scale.len()
+    }
+
+    /// Normalised latents from one stored posterior and its noise.
+    ///
+    /// # Shapes
+    /// - moments: [2L, h, w] (mean, then std), eps: [L, h, w], as flat slices
+    /// - output: [L, h, w]
+    pub fn sample(&self, moments: &[f32], eps: &[f32]) -> Vec<f32> {
+        let n = eps.len();
+        let per_channel = n / self.channels();
+        let (mean, std) = moments.split_at(n);
+        (0..n)
+            .map(|i| {
+                let c = i / per_channel;
+                (mean[i] + eps[i] * std[i]) * self.scale[c] + self.bias[c]
+            })
+            .collect()
+    }
+
+    /// The VAE decoder's input from normalised latents, (z - bias) / scale.
+    ///
+    /// # Shapes
+    /// - z: [..., L, h, w] as a flat slice of whole samples
+    /// - output: the same shape
+    pub fn raw(&self, z: &[f32], per_channel: usize) -> Vec<f32> {
+        z.iter().enumerate().map(|(i, v)| {
+            let c = (i / per_channel) % self.channels();
+            (v - self.bias[c]) / self.scale[c]
+        }).collect()
+    }
+}
+
+/// What `imm encode` has written into a folder of latents (its `latents.json`), kept up to date
+/// shard by shard so that an interrupted encoding resumes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LatentManifest {
+    /// FNV-1a 64 of the VAE file, hex: latents of another VAE are refused.
+    pub vae: String,
+    /// The dtype the VAE computed in (f32, or f16 as the official code).
+    pub precision: String,
+    /// Side of the square images encoded, pixels.
+    pub resolution: usize,
+    /// [L, h, w] of one latent.
+    pub latent_shape: [usize; 3],
+    /// Whether each shard also holds the x-flipped copy of each of its images, after them.
+    pub xflip: bool,
+    pub classes: Vec<String>,
+    /// FNV-1a 64 of the source files' paths and classes, hex: another image list is refused.
+    pub listing: String,
+    /// Source images in all.
+    pub images: usize,
+    /// Source images per shard (the last may hold fewer).
+    pub shard_images: usize,
+    /// The shards written so far, in order.
+    pub shards: Vec<String>,
+}
+
+impl LatentManifest {
+    pub const FILE: &str = "latents.json";
+
+    pub fn shard_count(&self) -> usize {
+        self.images.div_ceil(self.shard_images)
+    }
+
+    pub fn complete(&self) -> bool {
+        self.shards.len() == self.shard_count()
+    }
+
+    /// The fields that must agree for a folder to be continued, or read as one dataset, with
+    /// `other`; empty when they all do.
+    pub fn differences(&self, other: &LatentManifest) -> Vec<&'static str> {
+        let mut differ = Vec::new();
+        for (name, same) in [
+            ("VAE", self.vae == other.vae),
+            ("precision", self.precision == other.precision),
+            ("resolution", self.resolution == other.resolution),
+            ("latent shape", self.latent_shape == other.latent_shape),
+            ("x-flip", self.xflip == other.xflip),
+            ("image list", self.listing == other.listing && self.classes == other.classes && self.images == other.images),
+            ("shard size", self.shard_images == other.shard_images),
+        ] {
+            if !same {
+                differ.push(name);
+            }
+        }
+        differ
+    }
+}
+
+/// [`crate::fnv1a`] of some bytes as 16 hex digits.
+pub fn fingerprint(bytes: impl IntoIterator<Item = u8>) -> String {
+    format!("{:016x}", crate::fnv1a(bytes))
+}

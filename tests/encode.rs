@@ -1,0 +1,151 @@
+//! `imm encode` on a small synthetic image folder with the tiny VAE of the golden file: shards of
+//! posteriors equal to the VAE's own, an encoding stopped by a broken image that continues where it
+//! stopped once the image is fixed, and bad input refused with one line.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use burn::tensor::{Device, Tensor, TensorData};
+use imm::data::latents::LatentManifest;
+use imm::io::safetensors::Tensors;
+use imm::networks::vae::Vae;
+
+fn vae_file() -> PathBuf {
+    std::env::var_os("IMM_GOLDEN_VAE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/golden/golden_vae_tiny.safetensors"))
+}
+
+fn imm(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_imm")).args(args).current_dir(dir).output().expect("run imm")
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// Two classes of four 24 x 20 images each, every image different.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("imm-encode-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for (c, class) in ["cat", "dog"].iter().enumerate() {
+        std::fs::create_dir_all(dir.join("images").join(class)).unwrap();
+        for i in 0..4u32 {
+            let img = image::RgbImage::from_fn(24, 20, |x, y| image::Rgb([(x * 10 + i * 30) as u8, (y * 12 + c as u32 * 90) as u8, (x * y) as u8]));
+            img.save(dir.join("images").join(class).join(format!("{i}.png"))).unwrap();
+        }
+    }
+    dir
+}
+
+fn encode(dir: &Path, out: &str, extra: &[&str]) -> Output {
+    let vae = vae_file();
+    let mut args = vec!["encode", "--data", "images", "--vae", vae.to_str().unwrap(), "--out", out, "--shard-images", "3", "--device", "cpu"];
+    args.extend_from_slice(extra);
+    if !extra.contains(&"--resolution") {
+        args.extend(["--resolution", "16"]);
+    }
+    imm(&args, dir)
+}
+
+fn ok(out: Output) -> String {
+    assert!(out.status.success(), "{}", text(&out));
+    text(&out)
+}
+
+fn fails(out: Output, expected: &str) {
+    let said = text(&out);
+    assert!(!out.status.success(), "should fail: {said}");
+    assert!(said.contains(expected) && !said.contains("panicked"), "expected '{expected}':\n{said}");
+}
+
+#[test]
+fn shards_hold_the_vaes_posteriors_and_labels() {
+    let dir = scratch("shards");
+    let said = ok(encode(&dir, "latents", &["--xflip"]));
+    assert!(said.contains("Encoded 8 images of 2 classes"), "{said}");
+    let manifest: LatentManifest = serde_json::from_str(&std::fs::read_to_string(dir.join("latents/latents.json")).unwrap()).unwrap();
+    assert_eq!((manifest.images, manifest.shards.len(), manifest.latent_shape, manifest.classes.clone()), (8, 3, [4, 8, 8], vec!["cat".to_string(), "dog".to_string()]));
+
+    // The second shard holds images 3, 4, 5 (cat 3, dog 0, dog 1), then their mirror images.
+    let shard = Tensors::read(&dir.join("latents").join(&manifest.shards[1])).unwrap();
+    assert_eq!(shard.get("moments").unwrap().shape, [6, 8, 8, 8]);
+    assert_eq!(shard.get("labels").unwrap().values, [0.0, 1.0, 1.0, 0.0, 1.0, 1.0]);
+    let device = Device::flex();
+    let (vae, _) = Vae::load(&Tensors::read(&vae_file()).unwrap(), "param.", 16, "the golden VAE", &device).unwrap();
+    let (pixels, _) = imm::data::folder::read_image_folder(&dir.join("images"), 16, 3).unwrap();
+    let dog0: Vec<f32> = pixels.pixels[4 * 768..5 * 768].iter().map(|&v| v as f32 / 127.5 - 1.0).collect();
+    let x = Tensor::<4>::from_data(TensorData::new(dog0, [1, 3, 16, 16]), &device);
+    let read = |t: Tensor<4>| t.into_data().try_into_vec::<f32>().unwrap();
+    let moments = &shard.get("moments").unwrap().values;
+    for (i, x) in [(1, x.clone()), (4, x.flip([3]))] {
+        let posterior = vae.encode(x);
+        let ours = [read(posterior.mean), read(posterior.std)].concat();
+        let stored = &moments[i * 512..(i + 1) * 512];
+        let err = ours.iter().zip(stored).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(err < 1e-5, "image {i} of the shard differs from the VAE's posterior by {err}");
+    }
+    assert!(moments[512..1024] != moments[4 * 512..5 * 512], "the mirror image has its own posterior");
+
+    // In f16, as the official code runs the VAE: close to f32, but computed in f16.
+    ok(encode(&dir, "half", &["--xflip", "--precision", "f16"]));
+    let half = Tensors::read(&dir.join("half").join(&manifest.shards[1])).unwrap();
+    let half = &half.get("moments").unwrap().values;
+    let scale = moments.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let err = half.iter().zip(moments).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+    assert!(err > 1e-5 && err < 2e-2, "f16 against f32: {err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_broken_image_stops_the_encoding_and_it_continues_once_fixed() {
+    let dir = scratch("resume");
+    ok(encode(&dir, "straight", &[]));
+    let good = std::fs::read(dir.join("images/dog/1.png")).unwrap();
+    std::fs::write(dir.join("images/dog/1.png"), &good[..good.len() / 2]).unwrap();
+    fails(encode(&dir, "resumed", &[]), "dog/1.png");
+    let written: Vec<String> = std::fs::read_dir(dir.join("resumed")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect();
+    let mut written = written;
+    written.sort();
+    assert_eq!(written, ["latents.json", "shard-000000.safetensors"], "the first shard alone, whole");
+    let first = std::fs::metadata(dir.join("resumed/shard-000000.safetensors")).unwrap().modified().unwrap();
+
+    std::fs::write(dir.join("images/dog/1.png"), &good).unwrap();
+    let said = ok(encode(&dir, "resumed", &[]));
+    assert!(said.contains("Continuing") && said.contains("1 of 3 shards"), "{said}");
+    assert_eq!(std::fs::metadata(dir.join("resumed/shard-000000.safetensors")).unwrap().modified().unwrap(), first, "shard 0 was not written again");
+    for file in ["latents.json", "shard-000000.safetensors", "shard-000001.safetensors", "shard-000002.safetensors"] {
+        assert_eq!(std::fs::read(dir.join("resumed").join(file)).unwrap(), std::fs::read(dir.join("straight").join(file)).unwrap(), "{file}");
+    }
+    ok(encode(&dir, "resumed", &[]));
+    fails(encode(&dir, "resumed", &["--resolution", "8"]), "holds latents of another resolution");
+    fails(encode(&dir, "resumed", &["--xflip"]), "holds latents of another x-flip");
+    fails(encode(&dir, "resumed", &["--precision", "f16"]), "holds latents of another precision");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_input_is_one_clear_line() {
+    let dir = scratch("bad");
+    let songunet = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/golden/golden_songunet_small.safetensors");
+    let args = |vae: &Path, data: &str| {
+        let vae = vae.to_str().unwrap().to_string();
+        vec!["encode".to_string(), "--data".into(), data.into(), "--vae".into(), vae, "--out".into(), "out".into(), "--resolution".into(), "16".into(), "--device".into(), "cpu".into()]
+    };
+    let run = |args: Vec<String>| imm(&args.iter().map(String::as_str).collect::<Vec<_>>(), &dir);
+    fails(run(args(&songunet, "images")), "is not a diffusers AutoencoderKL file");
+    let mut damaged = Tensors::read(&vae_file()).unwrap();
+    let w = damaged.tensors.get_mut("param.decoder.conv_out.weight").unwrap();
+    w.shape = vec![3, 32, 1, 9];
+    std::fs::write(dir.join("damaged.safetensors"), damaged.to_bytes()).unwrap();
+    std::fs::copy(vae_file().with_extension("json"), dir.join("damaged.json")).unwrap();
+    fails(run(args(&dir.join("damaged.safetensors"), "images")), "decoder.conv_out.weight");
+    std::fs::create_dir_all(dir.join("empty/sub")).unwrap();
+    fails(run(args(&vae_file(), "empty")), "has no PNG or JPEG images");
+    fails(run(args(&vae_file(), "missing")), "cannot read the image folder");
+    let mut odd = args(&vae_file(), "images");
+    odd[8] = "15".into();
+    fails(run(odd), "--resolution must be a positive multiple of 2");
+    assert!(!dir.join("out").exists(), "nothing written for refused input");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
