@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use burn::tensor::{Device, Tensor, TensorData};
-use imm::data::latents::LatentManifest;
+use imm::data::Dataset;
+use imm::data::latents::{LatentData, LatentManifest};
 use imm::io::safetensors::Tensors;
 use imm::networks::vae::Vae;
 
@@ -147,5 +148,60 @@ fn bad_input_is_one_clear_line() {
     odd[8] = "15".into();
     fails(run(odd), "--resolution must be a positive multiple of 2");
     assert!(!dir.join("out").exists(), "nothing written for refused input");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The training batches of an encoded folder: every draw a new sample of the posterior, normalised
+/// with the official constants; labels with dropout; unfinished folders and shards of another VAE
+/// refused.
+#[test]
+fn latent_batches_resample_the_posterior() {
+    let dir = scratch("batches");
+    std::fs::create_dir_all(dir.join("one/cat")).unwrap();
+    std::fs::copy(dir.join("images/cat/2.png"), dir.join("one/cat/2.png")).unwrap();
+    let vae = vae_file();
+    let vae = vae.to_str().unwrap();
+    ok(imm(&["encode", "--data", "one", "--vae", vae, "--out", "one-latents", "--resolution", "16", "--device", "cpu"], &dir));
+    let (mut data, _) = LatentData::open(&dir.join("one-latents"), 3).unwrap();
+    assert_eq!((data.len(), data.dim(), data.shape()), (1, 256, [4, 8, 8]));
+    let moments = Tensors::read(&dir.join("one-latents/shard-000000.safetensors")).unwrap().get("moments").unwrap().values.clone();
+    let (mean, std) = moments.split_at(256);
+    let norm = data.norm().clone();
+    let (first, labels) = data.sample_labelled(400);
+    assert!(labels.is_none());
+    // What each draw's noise must have been: N(0, 1) if the posterior was sampled and normalised.
+    let eps: Vec<f64> = first
+        .iter()
+        .enumerate()
+        .map(|(i, z)| {
+            let (j, c) = (i % 256, (i % 256) / 64);
+            (((z - norm.bias[c]) / norm.scale[c] - mean[j]) / std[j]) as f64
+        })
+        .collect();
+    let m = eps.iter().sum::<f64>() / eps.len() as f64;
+    let var = eps.iter().map(|e| (e - m) * (e - m)).sum::<f64>() / eps.len() as f64;
+    assert!(m.abs() < 0.02 && (var - 1.0).abs() < 0.03, "noise mean {m}, variance {var}");
+    assert_ne!(first[..256], data.sample(1)[..], "the next draw samples the posterior again");
+
+    ok(encode(&dir, "latents", &[]));
+    let (data, _) = LatentData::open(&dir.join("latents"), 3).unwrap();
+    let mut data = data.with_labels(2, 0.5, 1).unwrap();
+    let labels = data.sample_labelled(200).1.unwrap();
+    let nulls = labels.index().iter().filter(|&&l| l == 2).count();
+    assert!((50..150).contains(&nulls) && labels.index().contains(&0) && labels.index().contains(&1), "{nulls} nulls");
+    assert!(LatentData::open(&dir.join("latents"), 3).unwrap().0.with_labels(1, 0.0, 1).is_err(), "labels beyond the classes");
+
+    let shard = dir.join("latents/shard-000001.safetensors");
+    let mut tensors = Tensors::read(&shard).unwrap();
+    tensors.metadata.insert("imm_latents".into(), r#"{"vae": "0000000000000000", "resolution": 16}"#.into());
+    std::fs::write(&shard, tensors.to_bytes()).unwrap();
+    let err = LatentData::open(&dir.join("latents"), 3).err().unwrap();
+    assert!(err.0.contains("shard-000001.safetensors is not a shard of this folder's VAE"), "{err}");
+    let manifest = dir.join("latents/latents.json");
+    let mut unfinished: LatentManifest = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    unfinished.shards.pop();
+    std::fs::write(&manifest, serde_json::to_string(&unfinished).unwrap()).unwrap();
+    let err = LatentData::open(&dir.join("latents"), 3).err().unwrap();
+    assert!(err.0.contains("is not fully encoded (2 of 3 shards)"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::Dataset;
-use crate::{Error, Labels, Rng};
+use crate::data::{Dataset, LabelledDraw};
+use crate::{Error, Labels};
 
 /// Images in memory as bytes, each C x H x W (planar), H = W = `side`, with a class label each
 /// where the files hold them.
@@ -333,14 +333,8 @@ impl LabelDraw {
 /// and the number of images drawn before it, so a resumed run sees the batches it would have seen.
 pub struct ImageData {
     images: Images,
-    /// Classes of the labels batches carry ([`ImageData::with_labels`]); 0 for none.
-    classes: usize,
-    /// Probability that a batch's label is replaced by the null label.
-    label_dropout: f64,
-    /// Consecutive images that share one class (and its dropout); 1 draws each on its own.
-    label_group: usize,
-    /// Image indices of each class, for groups of one class.
-    by_class: Vec<Vec<usize>>,
+    /// The labels batches carry ([`ImageData::with_labels`]); none by default.
+    draw: LabelledDraw,
     seed: u64,
     /// Images drawn so far.
     pub drawn: u64,
@@ -358,7 +352,7 @@ impl ImageData {
         if images.is_empty() {
             return Err(Error::new("the dataset is empty"));
         }
-        Ok(Self { images, classes: 0, label_dropout: 0.0, label_group: 1, by_class: Vec::new(), seed, drawn: 0, xflip, side })
+        Ok(Self { images, draw: LabelledDraw::default(), seed, drawn: 0, xflip, side })
     }
 
     /// Batches that carry their images' labels (of `classes` classes), each replaced by the null
@@ -369,17 +363,8 @@ impl ImageData {
         let Some(labels) = &self.images.labels else {
             return Err(Error::new("this dataset has no labels to condition on"));
         };
-        if let Some(bad) = labels.iter().find(|&&l| l as usize >= classes) {
-            return Err(Error::new(format!("the data holds label {bad}, but the model knows {classes} classes")));
-        }
-        if !(0.0..=1.0).contains(&label_dropout) {
-            return Err(Error::new(format!("label dropout must be between 0 and 1, got {label_dropout}")));
-        }
-        let mut by_class = vec![Vec::new(); classes];
-        for (i, &l) in labels.iter().enumerate() {
-            by_class[l as usize].push(i);
-        }
-        Ok(Self { classes, label_dropout, label_group: group.max(1), by_class, ..self })
+        let draw = LabelledDraw::new(labels.iter().map(|&l| l as usize).collect(), classes, label_dropout, group)?;
+        Ok(Self { draw, ..self })
     }
 
     pub fn channels(&self) -> usize {
@@ -410,7 +395,7 @@ impl Dataset for ImageData {
     }
 
     fn classes(&self) -> usize {
-        self.classes
+        self.draw.classes()
     }
 
     fn sample(&mut self, n: usize) -> Vec<f32> {
@@ -418,31 +403,12 @@ impl Dataset for ImageData {
     }
 
     fn sample_labelled(&mut self, n: usize) -> (Vec<f32>, Option<Labels>) {
-        let mut rng = Rng::new(self.seed ^ self.drawn.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        self.drawn += n as u64;
         let mut out = Vec::with_capacity(n * self.dim());
-        let mut picked = Vec::with_capacity(n);
-        let grouped = self.classes > 0 && self.label_group > 1;
-        for i in 0..n {
-            let index = match picked.last() {
-                Some(&previous) if grouped && i % self.label_group != 0 => {
-                    let class = &self.by_class[self.images.labels.as_ref().expect("checked by with_labels")[previous] as usize];
-                    class[rng.below(class.len())]
-                }
-                _ => rng.below(self.images.len()),
-            };
+        let labels = self.draw.batch(self.seed, self.drawn, n, self.images.len(), |rng, index| {
             let flip = self.xflip && rng.below(2) == 1;
             out.extend(self.image(index, flip));
-            picked.push(index);
-        }
-        let labels = match (&self.images.labels, self.classes) {
-            (Some(labels), classes) if classes > 0 => {
-                let index = picked.iter().map(|&i| labels[i] as usize).collect();
-                let labels = Labels::new(index, classes).expect("checked by with_labels");
-                Some(labels.dropout(self.label_dropout, self.label_group, &mut rng))
-            }
-            _ => None,
-        };
+        });
+        self.drawn += n as u64;
         (out, labels)
     }
 }

@@ -1,9 +1,14 @@
 //! Latents of the Stable Diffusion VAE as the official ImageNet code feeds them to the network:
 //! stored posteriors (mean and std, 8 channels) re-sampled as mean + std eps at each load, then
 //! normalised per channel to z = 0.5 (raw - raw_mean) / raw_std, as one f32 scale and bias; and
-//! the manifest of a folder of encoded shards.
+//! the manifest of a folder of encoded shards, and the training batches drawn from one.
 
 use serde::{Deserialize, Serialize};
+
+use crate::data::{Dataset, LabelledDraw};
+#[cfg(not(target_family = "wasm"))]
+use crate::io::safetensors::Tensors;
+use crate::{Error, Labels};
 
 /// The official constants of `stabilityai/sd-vae-ft-ema` latents of ImageNet-256.
 pub const RAW_MEAN: [f64; 4] = [0.86488, -0.27787343, 0.21616915, 0.3738409];
@@ -126,4 +131,114 @@ impl LatentManifest {
 /// [`crate::fnv1a`] of some bytes as 16 hex digits.
 pub fn fingerprint(bytes: impl IntoIterator<Item = u8>) -> String {
     format!("{:016x}", crate::fnv1a(bytes))
+}
+
+/// Random training batches of normalised latents from a folder that `imm encode` wrote, all held
+/// in memory: each draw re-samples mean + std eps of its posterior, then normalises it. A batch
+/// depends only on the seed and the number of latents drawn before it, as with images.
+pub struct LatentData {
+    /// Every posterior, [N, 2L, h, w].
+    moments: Vec<f32>,
+    count: usize,
+    /// [L, h, w] of one latent.
+    shape: [usize; 3],
+    norm: LatentNorm,
+    /// Each posterior's class, until [`LatentData::with_labels`] takes them.
+    labels: Vec<usize>,
+    draw: LabelledDraw,
+    seed: u64,
+    /// Latents drawn so far.
+    pub drawn: u64,
+}
+
+#[cfg(not(target_family = "wasm"))]
+impl LatentData {
+    /// The shards listed in `dir`'s manifest, which must be complete; each must hold what the
+    /// manifest says (its VAE, resolution and latent shape).
+    pub fn open(dir: &std::path::Path, seed: u64) -> Result<(LatentData, LatentManifest), Error> {
+        let path = dir.join(LatentManifest::FILE);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::new(format!("{} is not a folder of latents from `imm encode` ({}: {e})", dir.display(), path.display())))?;
+        let manifest: LatentManifest = serde_json::from_str(&text).map_err(|e| Error::new(format!("{} is damaged: {e}", path.display())))?;
+        if !manifest.complete() {
+            return Err(Error::new(format!(
+                "{} is not fully encoded ({} of {} shards): run the same `imm encode` again to finish it",
+                dir.display(),
+                manifest.shards.len(),
+                manifest.shard_count()
+            )));
+        }
+        let [l, h, w] = manifest.latent_shape;
+        let (mut moments, mut labels) = (Vec::new(), Vec::new());
+        for name in &manifest.shards {
+            let file = dir.join(name);
+            let shard = Tensors::read(&file)?;
+            let stamp: Option<serde_json::Value> = shard.metadata.get("imm_latents").and_then(|t| serde_json::from_str(t).ok());
+            let same_source = stamp.is_some_and(|s| s["vae"] == manifest.vae.as_str() && s["resolution"] == manifest.resolution);
+            let (m, y) = (shard.get("moments"), shard.get("labels"));
+            let fits = matches!((m, y), (Some(m), Some(y)) if m.shape[1..] == [2 * l, h, w] && y.shape == [m.shape[0]]);
+            if !same_source || !fits {
+                return Err(Error::new(format!(
+                    "{} is not a shard of this folder's VAE, resolution and latent shape ({}); encode the folder again",
+                    file.display(),
+                    path.display()
+                )));
+            }
+            moments.extend_from_slice(&m.expect("checked").values);
+            labels.extend(y.expect("checked").values.iter().map(|&v| v as usize));
+        }
+        let count = labels.len();
+        let data = LatentData { moments, count, shape: manifest.latent_shape, norm: LatentNorm::default(), labels, draw: LabelledDraw::default(), seed, drawn: 0 };
+        Ok((data, manifest))
+    }
+}
+
+impl LatentData {
+    /// Batches that carry their latents' labels, as [`crate::data::images::ImageData::with_labels`].
+    pub fn with_labels(self, classes: usize, label_dropout: f64, group: usize) -> Result<Self, Error> {
+        let draw = LabelledDraw::new(self.labels.clone(), classes, label_dropout, group)?;
+        Ok(Self { draw, ..self })
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// [L, h, w] of one latent.
+    pub fn shape(&self) -> [usize; 3] {
+        self.shape
+    }
+
+    pub fn norm(&self) -> &LatentNorm {
+        &self.norm
+    }
+}
+
+impl Dataset for LatentData {
+    fn dim(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    fn classes(&self) -> usize {
+        self.draw.classes()
+    }
+
+    fn sample(&mut self, n: usize) -> Vec<f32> {
+        self.sample_labelled(n).0
+    }
+
+    fn sample_labelled(&mut self, n: usize) -> (Vec<f32>, Option<Labels>) {
+        let dim = self.dim();
+        let mut out = Vec::with_capacity(n * dim);
+        let labels = self.draw.batch(self.seed, self.drawn, n, self.count, |rng, index| {
+            let eps = rng.normal_vec(dim, 1.0);
+            out.extend(self.norm.sample(&self.moments[index * 2 * dim..(index + 1) * 2 * dim], &eps));
+        });
+        self.drawn += n as u64;
+        (out, labels)
+    }
 }
