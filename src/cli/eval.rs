@@ -279,17 +279,20 @@ fn timed_samples<M: Method>(method: &M, net: &Mlp, request: &EvalRequest, device
 fn evaluate_images(file: &Tensors, what: String, request: &EvalRequest, device: &Device) -> Result<EvalReport, Error> {
     let mut model = ImageModel::load(file, &what, request.preset.as_ref(), device)?;
     model.choose_sampling(request.grid.clone(), request.sampler);
-    if model.card.as_ref().is_some_and(|card| card["classes"].is_array()) {
-        return Err(Error::new(format!(
-            "{what} was trained on an image folder; imm eval has reference statistics for MNIST, Fashion-MNIST and CIFAR-10 only"
-        )));
-    }
-    let set = match (&model.card, &request.preset) {
+    let data = match (&model.card, &request.preset) {
         (Some(card), _) => card["preset"].as_str().and_then(image_preset).map(|p| p.data),
         (None, Some(p)) => Some(p.data),
         (None, None) => None,
     }
     .ok_or_else(|| Error::new(format!("{what} does not say which dataset it models; pass --preset")))?;
+    let set = data.images().ok_or_else(|| {
+        Error::new(format!("{what} models VAE latents; imm eval has reference statistics for MNIST, Fashion-MNIST and CIFAR-10 only: sample it with --vae to an .npz for an FID tool"))
+    })?;
+    if model.card.as_ref().is_some_and(|card| card["classes"].is_array()) {
+        return Err(Error::new(format!(
+            "{what} was trained on an image folder; imm eval has reference statistics for MNIST, Fashion-MNIST and CIFAR-10 only"
+        )));
+    }
     for &steps in &request.steps {
         model.check_steps(steps)?;
     }

@@ -2,6 +2,8 @@
 //! sample grids (`samples.png`, `samples/`), small EMA snapshots for sampling and the page
 //! (`snapshots/`), and the resumable training state (`checkpoints/state-NIMG/`: weights, EMA,
 //! optimizer moments, RNG and image count), each written to a temporary name and then renamed.
+//! Latent presets train on a folder of `imm encode` latents and decode their grids and samples
+//! with the VAE ([`Decoder`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +16,10 @@ use serde_json::{Value, json};
 use crate::cli::device::DeviceChoice;
 use crate::cli::run_dir::{Terminal, create_dir, io_error, latest_state, prepare_dir, states, tidy_interrupted, write_atomic, write_json};
 use crate::data::folder::read_image_folder;
-use crate::data::images::{CIFAR10_MD5, CIFAR10_URL, ImageData, ImageSet, Images, LabelDraw, Split, unpack_cifar10};
+use crate::cli::encode::open_vae;
+use crate::data::Dataset;
+use crate::data::images::{CIFAR10_MD5, CIFAR10_URL, ImageSet, Images, LabelDraw, Split, unpack_cifar10};
+use crate::data::latents::{LatentData, LatentManifest, LatentNorm};
 use crate::io::npz::npz_u8;
 use crate::io::plot::image_grid;
 use crate::io::safetensors::Tensors;
@@ -25,7 +30,8 @@ use crate::method::sampler::{Grid, Sampler};
 use crate::networks::Network;
 use crate::networks::image::{ImageNet, ImageNetConfig};
 use crate::training::image_model::{Classes, ImageModel};
-use crate::training::presets::ImagePreset;
+use crate::networks::vae::{Vae, VaeConfig};
+use crate::training::presets::{Data, ImagePreset};
 use crate::training::ranks::{Ranks, check_same_config};
 use crate::training::trainer::{Metrics, Observer, Progress, Trainer, fit};
 use crate::{Error, Rng};
@@ -47,31 +53,112 @@ pub struct ImageRun {
     pub steps: Vec<usize>,
     /// More than one: train data-parallel over these (the first holds the weights).
     pub devices: Vec<Device>,
+    /// The VAE of a latent preset's data, which decodes its sample grids.
+    pub vae: Option<PathBuf>,
 }
 
 /// What a weights file needs to be sampled on its own: stored as its `imm` metadata. `classes`
-/// names the classes of an image folder's model.
-fn card<M: Method + Serialize>(preset: &str, net: &ImageNetConfig, method: &M, nimg: u64, classes: &[String]) -> String {
+/// names the classes of an image folder's or latent model's; `vae` is a latent model's VAE
+/// fingerprint, which `imm sample --vae` checks.
+fn card<M: Method + Serialize>(preset: &str, net: &ImageNetConfig, method: &M, nimg: u64, classes: &[String], vae: Option<&str>) -> String {
     let mut card = json!({"preset": preset, "net": net, "method": method.name(), "method_config": method, "nimg": nimg});
     if !classes.is_empty() {
         card["classes"] = json!(classes);
     }
+    if let Some(vae) = vae {
+        card["latents"] = json!({"vae": vae});
+    }
     card.to_string()
 }
 
-/// The preset's training images, or the image folder's with its class names; a conditional preset
-/// then takes the folder's classes. Only a `writer` downloads a missing dataset and says what it read.
-fn training_images(preset: &ImagePreset, run: &ImageRun, writer: bool) -> Result<(ImagePreset, Images, Vec<String>), Error> {
+/// Where a run's samples come from, read before its network is built (they may change it).
+enum Source {
+    Images(Images),
+    /// A folder of `imm encode` latents and its manifest.
+    Latents(PathBuf, LatentManifest),
+}
+
+/// The preset's training images, the image folder's with its class names, or the latents of a
+/// latent preset's --data-dir with theirs; a conditional preset then takes the folder's classes,
+/// and a latent one the latents' shape. Only a `writer` downloads a missing dataset and says what
+/// it read.
+fn training_data(preset: &ImagePreset, run: &ImageRun, writer: bool) -> Result<(ImagePreset, Source, Vec<String>), Error> {
+    let conditional = preset.net.classes() > 0;
+    let set = match preset.data {
+        Data::Images(set) => set,
+        Data::Latents => {
+            let dir = run.data_dir.as_ref().filter(|_| run.image_folder.is_none()).ok_or_else(|| {
+                Error::new(format!("{} trains on VAE latents: pass --data-dir with a folder that `imm encode` wrote", preset.name))
+            })?;
+            let manifest = LatentManifest::read(dir)?;
+            let [l, h, w] = manifest.latent_shape;
+            if h != w {
+                return Err(Error::new(format!("{} holds {h} x {w} latents; square ones only", dir.display())));
+            }
+            let net = preset.net.clone().with_input(l, h).with_classes(if conditional { manifest.classes.len() } else { 0 });
+            if writer {
+                println!("Latents of {} images of {} classes ({l}x{h}x{w}) in {}.", manifest.images, manifest.classes.len(), dir.display());
+            }
+            let names = manifest.classes.clone();
+            return Ok((ImagePreset { net, side: h, ..preset.clone() }, Source::Latents(dir.clone(), manifest), names));
+        }
+    };
     let Some(dir) = &run.image_folder else {
-        let images = load_images(preset.data, run.data_dir.as_deref(), preset.net.classes() > 0, writer)?;
-        return Ok((preset.clone(), images, Vec::new()));
+        let images = load_images(set, run.data_dir.as_deref(), conditional, writer)?;
+        return Ok((preset.clone(), Source::Images(images), Vec::new()));
     };
     let (images, names) = read_image_folder(dir, preset.net.img_resolution(), preset.net.in_channels())?;
-    let net = if preset.net.classes() > 0 { preset.net.clone().with_classes(names.len()) } else { preset.net.clone() };
+    let net = if conditional { preset.net.clone().with_classes(names.len()) } else { preset.net.clone() };
     if writer {
         println!("Read {} images of {} classes from {}.", images.len(), names.len(), dir.display());
     }
-    Ok((ImagePreset { net, ..preset.clone() }, images, names))
+    Ok((ImagePreset { net, ..preset.clone() }, Source::Images(images), names))
+}
+
+/// Turns a latent model's samples into images: the VAE its latents came from, and their
+/// normalisation undone.
+pub(crate) struct Decoder {
+    vae: Vae,
+    config: VaeConfig,
+    norm: LatentNorm,
+    /// [L, h, w] of one latent.
+    shape: [usize; 3],
+}
+
+impl Decoder {
+    /// The VAE at `path`, which must be the one whose fingerprint is `vae` where that is known.
+    pub(crate) fn open(path: Option<&Path>, vae: Option<&str>, shape: [usize; 3], device: &Device) -> Result<Decoder, Error> {
+        let path = path.ok_or_else(|| Error::new("this model works on VAE latents: pass --vae with the VAE they were encoded with, to decode them"))?;
+        let (model, config, print) = open_vae(path, device)?;
+        if vae.is_some_and(|vae| vae != print) {
+            return Err(Error::new(format!("{} is not the VAE these latents were encoded with", path.display())));
+        }
+        Ok(Decoder { vae: model, config, norm: LatentNorm::default(), shape })
+    }
+
+    /// (channels, side) of the decoded images.
+    pub(crate) fn image_shape(&self) -> (usize, usize) {
+        (self.config.channels, self.shape[1] * self.config.downscale())
+    }
+
+    /// Images from `n` normalised latents, in batches.
+    ///
+    /// # Shapes
+    /// - latents: n x [L, h, w] values
+    /// - output: n x [C, H, W] values, about [-1, 1]
+    pub(crate) fn decode(&self, latents: &[f32], device: &Device) -> Result<Vec<f32>, Error> {
+        const BATCH: usize = 16;
+        let [l, h, w] = self.shape;
+        let mut out = Vec::new();
+        for chunk in latents.chunks(BATCH * l * h * w) {
+            let n = chunk.len() / (l * h * w);
+            let raw = self.norm.raw(chunk, h * w);
+            let images = self.vae.decode(Tensor::from_data(TensorData::new(raw, [n, l, h, w]), device));
+            let data = images.try_into_data().map_err(|e| crate::read_error(e, "decoded images"))?;
+            out.extend(data.convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::new(format!("{e:?}")))?);
+        }
+        Ok(out)
+    }
 }
 
 struct Saver<'a> {
@@ -87,6 +174,8 @@ struct Saver<'a> {
     /// Prior noise of the grids, the same at every snapshot.
     z: Vec<f32>,
     saved_at: u64,
+    /// A latent model's decoder, and the fingerprint of its VAE for the cards.
+    decoder: Option<(Decoder, String)>,
 }
 
 impl Saver<'_> {
@@ -110,16 +199,20 @@ impl Saver<'_> {
         for &k in self.steps {
             let z = Tensor::<2>::from_data(TensorData::new(self.z.clone(), [GRID_COLUMNS, channels * side * side]), &device);
             let x = trainer.method.sample(&trainer.ema, z, &condition, k, &mut Rng::new(nimg))?;
-            let values = x.into_data().try_into_vec::<f32>().map_err(|e| Error::new(format!("reading samples: {e:?}")))?;
+            let mut values = x.into_data().try_into_vec::<f32>().map_err(|e| Error::new(format!("reading samples: {e:?}")))?;
+            if let Some((decoder, _)) = &self.decoder {
+                values = decoder.decode(&values, &device)?;
+            }
             rows.push((format!("{k} step{}", if k == 1 { "" } else { "s" }), values));
         }
+        let (channels, side) = self.decoder.as_ref().map_or((channels, side), |(d, _)| d.image_shape());
         create_dir(&out.join("samples"))?;
         let grid = out.join("samples").join(format!("{nimg:012}.png"));
         image_grid(&rows, channels, side, 2, &grid)?;
         write_atomic(&out.join("samples.png"), &std::fs::read(&grid).map_err(|e| io_error(&grid, e))?)?;
 
         let mut metadata = BTreeMap::new();
-        metadata.insert("imm".to_string(), card(self.preset.name, &self.preset.net, &trainer.method, nimg, self.classes));
+        metadata.insert("imm".to_string(), card(self.preset.name, &self.preset.net, &trainer.method, nimg, self.classes, self.decoder.as_ref().map(|(_, vae)| vae.as_str())));
         create_dir(&out.join("snapshots"))?;
         let snapshot = out.join("snapshots").join(format!("ema-{nimg:012}.safetensors"));
         write_atomic(&snapshot, &Tensors { tensors: ema.clone(), metadata: metadata.clone() }.to_bytes())?;
@@ -170,7 +263,7 @@ impl Observer for Saver<'_> {
 fn run_config<M: Method + Serialize>(preset: &ImagePreset, method: &M) -> Value {
     let mut config = json!({
         "preset": preset.name,
-        "data": preset.data,
+        "data": preset.data.name(),
         "side": preset.side,
         "xflip": preset.xflip,
         "net": preset.net,
@@ -256,7 +349,7 @@ pub fn train_images<M: Method + Serialize + Clone>(
     if !writer {
         wait_for_rank_0();
     }
-    let (preset, images, class_names) = training_images(preset, run, writer)?;
+    let (preset, source, class_names) = training_data(preset, run, writer)?;
     if writer {
         wait_for_rank_0();
     }
@@ -266,6 +359,13 @@ pub fn train_images<M: Method + Serialize + Clone>(
         config["image_folder"] = json!(dir);
         config["classes"] = json!(class_names);
     }
+    let decoder = match &source {
+        Source::Latents(_, manifest) => {
+            config["latents"] = json!({"vae": manifest.vae, "latent_shape": manifest.latent_shape, "classes": manifest.classes});
+            Some((Decoder::open(run.vae.as_deref(), Some(&manifest.vae), manifest.latent_shape, device)?, manifest.vae.clone()))
+        }
+        Source::Images(_) => None,
+    };
     let config_path = out.join("config.json");
     let latest = latest_state(&out.join("checkpoints"));
     match (run.resume, &latest) {
@@ -307,7 +407,11 @@ pub fn train_images<M: Method + Serialize + Clone>(
     let train = preset.train.clone();
     let mut seeds = Rng::new(train.seed);
     let net = preset.net.init(&mut seeds.fork(), &device.clone().autodiff())?;
-    let mut data = preset.batches(images, seeds.next_u64(), method.group())?;
+    let (seed, group) = (seeds.next_u64(), method.group());
+    let mut data: Box<dyn Dataset> = match source {
+        Source::Images(images) => Box::new(preset.batches(images, seed, group)?),
+        Source::Latents(dir, _) => Box::new(preset.latent_batches(LatentData::open(&dir, seed)?.0, group)?),
+    };
     let mut trainer = Trainer::new(net, method, train.clone())?;
     if run.devices.len() > 1 {
         trainer = trainer.with_devices(run.devices.iter().map(|d| d.clone().autodiff()).collect())?;
@@ -333,7 +437,7 @@ pub fn train_images<M: Method + Serialize + Clone>(
             .ok_or_else(|| Error::new(format!("{} is missing or damaged", progress_path.display())))?;
         let optimizer = std::fs::read(dir.join("optimizer.bpk")).map_err(|e| io_error(&dir.join("optimizer.bpk"), e))?;
         trainer.resume(net, ema, progress, optimizer)?;
-        data.drawn = trainer.nimg;
+        data.skip_to(trainer.nimg);
         if writer {
             tidy_interrupted(out, trainer.nimg)?;
         }
@@ -355,6 +459,7 @@ pub fn train_images<M: Method + Serialize + Clone>(
         next: (trainer.nimg / every + 1) * every,
         z: Rng::new(train.seed ^ 0x6e1d).normal_vec(GRID_COLUMNS * dim, trainer.method.sigma_data()),
         saved_at: trainer.nimg,
+        decoder,
     };
     let over_ranks = rank_count.map_or(String::new(), |n| format!(" over {n} processes"));
     say(format!(
@@ -367,7 +472,7 @@ pub fn train_images<M: Method + Serialize + Clone>(
         choice
     ));
     let start = Instant::now();
-    let result = fit_saving(&mut trainer, &mut data, &start, &mut saver);
+    let result = fit_saving(&mut trainer, data.as_mut(), &start, &mut saver);
     if let Some(terminal) = &saver.terminal {
         terminal.finish();
     }
@@ -413,7 +518,7 @@ fn load_images(set: ImageSet, data_dir: Option<&Path>, labelled: bool, writer: b
 /// [`fit`] in stretches between snapshots, saving after each stretch and at the end.
 fn fit_saving<M: Method + Serialize + Clone>(
     trainer: &mut Trainer<ImageNet, M>,
-    data: &mut ImageData,
+    data: &mut dyn Dataset,
     start: &Instant,
     saver: &mut Saver,
 ) -> Result<(), Error> {
@@ -449,6 +554,8 @@ pub struct SampleRequest {
     pub cfg: f64,
     /// A .png grid or an .npz of uint8 images [N, H, W, C] under `arr_0`.
     pub out: PathBuf,
+    /// A latent model's VAE, which decodes its samples.
+    pub vae: Option<PathBuf>,
 }
 
 /// Samples a weights file into a PNG grid or an .npz for FID tools.
@@ -464,8 +571,16 @@ pub fn sample(request: &SampleRequest, device: &Device) -> Result<(), Error> {
     let classes = model.classes(request.class.as_deref(), GRID_COLUMNS)?;
     // Guidance on a model without labels fails here, before any sampling.
     model.condition(classes, request.cfg, 0, 0)?;
-    let images = generate(&model, (classes, request.cfg), request.steps, request.count, request.seed, device, |_| ())?;
-    let (c, side) = (model.config.in_channels(), model.config.img_resolution());
+    let (mut c, mut side) = (model.config.in_channels(), model.config.img_resolution());
+    // A latent model says so in its card; an exported checkpoint by its --preset.
+    let vae = model.card.as_ref().and_then(|card| card["latents"]["vae"].as_str());
+    let latent = vae.is_some() || (model.card.is_none() && request.preset.as_ref().is_some_and(|p| p.data == Data::Latents));
+    let decoder = if latent { Some(Decoder::open(request.vae.as_deref(), vae, [c, side, side], device)?) } else { None };
+    let mut images = generate(&model, (classes, request.cfg), request.steps, request.count, request.seed, device, |_| ())?;
+    if let Some(decoder) = &decoder {
+        images = decoder.decode(&images, device)?;
+        (c, side) = decoder.image_shape();
+    }
     let is_npz = request.out.extension().is_some_and(|e| e == "npz");
     if is_npz {
         write_atomic(&request.out, &npz_u8(&images, request.count, c, side))?;

@@ -72,6 +72,9 @@ enum Command {
         /// Image presets: where the dataset files are (default: data/NAME, then the offline packages).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Latent presets: the VAE the latents were encoded with; it decodes the sample grids.
+        #[arg(long)]
+        vae: Option<PathBuf>,
         /// Image presets: train on your own PNG / JPEG images instead, one sub-folder per class
         /// (cropped and resized to the preset's side); a conditional preset takes its classes.
         #[arg(long)]
@@ -126,6 +129,9 @@ enum Command {
         /// Output file: .png for a grid, .npz for the images.
         #[arg(long, default_value = "samples.png")]
         out: PathBuf,
+        /// A latent model: the VAE its latents were encoded with, which decodes the samples.
+        #[arg(long)]
+        vae: Option<PathBuf>,
         #[command(flatten)]
         condition: Conditioning,
         /// Compute device.
@@ -556,7 +562,7 @@ fn run(command: Command) -> Result<(), Error> {
             let (p, eval) = options.apply(preset(&name)?)?;
             demo(&p, options.device.unwrap_or(DeviceChoice::Cpu), &eval, &out)
         }
-        Command::Train { preset: name, method, out, data_dir, image_folder, labels, resume, accumulate, devices, precision, snapshot_kimg, options } => {
+        Command::Train { preset: name, method, out, data_dir, vae, image_folder, labels, resume, accumulate, devices, precision, snapshot_kimg, options } => {
             let method_name = match method {
                 MethodName::Imm => "imm",
                 MethodName::Fm => "fm",
@@ -579,7 +585,7 @@ fn run(command: Command) -> Result<(), Error> {
                 let (all, choice) = choice.devices(launched_local_rank().unwrap_or(0) * n, n)?;
                 let device = (&all[0], choice);
                 let steps = options.eval_steps.0.clone();
-                let run = ImageRun { out: out.unwrap_or_else(default_out), data_dir, image_folder, resume, steps, devices: all.clone() };
+                let run = ImageRun { out: out.unwrap_or_else(default_out), data_dir, image_folder, resume, steps, devices: all.clone(), vae };
                 let ranks = start_ranks()?;
                 return match method {
                     MethodName::Imm => train_images(&p, p.imm.clone(), device, &run, ranks),
@@ -589,10 +595,10 @@ fn run(command: Command) -> Result<(), Error> {
             if launched_ranks().is_some_and(|n| n > 1) {
                 return Err(Error::new("training across processes (mpirun, srun) applies to image presets only"));
             }
-            let image_only = [data_dir.is_some(), image_folder.is_some(), labels.is_some(), accumulate.is_some(), devices.is_some()];
+            let image_only = [data_dir.is_some(), image_folder.is_some(), labels.is_some(), accumulate.is_some(), devices.is_some(), vae.is_some()];
             if resume || image_only.contains(&true) || precision.is_some() || snapshot_kimg.is_some() {
                 return Err(Error::new(
-                    "--resume, --data-dir, --image-folder, --labels, --accumulate, --devices, --snapshot-kimg and --precision apply to image presets only",
+                    "--resume, --data-dir, --vae, --image-folder, --labels, --accumulate, --devices, --snapshot-kimg and --precision apply to image presets only",
                 ));
             }
             let (p, eval) = options.apply(preset(&name)?)?;
@@ -611,10 +617,10 @@ fn run(command: Command) -> Result<(), Error> {
             println!("Wrote {}/{{config.json, metrics.jsonl, eval.json, samples.png, ema.safetensors}}.", out.display());
             Ok(())
         }
-        Command::Sample { weights, preset: name, steps, sampler, grid, seed, n, out, condition, device } => {
+        Command::Sample { weights, preset: name, steps, sampler, grid, seed, n, out, vae, condition, device } => {
             let preset = name.map(|name| named_image_preset(&name)).transpose()?;
             let Conditioning { class, cfg } = condition;
-            let request = SampleRequest { weights, preset, steps, sampler, grid, seed, count: n, class, cfg, out };
+            let request = SampleRequest { weights, preset, steps, sampler, grid, seed, count: n, class, cfg, out, vae };
             sample(&request, &device.device()?.0)
         }
         Command::Golden { file, device } => crate::cli::eval::golden(&file, &device.device()?.0),

@@ -390,6 +390,10 @@ impl ImageData {
 }
 
 impl Dataset for ImageData {
+    fn skip_to(&mut self, drawn: u64) {
+        self.drawn = drawn;
+    }
+
     fn dim(&self) -> usize {
         self.images.channels * self.side * self.side
     }

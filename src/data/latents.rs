@@ -99,6 +99,24 @@ pub struct LatentManifest {
 impl LatentManifest {
     pub const FILE: &str = "latents.json";
 
+    /// The manifest of `dir`, which must be fully encoded.
+    #[cfg(not(target_family = "wasm"))]
+    pub fn read(dir: &std::path::Path) -> Result<LatentManifest, Error> {
+        let path = dir.join(Self::FILE);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::new(format!("{} is not a folder of latents from `imm encode` ({}: {e})", dir.display(), path.display())))?;
+        let manifest: LatentManifest = serde_json::from_str(&text).map_err(|e| Error::new(format!("{} is damaged: {e}", path.display())))?;
+        if !manifest.complete() {
+            return Err(Error::new(format!(
+                "{} is not fully encoded ({} of {} shards): run the same `imm encode` again to finish it",
+                dir.display(),
+                manifest.shards.len(),
+                manifest.shard_count()
+            )));
+        }
+        Ok(manifest)
+    }
+
     pub fn shard_count(&self) -> usize {
         self.images.div_ceil(self.shard_images)
     }
@@ -156,18 +174,8 @@ impl LatentData {
     /// The shards listed in `dir`'s manifest, which must be complete; each must hold what the
     /// manifest says (its VAE, resolution and latent shape).
     pub fn open(dir: &std::path::Path, seed: u64) -> Result<(LatentData, LatentManifest), Error> {
+        let manifest = LatentManifest::read(dir)?;
         let path = dir.join(LatentManifest::FILE);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| Error::new(format!("{} is not a folder of latents from `imm encode` ({}: {e})", dir.display(), path.display())))?;
-        let manifest: LatentManifest = serde_json::from_str(&text).map_err(|e| Error::new(format!("{} is damaged: {e}", path.display())))?;
-        if !manifest.complete() {
-            return Err(Error::new(format!(
-                "{} is not fully encoded ({} of {} shards): run the same `imm encode` again to finish it",
-                dir.display(),
-                manifest.shards.len(),
-                manifest.shard_count()
-            )));
-        }
         let [l, h, w] = manifest.latent_shape;
         let (mut moments, mut labels) = (Vec::new(), Vec::new());
         for name in &manifest.shards {
@@ -219,6 +227,10 @@ impl LatentData {
 }
 
 impl Dataset for LatentData {
+    fn skip_to(&mut self, drawn: u64) {
+        self.drawn = drawn;
+    }
+
     fn dim(&self) -> usize {
         self.shape.iter().product()
     }

@@ -26,6 +26,9 @@ pub trait Dataset {
     fn sample_labelled(&mut self, n: usize) -> (Vec<f32>, Option<Labels>) {
         (self.sample(n), None)
     }
+    /// Continues as if `drawn` samples had been drawn before (a resumed run); data drawn without
+    /// counting ignores it.
+    fn skip_to(&mut self, _drawn: u64) {}
     /// # Shapes
     /// - output: [n, D] and n labels
     fn batch(&mut self, n: usize, device: &Device) -> (Tensor<2>, Option<Labels>) {

@@ -79,6 +79,15 @@ impl ImageNetConfig {
         }
     }
 
+    /// The same network on inputs of `channels` x `side` x `side` (latents of another VAE or
+    /// resolution).
+    pub fn with_input(self, channels: usize, side: usize) -> Self {
+        match self {
+            Self::SongUNet(c) => Self::SongUNet(SongUNetConfig { in_channels: channels, out_channels: channels, img_resolution: side, ..c }),
+            Self::DiT(c) => Self::DiT(c.with_in_channels(channels).with_img_resolution(side)),
+        }
+    }
+
     /// The compute dtype; DiT computes in f32.
     pub fn precision(&self) -> Precision {
         match self {

@@ -140,7 +140,9 @@ impl ImageModel {
         }
         let preset = self.card.as_ref().and_then(|card| card["preset"].as_str()).and_then(image_preset);
         match preset {
-            Some(p) if p.data.class_names().len() == self.label_dim() => p.data.class_names().iter().map(|n| n.to_string()).collect(),
+            Some(p) if p.data.images().is_some_and(|set| set.class_names().len() == self.label_dim()) => {
+                p.data.images().into_iter().flat_map(|set| set.class_names()).map(str::to_string).collect()
+            }
             _ => (0..self.label_dim()).map(|i| i.to_string()).collect(),
         }
     }

@@ -1,6 +1,7 @@
 //! Named training set-ups. The 2D presets train on a CPU in a minute; `mnist-tiny` in minutes.
 
 use crate::data::images::{ImageData, ImageSet, Images, LabelDraw};
+use crate::data::latents::LatentData;
 use crate::data::toy::{SIGMA_DATA, Toy};
 use crate::Error;
 use crate::method::precond::{Parameterization, Precond, TimeInput};
@@ -73,11 +74,38 @@ pub fn preset(name: &str) -> Result<Preset, Error> {
     })
 }
 
+/// What an image preset trains on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Data {
+    /// One of the image sets (or a folder of images in its place).
+    Images(ImageSet),
+    /// Stable Diffusion VAE latents: a folder that `imm encode` wrote (`--data-dir`).
+    Latents,
+}
+
+impl Data {
+    /// The image set, for a preset that trains on one.
+    pub fn images(self) -> Option<ImageSet> {
+        match self {
+            Data::Images(set) => Some(set),
+            Data::Latents => None,
+        }
+    }
+
+    /// As run configurations name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Data::Images(set) => set.name(),
+            Data::Latents => "latents",
+        }
+    }
+}
+
 /// An image set-up: data, network, both methods and the training schedule.
 #[derive(Clone, Debug)]
 pub struct ImagePreset {
     pub name: &'static str,
-    pub data: ImageSet,
+    pub data: Data,
     /// Side of the training images after padding.
     pub side: usize,
     pub xflip: bool,
@@ -104,9 +132,17 @@ impl ImagePreset {
             classes => data.with_labels(classes, self.label_dropout, self.labels.run(group)),
         }
     }
+
+    /// Training batches of `latents` as this preset draws them, with labels as [`ImagePreset::batches`].
+    pub fn latent_batches(&self, latents: LatentData, group: usize) -> Result<LatentData, Error> {
+        match self.net.classes() {
+            0 => Ok(latents),
+            classes => latents.with_labels(classes, self.label_dropout, self.labels.run(group)),
+        }
+    }
 }
 
-pub const IMAGE_PRESETS: [&str; 9] = [
+pub const IMAGE_PRESETS: [&str; 12] = [
     "mnist-tiny",
     "fmnist-tiny",
     "mnist-cond-tiny",
@@ -116,6 +152,9 @@ pub const IMAGE_PRESETS: [&str; 9] = [
     "cifar10-tiny",
     "cifar10-paper",
     "cifar10-cond-paper",
+    "latent-dit-s",
+    "imagenet256-xl2",
+    "imagenet256-xl2-ts",
 ];
 
 /// The image presets. `cifar10-paper` is the paper's Table 5 recipe exactly; the small ones keep
@@ -159,7 +198,7 @@ pub fn image_preset(name: &str) -> Option<ImagePreset> {
         // halves the 2-step FID of batch 64 with k = 12 (README, "Image models").
         "mnist-tiny" => ImagePreset {
             name: "mnist-tiny",
-            data: ImageSet::Mnist,
+            data: Data::Images(ImageSet::Mnist),
             side: 28,
             xflip: false,
             net: song(unet(1, 28).with_model_channels(16).with_channel_mult(vec![1, 2, 2]).with_num_blocks(1).with_attn_resolutions(vec![7])),
@@ -171,14 +210,14 @@ pub fn image_preset(name: &str) -> Option<ImagePreset> {
             snapshot_every_nimg: 10_000,
         },
         // mnist-tiny on Fashion-MNIST: the quality table's second dataset.
-        "fmnist-tiny" => ImagePreset { name: "fmnist-tiny", data: ImageSet::FashionMnist, ..image_preset("mnist-tiny")? },
+        "fmnist-tiny" => ImagePreset { name: "fmnist-tiny", data: Data::Images(ImageSet::FashionMnist), ..image_preset("mnist-tiny")? },
         // The tiny network with class labels, trained with the paper's label dropout 0.1 so that
         // it also learns the null label that guidance needs.
         "mnist-cond-tiny" => {
             let tiny = image_preset("mnist-tiny")?;
             ImagePreset { name: "mnist-cond-tiny", net: tiny.net.with_classes(10), label_dropout: 0.1, ..tiny }
         }
-        "fmnist-cond-tiny" => ImagePreset { name: "fmnist-cond-tiny", data: ImageSet::FashionMnist, ..image_preset("mnist-cond-tiny")? },
+        "fmnist-cond-tiny" => ImagePreset { name: "fmnist-cond-tiny", data: Data::Images(ImageSet::FashionMnist), ..image_preset("mnist-cond-tiny")? },
         // The ImageNet network in pixel space, small enough for a CPU: DiT with patch 4 (7 x 7
         // tokens), hidden 64, depth 4, 4 heads, labels; the ImageNet recipe's Euler-FM, eps 0,
         // b = 4, k = 12 and t - s as the second time input.
@@ -206,7 +245,7 @@ pub fn image_preset(name: &str) -> Option<ImagePreset> {
         // A GPU-sized Fashion-MNIST model: padded to 32 px, levels 32/16/8.
         "fmnist-small" => ImagePreset {
             name: "fmnist-small",
-            data: ImageSet::FashionMnist,
+            data: Data::Images(ImageSet::FashionMnist),
             side: 32,
             xflip: true,
             net: song(unet(1, 32).with_model_channels(32).with_channel_mult(vec![1, 2, 2]).with_num_blocks(2).with_attn_resolutions(vec![8])),
@@ -220,7 +259,7 @@ pub fn image_preset(name: &str) -> Option<ImagePreset> {
         // A browser-sized CIFAR-10 model, for training on the page from dropped batch files.
         "cifar10-tiny" => ImagePreset {
             name: "cifar10-tiny",
-            data: ImageSet::Cifar10,
+            data: Data::Images(ImageSet::Cifar10),
             side: 32,
             xflip: true,
             net: song(unet(3, 32).with_model_channels(16).with_channel_mult(vec![1, 2, 2]).with_num_blocks(1).with_attn_resolutions(vec![8])),
@@ -230,7 +269,7 @@ pub fn image_preset(name: &str) -> Option<ImagePreset> {
         // 400K steps. Sample with 2 steps at eta(t1) = 1.4: `--steps 2 --grid eta:1.4`.
         "cifar10-paper" => ImagePreset {
             name: "cifar10-paper",
-            data: ImageSet::Cifar10,
+            data: Data::Images(ImageSet::Cifar10),
             side: 32,
             xflip: true,
             net: song(
@@ -253,6 +292,56 @@ pub fn image_preset(name: &str) -> Option<ImagePreset> {
         "cifar10-cond-paper" => {
             let paper = image_preset("cifar10-paper")?;
             ImagePreset { name: "cifar10-cond-paper", net: paper.net.with_classes(10), label_dropout: 0.1, ..paper }
+        }
+        // Class-conditional DiT on Stable Diffusion VAE latents (4 x 32 x 32 for 256 px images) with
+        // the ImageNet recipe ([P] Table 5): Euler-FM, eps 0, T 0.994, M = 4, k = 12, a = 1, b = 4,
+        // label dropout 0.1; the classes and the latent side come from the encoded folder. DiT-S/2,
+        // batch 256: a model one GPU trains in about an hour.
+        "latent-dit-s" => {
+            let dit = DiTConfig::named("S/2").ok()?.with_img_resolution(32).with_in_channels(4);
+            let precond = Precond { parameterization: Parameterization::EulerFm, ..precond.clone() };
+            let times = Times { schedule: Schedule::OtFm, eps: 0.0, t_max, k: 12, min_gap: 0.0 };
+            ImagePreset {
+                name: "latent-dit-s",
+                data: Data::Latents,
+                side: 32,
+                xflip: false,
+                net: ImageNetConfig::DiT(dit),
+                label_dropout: 0.1,
+                labels: LabelDraw::Particle,
+                imm: Imm { precond: precond.clone(), times, b: 4.0, ..imm(12) },
+                fm: FlowMatching { precond, eps: 0.0, t_max, grid: Grid::Uniform },
+                train: train(256, 4_000_000, 1e-4, OptimizerKind::Adam, 0.9995, 51_200),
+                snapshot_every_nimg: 512_000,
+            }
+        }
+        // [P] Table 5, ImageNet-256: DiT-XL/2, B = 4096, lr 1e-4 (AdamW without weight decay, which
+        // is Adam), EMA 0.9999, 1.2M steps. Sample with guidance 1.5 (`--cfg 1.5`).
+        "imagenet256-xl2" => {
+            let small = image_preset("latent-dit-s")?;
+            let ImageNetConfig::DiT(dit) = &small.net else { return None };
+            let xl = DiTConfig::named("XL/2").ok()?.with_img_resolution(dit.img_resolution).with_in_channels(dit.in_channels);
+            ImagePreset {
+                name: "imagenet256-xl2",
+                net: ImageNetConfig::DiT(xl),
+                train: train(4096, 1_200_000 * 4096, 1e-4, OptimizerKind::Adam, 0.9999, 409_600),
+                snapshot_every_nimg: 10_240_000,
+                ..small
+            }
+        }
+        // The settings of the paper's FP16 runs and of the released 1.99 checkpoint
+        // (`imagenet256_ts_a2`): t - s as the second time input, a = 2, r at least 1e-4 below t;
+        // computed in f32 here (the DiT has no f16 path yet).
+        "imagenet256-xl2-ts" => {
+            let xl = image_preset("imagenet256-xl2")?;
+            let precond = Precond { time_input: TimeInput::Stride, ..xl.imm.precond.clone() };
+            let times = Times { min_gap: 1e-4, ..xl.imm.times.clone() };
+            ImagePreset {
+                name: "imagenet256-xl2-ts",
+                imm: Imm { precond: precond.clone(), times, a: 2.0, ..xl.imm.clone() },
+                fm: FlowMatching { precond, ..xl.fm.clone() },
+                ..xl
+            }
         }
         _ => return None,
     })

@@ -489,7 +489,7 @@ pub trait Observer {
 #[cfg(not(target_family = "wasm"))]
 pub fn fit<N: Network, M: Method>(
     trainer: &mut Trainer<N, M>,
-    data: &mut impl Dataset,
+    data: &mut (impl Dataset + ?Sized),
     clock: impl Fn() -> f64,
     observer: &mut impl Observer,
 ) -> Result<(), Error> {

@@ -483,7 +483,8 @@ impl ImageTrainer {
             read_cifar(&bytes, "the chosen CIFAR-10 data")
         }
         .map_err(js)?;
-        let (channels, side) = preset.data.shape();
+        let set = preset.data.images().ok_or_else(|| JsError::new(&format!("{} trains on VAE latents, which the page does not make", preset.name)))?;
+        let (channels, side) = set.shape();
         if (images.channels, images.side) != (channels, side) {
             return Err(JsError::new(&format!("{} trains on {channels} x {side} x {side} images", preset.name)));
         }

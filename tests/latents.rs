@@ -1,6 +1,8 @@
-//! `imm encode` on a small synthetic image folder with the tiny VAE of the golden file: shards of
-//! posteriors equal to the VAE's own, an encoding stopped by a broken image that continues where it
-//! stopped once the image is fixed, and bad input refused with one line.
+//! The latent pipeline on a small synthetic image folder with the tiny VAE of the golden file:
+//! `imm encode` writes shards of posteriors equal to the VAE's own, continues an encoding stopped
+//! by a broken image once it is fixed, and refuses bad input with one line; the batches re-sample
+//! the posteriors; a latent DiT trains on them, resumes exactly and samples decoded images; the
+//! ImageNet recipe's command starts.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -203,5 +205,83 @@ fn latent_batches_resample_the_posterior() {
     std::fs::write(&manifest, serde_json::to_string(&unfinished).unwrap()).unwrap();
     let err = LatentData::open(&dir.join("latents"), 3).err().unwrap();
     assert!(err.0.contains("is not fully encoded (2 of 3 shards)"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn weights(path: &Path) -> Vec<f32> {
+    Tensors::read(path).unwrap().tensors.values().flat_map(|t| t.values.clone()).collect()
+}
+
+fn train<'a>(out: &'a str, kimg: &'a str, vae: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "train", "--preset", "latent-dit-s", "--data-dir", "latents", "--vae", vae, "--out", out, "--kimg", kimg, "--batch", "8",
+        "--eval-steps", "1,2", "--device", "cpu",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[test]
+fn a_latent_model_trains_resumes_and_samples_decoded_images() {
+    let dir = scratch("train");
+    ok(encode(&dir, "latents", &["--xflip"]));
+    let vae = vae_file();
+    let vae = vae.to_str().unwrap();
+    let said = ok(imm(&train("straight", "0.032", vae, &["--snapshot-kimg", "0.016"]), &dir));
+    assert!(said.contains("Latents of 8 images of 2 classes (4x8x8)"), "{said}");
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("straight/config.json")).unwrap()).unwrap();
+    assert_eq!((config["data"].as_str(), config["net"]["img_resolution"].as_u64(), config["net"]["num_classes"].as_u64()), (Some("latents"), Some(8), Some(2)));
+    // The grids are decoded: 16 x 16 RGB images, not 8 x 8 latents.
+    let grid = image::open(dir.join("straight/samples.png")).unwrap();
+    let latent_grid_width = 2 * 8 + 10 * (8 + 2);
+    assert!(grid.width() > latent_grid_width + 40 && grid.color().channel_count() == 3, "{}x{}", grid.width(), grid.height());
+
+    ok(imm(&train("split", "0.016", vae, &[]), &dir));
+    let resumed = ok(imm(&train("split", "0.032", vae, &["--resume"]), &dir));
+    assert!(resumed.contains("Resuming") && resumed.contains("at 16 images"), "{resumed}");
+    let (a, b) = (weights(&dir.join("straight/snapshots/ema-000000000032.safetensors")), weights(&dir.join("split/snapshots/ema-000000000032.safetensors")));
+    assert_eq!(a, b, "the resumed run equals the straight one");
+
+    let snapshot = dir.join("straight/snapshots/ema-000000000032.safetensors");
+    let snapshot = snapshot.to_str().unwrap();
+    ok(imm(&["sample", "--weights", snapshot, "--steps", "2", "--n", "3", "--out", "s.npz", "--vae", vae, "--class", "dog", "--device", "cpu"], &dir));
+    let npz = std::fs::read(dir.join("s.npz")).unwrap();
+    let header = String::from_utf8_lossy(&npz[..npz.len().min(400)]).to_string();
+    assert!(header.contains("'shape': (3, 16, 16, 3)"), "{header}");
+    fails(imm(&["sample", "--weights", snapshot, "--steps", "1", "--n", "2", "--out", "t.png", "--device", "cpu"], &dir), "pass --vae");
+    let other = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/golden/golden_songunet_small.safetensors");
+    fails(imm(&train("novae", "0.016", vae, &[]).into_iter().filter(|a| *a != "--vae" && *a != vae).collect::<Vec<_>>(), &dir), "pass --vae");
+    fails(imm(&train("nodata", "0.016", vae, &[]).into_iter().filter(|a| *a != "--data-dir" && *a != "latents").collect::<Vec<_>>(), &dir), "pass --data-dir");
+    fails(imm(&train("othervae", "0.016", other.to_str().unwrap(), &[]), &dir), "is not a diffusers AutoencoderKL file");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The paper's ImageNet-256 command builds DiT-XL/2 (675M parameters) on the latents and starts
+/// training (stopped there: a step of it is minutes on a CPU).
+#[test]
+fn the_imagenet_recipe_starts() {
+    let dir = scratch("xl");
+    ok(encode(&dir, "latents", &[]));
+    let vae = vae_file();
+    let mut args = train("xl", "0.004", vae.to_str().unwrap(), &[]);
+    args[2] = "imagenet256-xl2";
+    args[12] = "4";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imm"))
+        .args(&args)
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let started = lines.find_map(|l| l.ok().filter(|l| l.starts_with("Training imm on imagenet256-xl2")));
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let started = started.unwrap_or_else(|| panic!("no start line ({status}): {stderr}"));
+    let params: u64 = started.split(['(', ' ']).find_map(|w| w.parse().ok()).unwrap();
+    assert!((600_000_000..700_000_000).contains(&params), "{started}");
+    assert!(started.contains("batch 4"), "{started}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
