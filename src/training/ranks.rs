@@ -125,7 +125,8 @@ fn read_in_buckets(parts: Vec<Tensor<1>>) -> Vec<f32> {
 }
 
 /// The sum over this process's devices and over every rank of `sets` (gradients of `net`) and of
-/// `loss`, on `home`: read from the devices, all-reduced and written back in [`BUCKET`]s. A parameter keeps a gradient when some part anywhere gave it one.
+/// `loss`, on `home`: read from the devices, all-reduced and written back in [`BUCKET`]s. A
+/// parameter keeps a gradient when some part anywhere gave it one.
 pub fn sum_gradients<N: Network>(ranks: &dyn Ranks, net: &N, sets: &[GradientsParams], loss: Tensor<1>, home: &Device) -> (Tensor<1>, GradientsParams) {
     let mut host: Option<(Vec<f32>, Vec<f32>)> = None;
     for grads in sets {
