@@ -58,12 +58,12 @@ struct Flatten<'a> {
 impl ModuleVisitor for Flatten<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let n = param.shape().num_elements();
-        let part = match self.grads.get::<D>(param.id) {
+        let grad = self.grads.get::<D>(param.id);
+        self.present.push(grad.is_some() as u8 as f32);
+        self.parts.push(match grad {
             Some(grad) => grad.reshape([n]).to_device(&self.device),
             None => Tensor::zeros([n], &self.device),
-        };
-        self.parts.push(part);
-        self.present.push(self.grads.get::<D>(param.id).is_some() as u8 as f32);
+        });
     }
 }
 
