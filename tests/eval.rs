@@ -96,6 +96,8 @@ fn shipped_models_load_and_their_cards_hold() {
             class: None,
             cfg: quality["guidance"].as_f64().unwrap_or(1.0),
             json: None,
+            reference: None,
+            vae: None,
         };
         let report = evaluate(&request, &Device::flex()).unwrap();
         let measured = report.rows[0].value;
@@ -142,6 +144,8 @@ fn shipped_models_load_and_their_cards_hold() {
             class: None,
             cfg: 1.0,
             json: None,
+            reference: None,
+            vae: None,
         };
         let measured = evaluate(&request, &Device::flex()).unwrap().rows[0].value;
         std::fs::remove_file(&path).unwrap();

@@ -218,7 +218,16 @@ fn an_image_folder_trains_with_its_own_classes() {
     let snapshot = "own/snapshots/ema-000000000032.safetensors";
     ok(&["sample", "--weights", snapshot, "--class", "squares", "--cfg", "2", "--n", "3", "--out", "sq.png", "--device", "cpu"], &dir);
     fails(&["sample", "--weights", snapshot, "--class", "triangles", "--device", "cpu"], &dir, "circles, squares");
-    fails(&["eval", "--weights", snapshot, "--device", "cpu"], &dir, "trained on an image folder");
+    fails(&["eval", "--weights", snapshot, "--device", "cpu"], &dir, "was trained on an image folder: pass --ref");
+    let out = Command::new(env!("CARGO_BIN_EXE_imm"))
+        .args(["eval", "--weights", snapshot, "--ref", "mine", "--steps", "1", "--n", "4", "--device", "cpu"])
+        .current_dir(&dir)
+        .env("XDG_CACHE_HOME", dir.join("cache"))
+        .env("IMM_INCEPTION", imm::evaluation::inception::default_weights())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.contains("fid-inception: 4 samples against 12 images in mine"), "{said}{}", String::from_utf8_lossy(&out.stderr));
     // An unconditional preset takes the images and ignores the classes.
     ok(&train_args("plain", "0.016", &["--image-folder", "mine"]), &dir);
     std::fs::create_dir_all(dir.join("empty/nothing")).unwrap();
@@ -357,8 +366,16 @@ fn signal(child: &std::process::Child, signal: i32) {
 fn a_run_killed_at_random_moments_ends_as_an_uninterrupted_one() {
     let dir = scratch_with_data("killed");
     let args = |out: &'static str| train_args(out, "0.192", &["--snapshot-kimg", "0.032"]);
+    let start = std::time::Instant::now();
     ok(&args("straight"), &dir);
+    let straight = start.elapsed();
     let run = dir.join("killed");
+    // The newest whole checkpoint's share of the 192 images.
+    let progress = || {
+        let done = files_under(&run.join("checkpoints")).iter().filter(|p| p.is_dir() && !p.to_string_lossy().ends_with(".partial"))
+            .filter_map(|p| p.file_name()?.to_str()?.strip_prefix("state-")?.parse::<u64>().ok()).max().unwrap_or(0);
+        done as f64 / 192.0
+    };
     let mut rng = imm::Rng::new(11);
     let (mut kills, mut during_writes) = (0, 0);
     loop {
@@ -374,8 +391,11 @@ fn a_run_killed_at_random_moments_ends_as_an_uninterrupted_one() {
             .spawn()
             .unwrap();
         let start = std::time::Instant::now();
-        // Alternately a random moment and the next write; after ten kills the run may finish.
-        let (at_a_write, deadline) = (kills % 2 == 1, std::time::Duration::from_millis(300 + rng.below(2500) as u64));
+        // Alternately a random moment and the next write; after ten kills the run may finish. The
+        // moment falls within what is left of the work, whatever this machine's speed, so that it
+        // comes before the end.
+        let left = straight.mul_f64((1.0 - progress()) * (0.1 + 0.6 * rng.below(1000) as f64 / 1000.0));
+        let (at_a_write, deadline) = (kills % 2 == 1, left);
         let killed = loop {
             if kills >= 10 || child.try_wait().unwrap().is_some() {
                 break false;

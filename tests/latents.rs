@@ -1,8 +1,8 @@
 //! The latent pipeline on a small synthetic image folder with the tiny VAE of the golden file:
 //! `imm encode` writes shards of posteriors equal to the VAE's own, continues an encoding stopped
 //! by a broken image once it is fixed, and refuses bad input with one line; the batches re-sample
-//! the posteriors; a latent DiT trains on them, resumes exactly and samples decoded images; the
-//! ImageNet recipe's command starts.
+//! the posteriors; a latent DiT trains on them, resumes exactly, samples decoded images and is
+//! evaluated on them; the ImageNet recipe's command starts.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -249,11 +249,59 @@ fn a_latent_model_trains_resumes_and_samples_decoded_images() {
     let header = String::from_utf8_lossy(&npz[..npz.len().min(400)]).to_string();
     assert!(header.contains("'shape': (3, 16, 16, 3)"), "{header}");
     fails(imm(&["sample", "--weights", snapshot, "--steps", "1", "--n", "2", "--out", "t.png", "--device", "cpu"], &dir), "pass --vae");
+    evaluate_decoded(&dir, snapshot, vae);
     let other = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/golden/golden_songunet_small.safetensors");
     fails(imm(&train("novae", "0.016", vae, &[]).into_iter().filter(|a| *a != "--vae" && *a != vae).collect::<Vec<_>>(), &dir), "pass --vae");
     fails(imm(&train("nodata", "0.016", vae, &[]).into_iter().filter(|a| *a != "--data-dir" && *a != "latents").collect::<Vec<_>>(), &dir), "pass --data-dir");
     fails(imm(&train("othervae", "0.016", other.to_str().unwrap(), &[]), &dir), "is not a diffusers AutoencoderKL file");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `imm eval` of a latent model: decoded samples against an image folder's Inception statistics
+/// (cached, and recomputed when an image changes) or against the same statistics as an .npz.
+fn evaluate_decoded(dir: &Path, snapshot: &str, vae: &str) {
+    let weights = imm::evaluation::inception::default_weights();
+    let eval = |extra: &[&str]| {
+        let mut args = vec!["eval", "--weights", snapshot, "--steps", "1,2", "--n", "6", "--device", "cpu"];
+        args.extend_from_slice(extra);
+        Command::new(env!("CARGO_BIN_EXE_imm")).args(&args).current_dir(dir).env("XDG_CACHE_HOME", dir.join("cache")).env("IMM_INCEPTION", &weights).output().unwrap()
+    };
+    let fids = |json: &str| -> Vec<f64> {
+        let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(json)).unwrap()).unwrap();
+        report["rows"].as_array().unwrap().iter().map(|r| r["value"].as_f64().unwrap()).collect()
+    };
+    fails(eval(&["--vae", vae]), "models VAE latents: pass --ref");
+    fails(eval(&["--ref", "images"]), "pass --vae");
+    fails(eval(&["--ref", "images", "--vae", vae, "--metric", "classifier"]), "--ref compares Inception features");
+    fails(eval(&["--ref", "latents/latents.json", "--vae", vae]), "give an image folder or an .npz");
+    let said = ok(eval(&["--ref", "images", "--vae", vae, "--json", "a.json"]));
+    assert!(said.contains("fid-inception: 6 samples against 8 images in images"), "{said}");
+    let first = fids("a.json");
+    assert!(first.len() == 2 && first.iter().all(|f| f.is_finite() && *f > 0.0), "{first:?}");
+    ok(eval(&["--ref", "images", "--vae", vae, "--json", "b.json"]));
+    assert_eq!(fids("b.json"), first, "the cached statistics give the same FIDs");
+    let stats_dir = dir.join("cache/imm/fid-stats");
+    let cached: Vec<PathBuf> = std::fs::read_dir(&stats_dir).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+
+    // The same statistics as ADM writes them (f64 `mu` and `sigma`) give the same FIDs.
+    let stats = Tensors::read(&cached[0]).unwrap();
+    let f64_bytes = |name: &str| -> Vec<u8> { stats.tensors[name].values.iter().flat_map(|&v| (v as f64).to_le_bytes()).collect() };
+    let n = stats.tensors["mean"].values.len();
+    let npz = imm::io::npz::npz(&[("mu", "<f8", &[n], &f64_bytes("mean")), ("sigma", "<f8", &[n, n], &f64_bytes("cov"))]).unwrap();
+    std::fs::write(dir.join("ref.npz"), npz).unwrap();
+    let said = ok(eval(&["--ref", "ref.npz", "--vae", vae, "--json", "c.json"]));
+    assert!(said.contains("against the statistics in ref.npz"), "{said}");
+    for (a, b) in fids("c.json").iter().zip(&first) {
+        assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "npz {a}, folder {b}");
+    }
+
+    // A changed image gets statistics of its own.
+    let img = image::RgbImage::from_fn(24, 20, |x, _| image::Rgb([255, (x * 10) as u8, 0]));
+    img.save(dir.join("images/cat/0.png")).unwrap();
+    ok(eval(&["--ref", "images", "--vae", vae, "--json", "d.json"]));
+    assert_eq!(std::fs::read_dir(&stats_dir).unwrap().count(), 2);
+    assert_ne!(fids("d.json"), first);
 }
 
 /// The paper's ImageNet-256 command builds DiT-XL/2 (675M parameters) on the latents and starts

@@ -1,8 +1,10 @@
 //! `imm eval`: sample quality at several step counts. Image models: FID of N samples (quantised to
-//! 8 bits, as saved images are) against a Gaussian fitted to the whole training split, computed
-//! once and cached, in the features of the FID Inception or, for MNIST and Fashion-MNIST, of the
-//! small classifier trained here (`imm classifier`). 2D models: the energy distance to held-out
-//! points of their toy distribution.
+//! 8 bits, as saved images are; a latent model's decoded by its VAE) against a Gaussian fitted to
+//! the whole training split, computed once and cached, in the features of the FID Inception or,
+//! for MNIST and Fashion-MNIST, of the small classifier trained here (`imm classifier`). With
+//! `--ref`, against an image folder's Inception statistics (cached likewise) or an .npz of them
+//! (ADM's reference batches). 2D models: the energy distance to held-out points of their toy
+//! distribution.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,14 +16,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::cli::images::generate;
+use crate::cli::images::{Decoder, generate};
 use crate::cli::run_dir::{write_atomic, write_json};
 use crate::cli::toy::{held_out, sample_steps};
+use crate::data::folder::{list_image_folder, square};
 use crate::data::images::{ImageData, ImageSet, quantize};
+use crate::data::latents::fingerprint;
 use crate::evaluation::classifier::Classifier;
 use crate::evaluation::energy::energy_distance;
 use crate::evaluation::fid::{Gaussian, Moments};
 use crate::evaluation::inception::{self, Inception};
+use crate::io::npz::read_floats;
 use crate::io::safetensors::Tensors;
 use crate::io::weights::load_named;
 use crate::method::Method;
@@ -29,7 +34,7 @@ use crate::method::sampler::{Grid, Sampler};
 use crate::method::{flow_matching::FlowMatching, imm::Imm};
 use crate::networks::mlp::{Mlp, MlpConfig};
 use crate::training::image_model::ImageModel;
-use crate::training::presets::{ImagePreset, Preset, image_preset, preset};
+use crate::training::presets::{Data, ImagePreset, Preset, image_preset, preset};
 use crate::{Error, Rng};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ValueEnum)]
@@ -62,6 +67,11 @@ pub struct EvalRequest {
     pub cfg: f64,
     /// Where to write the report as JSON.
     pub json: Option<PathBuf>,
+    /// Compare with an image folder or an .npz of Inception statistics (`mu`, `sigma`) instead of
+    /// the model's dataset.
+    pub reference: Option<PathBuf>,
+    /// A latent model's VAE, which decodes its samples.
+    pub vae: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -82,8 +92,10 @@ pub struct EvalReport {
     pub metric: String,
     pub data: String,
     pub samples: usize,
-    /// Data points behind the reference.
+    /// Data points behind the reference (0: unknown, for statistics read from an .npz).
     pub reference: u64,
+    /// What the samples were compared with, in words.
+    pub against: String,
     /// The value two samples of the data itself give (energy distance).
     pub floor: Option<f64>,
     /// The classifier-free guidance scale of a conditional model's samples.
@@ -99,30 +111,33 @@ enum Extractor {
 }
 
 impl Extractor {
-    fn load(metric: Metric, set: ImageSet, file: Option<&Path>, device: &Device) -> Result<Self, Error> {
-        match metric {
-            Metric::Inception => Ok(Self::Inception(Inception::load(&inception::default_weights(), device)?)),
-            Metric::Classifier => {
-                let path = file.map_or_else(|| PathBuf::from(format!("www/models/classifier-{}.safetensors", set.name())), Path::to_path_buf);
-                if !path.exists() {
-                    return Err(Error::new(format!(
-                        "no classifier at {}; train one with `imm classifier --data {}` or pass --classifier",
-                        path.display(),
-                        set.name()
-                    )));
-                }
-                let (net, card) = Classifier::load(&path, device)?;
-                if card.data != set {
-                    return Err(Error::new(format!(
-                        "{} was trained on {}, the model on {}",
-                        path.display(),
-                        card.data.name(),
-                        set.name()
-                    )));
-                }
-                let bytes = std::fs::read(&path).map_err(|e| Error::new(format!("cannot read {}: {e}", path.display())))?;
-                Ok(Self::Classifier(net, crate::data::images::md5_hex(&bytes)[..12].to_string()))
-            }
+    fn inception(device: &Device) -> Result<Self, Error> {
+        Ok(Self::Inception(Inception::load(&inception::default_weights(), device)?))
+    }
+
+    /// The classifier of `set` at `file` [default: `www/models/classifier-SET.safetensors`].
+    fn classifier(set: ImageSet, file: Option<&Path>, device: &Device) -> Result<Self, Error> {
+        let path = file.map_or_else(|| PathBuf::from(format!("www/models/classifier-{}.safetensors", set.name())), Path::to_path_buf);
+        if !path.exists() {
+            return Err(Error::new(format!(
+                "no classifier at {}; train one with `imm classifier --data {}` or pass --classifier",
+                path.display(),
+                set.name()
+            )));
+        }
+        let (net, card) = Classifier::load(&path, device)?;
+        if card.data != set {
+            return Err(Error::new(format!("{} was trained on {}, the model on {}", path.display(), card.data.name(), set.name())));
+        }
+        let bytes = std::fs::read(&path).map_err(|e| Error::new(format!("cannot read {}: {e}", path.display())))?;
+        Ok(Self::Classifier(net, crate::data::images::md5_hex(&bytes)[..12].to_string()))
+    }
+
+    /// "fid-inception" or "fid-classifier", as reports name the metric.
+    fn metric(&self) -> &'static str {
+        match self {
+            Self::Inception(_) => "fid-inception",
+            Self::Classifier(..) => "fid-classifier",
         }
     }
 
@@ -182,14 +197,59 @@ fn bar(len: u64, prefix: String) -> ProgressBar {
     bar
 }
 
-/// The Gaussian of the training split's features at the model's side (padded as in training),
-/// from the cache or computed and cached.
-fn reference(extractor: &Extractor, set: ImageSet, side: usize, data_dir: Option<&Path>, device: &Device) -> Result<Gaussian, Error> {
-    let cache = inception::cache_dir().join("fid-stats");
-    let path = cache.join(format!("{}-{}-{side}px-train.safetensors", extractor.key(), set.name()));
-    if path.exists() {
-        return Gaussian::from_tensors(&Tensors::read(&path)?, &path.display().to_string());
+/// What generated images are compared with.
+enum Reference<'a> {
+    /// A dataset's training split (padded as in training).
+    Set(ImageSet, Option<&'a Path>),
+    /// The images of a folder, cropped as `imm encode` and image-folder training crop them.
+    Folder(&'a Path),
+    /// Inception statistics in an .npz: `mu` [2048] and `sigma` [2048, 2048], as in ADM's reference batches.
+    Stats(&'a Path),
+}
+
+impl Reference<'_> {
+    fn describe(&self, count: u64) -> String {
+        match self {
+            Self::Set(set, _) => format!("{count} {} training images", set.name()),
+            Self::Folder(dir) => format!("{count} images in {}", dir.display()),
+            Self::Stats(path) => format!("the statistics in {}", path.display()),
+        }
     }
+
+    fn name(&self) -> String {
+        match self {
+            Self::Set(set, _) => set.name().into(),
+            Self::Folder(path) | Self::Stats(path) => path.display().to_string(),
+        }
+    }
+
+    /// The Gaussian of the reference's features at `side` px, from the cache or computed and cached.
+    fn gaussian(&self, extractor: &Extractor, channels: usize, side: usize, device: &Device) -> Result<Gaussian, Error> {
+        let key = match self {
+            Self::Stats(path) => return npz_gaussian(path),
+            Self::Set(set, _) => format!("{}-{}-{side}px-train", extractor.key(), set.name()),
+            Self::Folder(dir) => format!("{}-folder-{}-{side}px", extractor.key(), folder_fingerprint(dir)?),
+        };
+        let cache = inception::cache_dir().join("fid-stats");
+        let path = cache.join(format!("{key}.safetensors"));
+        if path.exists() {
+            return Gaussian::from_tensors(&Tensors::read(&path)?, &path.display().to_string());
+        }
+        let moments = match self {
+            Self::Set(set, data_dir) => set_moments(extractor, *set, side, *data_dir, device)?,
+            Self::Folder(dir) => folder_moments(extractor, dir, channels, side, device)?,
+            Self::Stats(_) => unreachable!("returned above"),
+        };
+        std::fs::create_dir_all(&cache).map_err(|e| Error::new(format!("cannot create {}: {e}", cache.display())))?;
+        let about = format!("{} features of {} at {side} px", extractor.key(), self.name());
+        let stored = moments.gaussian()?.to_tensors(&about);
+        write_atomic(&path, &stored.to_bytes())?;
+        // As stored (f32), so that this run and later ones measure against the same numbers.
+        Gaussian::from_tensors(&stored, &path.display().to_string())
+    }
+}
+
+fn set_moments(extractor: &Extractor, set: ImageSet, side: usize, data_dir: Option<&Path>, device: &Device) -> Result<Moments, Error> {
     let images = set.load(data_dir)?;
     let (channels, n) = (images.channels, images.len());
     let data = ImageData::new(images, side, false, 0)?;
@@ -202,12 +262,50 @@ fn reference(extractor: &Extractor, set: ImageSet, side: usize, data_dir: Option
         progress.set_position(end as u64);
     }
     progress.finish_and_clear();
-    std::fs::create_dir_all(&cache).map_err(|e| Error::new(format!("cannot create {}: {e}", cache.display())))?;
-    let about = format!("{} features of the {} training split at {side} px", extractor.key(), set.name());
-    let stored = moments.gaussian()?.to_tensors(&about);
-    write_atomic(&path, &stored.to_bytes())?;
-    // As stored (f32), so that this run and later ones measure against the same numbers.
-    Gaussian::from_tensors(&stored, &path.display().to_string())
+    Ok(moments)
+}
+
+/// Names, sizes and times of the folder's images: a changed folder gets new statistics.
+fn folder_fingerprint(dir: &Path) -> Result<String, Error> {
+    let (files, _) = list_image_folder(dir)?;
+    let root = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let mut listing = format!("{}\n", root.display());
+    for (file, _) in &files {
+        let meta = std::fs::metadata(file).map_err(|e| Error::new(format!("cannot read {}: {e}", file.display())))?;
+        let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+        listing.push_str(&format!("{}\t{}\t{modified}\n", file.display(), meta.len()));
+    }
+    Ok(fingerprint(listing.into_bytes()))
+}
+
+fn folder_moments(extractor: &Extractor, dir: &Path, channels: usize, side: usize, device: &Device) -> Result<Moments, Error> {
+    use rayon::prelude::*;
+    let (files, _) = list_image_folder(dir)?;
+    let mut moments = Moments::new(extractor.dim());
+    let progress = bar(files.len() as u64, "reference".into());
+    for (i, part) in files.chunks(500).enumerate() {
+        let bytes: Vec<Vec<u8>> = part.par_iter().map(|(file, _)| square(file, side, channels)).collect::<Result<_, _>>()?;
+        let pixels: Vec<f32> = bytes.iter().flatten().map(|&b| b as f32 / 127.5 - 1.0).collect();
+        moments.add(&extractor.features(&pixels, channels, side, device)?);
+        progress.set_position((i * 500 + part.len()) as u64);
+    }
+    progress.finish_and_clear();
+    Ok(moments)
+}
+
+/// ADM's reference statistics: `mu` and `sigma` of the FID Inception's pool features.
+fn npz_gaussian(path: &Path) -> Result<Gaussian, Error> {
+    let [mu, sigma]: [_; 2] = read_floats(path, &["mu", "sigma"])?.try_into().expect("two arrays");
+    let n = inception::FEATURES;
+    if mu.shape != [n] || sigma.shape != [n, n] {
+        return Err(Error::new(format!(
+            "{}: mu {:?} and sigma {:?} are not statistics of {n} Inception features",
+            path.display(),
+            mu.shape,
+            sigma.shape
+        )));
+    }
+    Ok(Gaussian { mean: mu.values, cov: sigma.values, count: 0 })
 }
 
 /// Samples the model at each step count from the same noise and measures the FID (images) or
@@ -256,6 +354,7 @@ fn evaluate_2d(file: &Tensors, what: &str, card: &Value, p: &Preset, request: &E
         data: p.name.into(),
         samples: request.count,
         reference: request.count as u64,
+        against: format!("{} held-out {} points", request.count, p.name),
         floor: Some(floor),
         guidance: None,
         rows,
@@ -285,46 +384,74 @@ fn evaluate_images(file: &Tensors, what: String, request: &EvalRequest, device: 
         (None, None) => None,
     }
     .ok_or_else(|| Error::new(format!("{what} does not say which dataset it models; pass --preset")))?;
-    let set = data.images().ok_or_else(|| {
-        Error::new(format!("{what} models VAE latents; imm eval has reference statistics for MNIST, Fashion-MNIST and CIFAR-10 only: sample it with --vae to an .npz for an FID tool"))
-    })?;
-    if model.card.as_ref().is_some_and(|card| card["classes"].is_array()) {
-        return Err(Error::new(format!(
-            "{what} was trained on an image folder; imm eval has reference statistics for MNIST, Fashion-MNIST and CIFAR-10 only"
-        )));
-    }
+    // A latent model says so in its card; an exported checkpoint by its --preset.
+    let vae = model.card.as_ref().and_then(|card| card["latents"]["vae"].as_str());
+    let latent = vae.is_some() || (model.card.is_none() && data == Data::Latents);
+    let folder = !latent && model.card.as_ref().is_some_and(|card| card["classes"].is_array());
+    let reference = match (&request.reference, data.images()) {
+        (Some(path), _) if path.is_dir() => Reference::Folder(path),
+        (Some(path), _) if path.extension().is_some_and(|e| e == "npz") => Reference::Stats(path),
+        (Some(path), _) => return Err(Error::new(format!("--ref {}: give an image folder or an .npz of statistics (mu, sigma)", path.display()))),
+        (None, Some(set)) if !folder => Reference::Set(set, request.data_dir.as_deref()),
+        (None, _) => {
+            let trained = if latent { "models VAE latents" } else { "was trained on an image folder" };
+            return Err(Error::new(format!(
+                "{what} {trained}: pass --ref with a folder of real images or an .npz of Inception statistics (mu, sigma; e.g. ADM's reference batch)"
+            )));
+        }
+    };
     for &steps in &request.steps {
         model.check_steps(steps)?;
     }
-    let metric = request.metric.unwrap_or(match set {
-        ImageSet::Mnist | ImageSet::FashionMnist => Metric::Classifier,
-        ImageSet::Cifar10 => Metric::Inception,
-    });
-    if metric == Metric::Classifier && set == ImageSet::Cifar10 {
-        return Err(Error::new("the classifier metric covers MNIST and Fashion-MNIST; use --metric inception"));
-    }
+    let classifier = match (request.metric, &reference) {
+        (Some(Metric::Classifier), Reference::Folder(_) | Reference::Stats(_)) => {
+            return Err(Error::new("--ref compares Inception features; leave out --metric classifier"));
+        }
+        (Some(Metric::Classifier), Reference::Set(ImageSet::Cifar10, _)) => {
+            return Err(Error::new("the classifier metric covers MNIST and Fashion-MNIST; use --metric inception"));
+        }
+        (Some(Metric::Classifier) | None, Reference::Set(set @ (ImageSet::Mnist | ImageSet::FashionMnist), _)) => Some(*set),
+        _ => None,
+    };
     // Balanced classes by default: sample i is of class i mod L.
     let classes = model.classes(request.class.as_deref(), 1)?;
     // Guidance on a model without labels fails here, before any sampling.
     model.condition(classes, request.cfg, 0, 0)?;
-    let extractor = Extractor::load(metric, set, request.classifier.as_deref(), device)?;
-    let (channels, side) = (model.config.in_channels(), model.config.img_resolution());
-    let reference = reference(&extractor, set, side, request.data_dir.as_deref(), device)?;
+    let (mut channels, mut side) = (model.config.in_channels(), model.config.img_resolution());
+    let decoder = if latent { Some(Decoder::open(request.vae.as_deref(), vae, [channels, side, side], device)?) } else { None };
+    if let Some(decoder) = &decoder {
+        (channels, side) = decoder.image_shape();
+    }
+    let extractor = match classifier {
+        Some(set) => Extractor::classifier(set, request.classifier.as_deref(), device)?,
+        None => Extractor::inception(device)?,
+    };
+    let gaussian = reference.gaussian(&extractor, channels, side, device)?;
     let mut rows = Vec::new();
     for &steps in &request.steps {
         let start = Instant::now();
         let progress = bar(request.count as u64, format!("{steps} step{}", if steps == 1 { "" } else { "s" }));
-        let condition = (classes, request.cfg);
-        let mut images = generate(&model, condition, steps, request.count, request.seed, device, |done| progress.set_position(done as u64))?;
-        progress.finish_and_clear();
-        for v in &mut images {
-            *v = quantize(*v);
-        }
         let mut moments = Moments::new(extractor.dim());
-        let features = extractor.features(&images, channels, side, device)?;
-        moments.add(&features);
-        let fid = moments.gaussian()?.frechet_distance(&reference)?;
-        let class_accuracy = match (classes, extractor.predict(&features, device)?) {
+        let mut predicted: Option<Vec<usize>> = None;
+        generate(&model, (classes, request.cfg), steps, request.count, request.seed, device, |batch, done| {
+            let mut images = match &decoder {
+                Some(decoder) => decoder.decode(&batch, device)?,
+                None => batch,
+            };
+            for v in &mut images {
+                *v = quantize(*v);
+            }
+            let features = extractor.features(&images, channels, side, device)?;
+            moments.add(&features);
+            if let Some(p) = extractor.predict(&features, device)? {
+                predicted.get_or_insert_with(Vec::new).extend(p);
+            }
+            progress.set_position(done as u64);
+            Ok(())
+        })?;
+        progress.finish_and_clear();
+        let fid = moments.gaussian()?.frechet_distance(&gaussian)?;
+        let class_accuracy = match (classes, predicted) {
             (Some(classes), Some(predicted)) => {
                 let wanted = classes.labels(0, request.count, model.label_dim());
                 let right = wanted.index().iter().zip(&predicted).filter(|(w, p)| w == p).count();
@@ -334,16 +461,13 @@ fn evaluate_images(file: &Tensors, what: String, request: &EvalRequest, device: 
         };
         rows.push(EvalRow { steps, value: fid, seconds: start.elapsed().as_secs_f64(), class_accuracy });
     }
-    let metric = match metric {
-        Metric::Inception => "fid-inception",
-        Metric::Classifier => "fid-classifier",
-    };
     Ok(EvalReport {
         weights: what,
-        metric: metric.into(),
-        data: set.name().into(),
+        metric: extractor.metric().into(),
+        data: reference.name(),
         samples: request.count,
-        reference: reference.count,
+        reference: gaussian.count,
+        against: reference.describe(gaussian.count),
         floor: None,
         guidance: classes.map(|_| request.cfg),
         rows,
@@ -353,11 +477,8 @@ fn evaluate_images(file: &Tensors, what: String, request: &EvalRequest, device: 
 /// Prints an [`evaluate`] report: what was compared, then a row per step count.
 pub fn print_report(report: &EvalReport) {
     match report.floor {
-        Some(floor) => println!(
-            "Energy distance of {} samples to {} held-out {} points (floor {floor:.5}):",
-            report.samples, report.reference, report.data
-        ),
-        None => println!("{}: {} samples against {} {} training images", report.metric, report.samples, report.reference, report.data),
+        Some(floor) => println!("Energy distance of {} samples to {} (floor {floor:.5}):", report.samples, report.against),
+        None => println!("{}: {} samples against {}", report.metric, report.samples, report.against),
     }
     let accuracy = report.rows.iter().any(|r| r.class_accuracy.is_some());
     println!("{:>5} {:>10} {:>9}{}", "steps", "value", "seconds", if accuracy { "  class accuracy" } else { "" });

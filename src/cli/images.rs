@@ -576,14 +576,20 @@ pub fn sample(request: &SampleRequest, device: &Device) -> Result<(), Error> {
     let vae = model.card.as_ref().and_then(|card| card["latents"]["vae"].as_str());
     let latent = vae.is_some() || (model.card.is_none() && request.preset.as_ref().is_some_and(|p| p.data == Data::Latents));
     let decoder = if latent { Some(Decoder::open(request.vae.as_deref(), vae, [c, side, side], device)?) } else { None };
-    let mut images = generate(&model, (classes, request.cfg), request.steps, request.count, request.seed, device, |_| ())?;
+    let mut images = Vec::new();
+    generate(&model, (classes, request.cfg), request.steps, request.count, request.seed, device, |batch, _| {
+        images.extend(match &decoder {
+            Some(decoder) => decoder.decode(&batch, device)?,
+            None => batch,
+        });
+        Ok(())
+    })?;
     if let Some(decoder) = &decoder {
-        images = decoder.decode(&images, device)?;
         (c, side) = decoder.image_shape();
     }
     let is_npz = request.out.extension().is_some_and(|e| e == "npz");
     if is_npz {
-        write_atomic(&request.out, &npz_u8(&images, request.count, c, side))?;
+        write_atomic(&request.out, &npz_u8(&images, request.count, c, side)?)?;
     } else {
         let per_row = GRID_COLUMNS * c * side * side;
         let rows: Vec<(String, Vec<f32>)> = images.chunks(per_row).map(|r| (String::new(), r.to_vec())).collect();
@@ -594,7 +600,7 @@ pub fn sample(request: &SampleRequest, device: &Device) -> Result<(), Error> {
 }
 
 /// `count` samples in batches, all from one seeded stream of prior noise, of the given classes
-/// with guidance scale w; `progress` hears the number done after each batch.
+/// with guidance scale w; `each` receives every batch (n x dim values) and the number done.
 pub(crate) fn generate(
     model: &ImageModel,
     (classes, guidance): (Option<Classes>, f64),
@@ -602,22 +608,20 @@ pub(crate) fn generate(
     count: usize,
     seed: u64,
     device: &Device,
-    mut progress: impl FnMut(usize),
-) -> Result<Vec<f32>, Error> {
+    mut each: impl FnMut(Vec<f32>, usize) -> Result<(), Error>,
+) -> Result<(), Error> {
     const BATCH: usize = 256;
     let dim = model.dim();
     let mut rng = Rng::new(seed);
-    let mut out = Vec::with_capacity(count * dim);
     let mut done = 0;
     while done < count {
         let n = BATCH.min(count - done);
         let z = Tensor::<2>::from_data(TensorData::new(rng.normal_vec(n * dim, model.sigma_data()), [n, dim]), device);
         let x = model.sample(z, &model.condition(classes, guidance, done, n)?, steps, &mut rng)?;
-        out.extend(x.into_data().try_into_vec::<f32>().map_err(|e| Error::new(format!("reading samples: {e:?}")))?);
         done += n;
-        progress(done);
+        each(x.into_data().try_into_vec::<f32>().map_err(|e| Error::new(format!("reading samples: {e:?}")))?, done)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// `imm export`: a weights file rewritten in f16 with its card (half the size, for the page).

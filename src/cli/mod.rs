@@ -174,6 +174,14 @@ enum Command {
         /// Also write the report here as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Compare with these real images instead: an image folder (cropped as for training;
+        /// statistics cached) or an .npz of Inception statistics `mu` and `sigma` (ADM's
+        /// reference batches). Needed for latent and image-folder models.
+        #[arg(long = "ref")]
+        reference: Option<PathBuf>,
+        /// A latent model: the VAE its latents were encoded with, which decodes the samples.
+        #[arg(long)]
+        vae: Option<PathBuf>,
         #[command(flatten)]
         condition: Conditioning,
         /// Compute device.
@@ -683,7 +691,7 @@ fn run(command: Command) -> Result<(), Error> {
             let rows = crate::cli::bench::sample(&model, &batches.0, &steps.0, iters, &device)?;
             json.map_or(Ok(()), |path| write_json(&path, &rows))
         }
-        Command::Eval { weights, preset: name, steps, sampler, grid, n, metric, classifier, data_dir, seed, json, condition, device } => {
+        Command::Eval { weights, preset: name, steps, sampler, grid, n, metric, classifier, data_dir, seed, json, reference, vae, condition, device } => {
             let preset = name.map(|name| named_image_preset(&name)).transpose()?;
             let Conditioning { class, cfg } = condition;
             let request = EvalRequest {
@@ -700,6 +708,8 @@ fn run(command: Command) -> Result<(), Error> {
                 class,
                 cfg,
                 json,
+                reference,
+                vae,
             };
             print_report(&evaluate(&request, &device.device()?.0)?);
             Ok(())

@@ -1,10 +1,8 @@
 //! Users' own images: a folder with one sub-folder per class (the ImageNet layout; classes in name
-//! order, as torchvision's `ImageFolder`), PNG or JPEG files, each centre-cropped to a square and
-//! resized to the model's side.
+//! order, as torchvision's `ImageFolder`), PNG or JPEG files, each resized and centre-cropped to
+//! the model's side as ADM (and the IMM and EDM2 ImageNet data) prepares ImageNet.
 
 use std::path::{Path, PathBuf};
-
-use image::imageops::FilterType;
 
 use crate::Error;
 use crate::data::images::Images;
@@ -64,24 +62,153 @@ pub fn list_image_folder(dir: &Path) -> Result<(Vec<(PathBuf, usize)>, Vec<Strin
     Ok((files, classes.into_iter().map(|(name, _)| name).collect()))
 }
 
-/// One file, centre-cropped to a square, resized to `side` (Catmull-Rom) and laid out planar.
+/// One file as ADM's `center_crop_arr` makes it: halved with a box filter while its short side
+/// is at least 2 `side`, resized bicubically so that the short side is `side`, then centre-cropped;
+/// laid out planar.
 pub fn square(file: &Path, side: usize, channels: usize) -> Result<Vec<u8>, Error> {
     let img = image::open(file).map_err(|e| Error::new(format!("cannot read the image {}: {e}", file.display())))?;
-    let (w, h) = (img.width(), img.height());
-    let s = w.min(h);
-    let img = img.crop_imm((w - s) / 2, (h - s) / 2, s, s).resize_exact(side as u32, side as u32, FilterType::CatmullRom);
-    Ok(match channels {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let pixels = match channels {
         1 => img.to_luma8().into_raw(),
-        _ => {
-            let rgb = img.to_rgb8().into_raw();
-            (0..3).flat_map(|c| rgb.iter().skip(c).step_by(3).copied().collect::<Vec<u8>>()).collect()
+        _ => img.to_rgb8().into_raw(),
+    };
+    let (pixels, w, h) = centre_crop(pixels, channels, w, h, side);
+    debug_assert_eq!((w, h), (side, side));
+    Ok((0..channels).flat_map(|c| pixels.iter().skip(c).step_by(channels).copied().collect::<Vec<u8>>()).collect())
+}
+
+/// [`square`] on interleaved pixels [h, w, channels]: the crop and its size.
+fn centre_crop(mut pixels: Vec<u8>, channels: usize, mut w: usize, mut h: usize, side: usize) -> (Vec<u8>, usize, usize) {
+    while w.min(h) >= 2 * side {
+        pixels = resample(&pixels, channels, (w, h), (w / 2, h / 2), Filter::Box);
+        (w, h) = (w / 2, h / 2);
+    }
+    let scale = side as f64 / w.min(h) as f64;
+    // Python's round: halves to even.
+    let (nw, nh) = ((w as f64 * scale).round_ties_even() as usize, (h as f64 * scale).round_ties_even() as usize);
+    if (nw, nh) != (w, h) {
+        pixels = resample(&pixels, channels, (w, h), (nw, nh), Filter::Bicubic);
+    }
+    let (x0, y0) = ((nw - side) / 2, (nh - side) / 2);
+    let crop = (y0..y0 + side).flat_map(|y| pixels[(y * nw + x0) * channels..(y * nw + x0 + side) * channels].to_vec()).collect();
+    (crop, side, side)
+}
+
+#[derive(Clone, Copy)]
+enum Filter {
+    Box,
+    /// Keys' cubic with a = -0.5.
+    Bicubic,
+}
+
+impl Filter {
+    fn support(self) -> f64 {
+        match self {
+            Self::Box => 0.5,
+            Self::Bicubic => 2.0,
         }
-    })
+    }
+
+    fn weight(self, x: f64) -> f64 {
+        const A: f64 = -0.5;
+        match self {
+            Self::Box => f64::from(x > -0.5 && x <= 0.5),
+            Self::Bicubic => match x.abs() {
+                x if x < 1.0 => ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0,
+                x if x < 2.0 => (((x - 5.0) * x + 8.0) * x - 4.0) * A,
+                _ => 0.0,
+            },
+        }
+    }
+}
+
+/// Pillow's resampling of 8-bit images, which defines ADM's crop: separable, horizontal then
+/// vertical, each pass with antialiased weights in 22-bit fixed point, rounded to 8 bits between
+/// passes. Written here because the `image` crate has no box filter and rounds otherwise.
+fn resample(pixels: &[u8], c: usize, (w, h): (usize, usize), (nw, nh): (usize, usize), filter: Filter) -> Vec<u8> {
+    const BITS: u32 = 22;
+    // For each output position: the first input position and the fixed-point weights.
+    let coefficients = |from: usize, to: usize| -> Vec<(usize, Vec<i64>)> {
+        let scale = from as f64 / to as f64;
+        let filterscale = scale.max(1.0);
+        let support = filter.support() * filterscale;
+        (0..to)
+            .map(|i| {
+                let centre = (i as f64 + 0.5) * scale;
+                let lo = ((centre - support + 0.5) as i64).max(0) as usize;
+                let hi = ((centre + support + 0.5) as i64).min(from as i64) as usize;
+                let weights: Vec<f64> = (lo..hi).map(|x| filter.weight((x as f64 - centre + 0.5) / filterscale)).collect();
+                let total: f64 = weights.iter().sum();
+                let fixed = weights.iter().map(|&k| {
+                    let k = if total != 0.0 { k / total } else { k } * f64::from(1u32 << BITS);
+                    (if k < 0.0 { k - 0.5 } else { k + 0.5 }) as i64
+                });
+                (lo, fixed.collect())
+            })
+            .collect()
+    };
+    let clip = |sum: i64| (sum >> BITS).clamp(0, 255) as u8;
+    let half = 1i64 << (BITS - 1);
+    let across = coefficients(w, nw);
+    let mut wide = vec![0u8; h * nw * c];
+    for y in 0..h {
+        for (x, (lo, k)) in across.iter().enumerate() {
+            for ch in 0..c {
+                let sum = k.iter().enumerate().map(|(j, k)| pixels[(y * w + lo + j) * c + ch] as i64 * k).sum::<i64>();
+                wide[(y * nw + x) * c + ch] = clip(half + sum);
+            }
+        }
+    }
+    let down = coefficients(h, nh);
+    let mut out = vec![0u8; nh * nw * c];
+    for (y, (lo, k)) in down.iter().enumerate() {
+        for i in 0..nw * c {
+            let sum = k.iter().enumerate().map(|(j, k)| wide[(lo + j) * nw * c + i] as i64 * k).sum::<i64>();
+            out[y * nw * c + i] = clip(half + sum);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Box halving as Pillow rounds it (each pass to 8 bits), an odd size's wider boxes, and
+    /// bicubic weights that keep a constant and interpolate a ramp.
+    #[test]
+    fn resampling_rounds_as_pillow_does() {
+        let grey = [10u8, 21, 100, 200, 30, 40, 0, 1];
+        // Across: (10+21)/2 = 15.5 -> 16, 150, 35, 0.5 -> 1; down: 25.5 -> 26, 75.5 -> 76.
+        assert_eq!(resample(&grey, 1, (4, 2), (2, 1), Filter::Box), [26, 76]);
+        // 5 -> 2: boxes 2.5 wide take pixels 0..3 and 3..5.
+        assert_eq!(resample(&[3, 6, 9, 100, 50], 1, (5, 1), (2, 1), Filter::Box), [6, 75]);
+        let flat = vec![77u8; 7 * 5 * 3];
+        assert_eq!(resample(&flat, 3, (7, 5), (4, 3), Filter::Bicubic), vec![77u8; 4 * 3 * 3]);
+        let ramp: Vec<u8> = (0..8).map(|x| x * 30).collect();
+        let up = resample(&ramp, 1, (8, 1), (16, 1), Filter::Bicubic);
+        // Inside, the cubic reproduces the linear ramp: output x sits at input (x + 0.5) / 2 - 0.5.
+        for (x, &v) in up.iter().enumerate().take(13).skip(3) {
+            let want = ((x as f64 + 0.5) / 2.0 - 0.5) * 30.0;
+            assert!((v as f64 - want).abs() <= 0.5, "x {x}: {v} vs {want}");
+        }
+    }
+
+    /// ADM's crop: halvings while the short side is at least twice the target, a bicubic resize
+    /// of the short side to it, then the centre.
+    #[test]
+    fn the_crop_halves_resizes_then_takes_the_centre() {
+        // 40 x 24 to 6: 24 >= 12, so halve to 20 x 12, again to 10 x 6; then crop x from 2.
+        let pixels: Vec<u8> = (0..24).flat_map(|_| (0..40).map(|x| (x * 6) as u8)).collect();
+        let (crop, w, h) = centre_crop(pixels, 1, 40, 24, 6);
+        assert_eq!((w, h, crop.len()), (6, 6, 36));
+        // Column x of the 10-wide image averages input columns 4x..4x+4: 6 (4x + 1.5), rounded.
+        let row: Vec<u8> = (2..8).map(|x| (6.0 * (4.0 * x as f64 + 1.5)).round() as u8).collect();
+        assert_eq!(crop[..6], row[..]);
+        // 30 x 20 to 16: no halving (20 < 32); scale 0.8 -> 24 x 16, crop x from 4.
+        let (crop, ..) = centre_crop(vec![9; 30 * 20 * 3], 3, 30, 20, 16);
+        assert_eq!(crop, vec![9; 16 * 16 * 3]);
+    }
 
     /// Classes by sub-folder in name order, crops and channels, and the refusals.
     #[test]
@@ -90,8 +217,8 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         for (class, value) in [("b_cat", 200u8), ("a_dog", 50u8)] {
             std::fs::create_dir_all(dir.join(class)).unwrap();
-            // 6 x 4: a centre square of `value` between two red columns that the crop removes.
-            let img = image::RgbImage::from_fn(6, 4, |x, _| if x == 0 || x == 5 { image::Rgb([255, 0, 0]) } else { image::Rgb([value, value, 0]) });
+            // 12 x 4: a centre of `value` between pairs of red columns that the crop removes.
+            let img = image::RgbImage::from_fn(12, 4, |x, _| if x < 2 || x > 9 { image::Rgb([255, 0, 0]) } else { image::Rgb([value, value, 0]) });
             img.save(dir.join(class).join("one.png")).unwrap();
             img.save(dir.join(class).join("two.jpg")).unwrap();
         }

@@ -6,8 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Dataset, LabelledDraw};
-#[cfg(not(target_family = "wasm"))]
-use crate::io::safetensors::Tensors;
+use crate::io::safetensors::Mapped;
 use crate::{Error, Labels};
 
 /// The official constants of `stabilityai/sd-vae-ft-ema` latents of ImageNet-256.
@@ -100,7 +99,6 @@ impl LatentManifest {
     pub const FILE: &str = "latents.json";
 
     /// The manifest of `dir`, which must be fully encoded.
-    #[cfg(not(target_family = "wasm"))]
     pub fn read(dir: &std::path::Path) -> Result<LatentManifest, Error> {
         let path = dir.join(Self::FILE);
         let text = std::fs::read_to_string(&path)
@@ -151,12 +149,13 @@ pub fn fingerprint(bytes: impl IntoIterator<Item = u8>) -> String {
     format!("{:016x}", crate::fnv1a(bytes))
 }
 
-/// Random training batches of normalised latents from a folder that `imm encode` wrote, all held
-/// in memory: each draw re-samples mean + std eps of its posterior, then normalises it. A batch
-/// depends only on the seed and the number of latents drawn before it, as with images.
+/// Random training batches of normalised latents from a folder that `imm encode` wrote, read in
+/// place from its shards mapped into memory: each draw re-samples mean + std eps of its posterior,
+/// then normalises it. A batch depends only on the seed and the number of latents drawn before
+/// it, as with images.
 pub struct LatentData {
-    /// Every posterior, [N, 2L, h, w].
-    moments: Vec<f32>,
+    /// Each shard with the index of its first posterior; `moments` [n, 2L, h, w] in each.
+    shards: Vec<(usize, Mapped)>,
     count: usize,
     /// [L, h, w] of one latent.
     shape: [usize; 3],
@@ -169,7 +168,6 @@ pub struct LatentData {
     pub drawn: u64,
 }
 
-#[cfg(not(target_family = "wasm"))]
 impl LatentData {
     /// The shards listed in `dir`'s manifest, which must be complete; each must hold what the
     /// manifest says (its VAE, resolution and latent shape).
@@ -177,14 +175,14 @@ impl LatentData {
         let manifest = LatentManifest::read(dir)?;
         let path = dir.join(LatentManifest::FILE);
         let [l, h, w] = manifest.latent_shape;
-        let (mut moments, mut labels) = (Vec::new(), Vec::new());
+        let (mut shards, mut labels) = (Vec::new(), Vec::new());
         for name in &manifest.shards {
             let file = dir.join(name);
-            let shard = Tensors::read(&file)?;
+            let shard = Mapped::open(&file)?;
             let stamp: Option<serde_json::Value> = shard.metadata.get("imm_latents").and_then(|t| serde_json::from_str(t).ok());
             let same_source = stamp.is_some_and(|s| s["vae"] == manifest.vae.as_str() && s["resolution"] == manifest.resolution);
-            let (m, y) = (shard.get("moments"), shard.get("labels"));
-            let fits = matches!((m, y), (Some(m), Some(y)) if m.shape[1..] == [2 * l, h, w] && y.shape == [m.shape[0]]);
+            let n = shard.shape("labels").map_or(0, |y| y[0]);
+            let fits = matches!((shard.shape("moments"), shard.shape("labels")), (Some(m), Some(y)) if m[1..] == [2 * l, h, w] && y == [m[0]]);
             if !same_source || !fits {
                 return Err(Error::new(format!(
                     "{} is not a shard of this folder's VAE, resolution and latent shape ({}); encode the folder again",
@@ -192,12 +190,20 @@ impl LatentData {
                     path.display()
                 )));
             }
-            moments.extend_from_slice(&m.expect("checked").values);
-            labels.extend(y.expect("checked").values.iter().map(|&v| v as usize));
+            let first = labels.len();
+            labels.extend(shard.values("labels", 0..n).iter().map(|&v| v as usize));
+            shards.push((first, shard));
         }
         let count = labels.len();
-        let data = LatentData { moments, count, shape: manifest.latent_shape, norm: LatentNorm::default(), labels, draw: LabelledDraw::default(), seed, drawn: 0 };
+        let data = LatentData { shards, count, shape: manifest.latent_shape, norm: LatentNorm::default(), labels, draw: LabelledDraw::default(), seed, drawn: 0 };
         Ok((data, manifest))
+    }
+
+    /// The posterior (mean and std, [2L, h, w]) of latent `index`.
+    fn moments(&self, index: usize) -> Vec<f32> {
+        let (first, shard) = &self.shards[self.shards.partition_point(|(first, _)| *first <= index) - 1];
+        let per = 2 * self.dim();
+        shard.values("moments", (index - first) * per..(index - first + 1) * per)
     }
 }
 
@@ -248,7 +254,7 @@ impl Dataset for LatentData {
         let mut out = Vec::with_capacity(n * dim);
         let labels = self.draw.batch(self.seed, self.drawn, n, self.count, |rng, index| {
             let eps = rng.normal_vec(dim, 1.0);
-            out.extend(self.norm.sample(&self.moments[index * 2 * dim..(index + 1) * 2 * dim], &eps));
+            out.extend(self.norm.sample(&self.moments(index), &eps));
         });
         self.drawn += n as u64;
         (out, labels)

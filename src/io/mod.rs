@@ -1,11 +1,12 @@
 //! Files: [`safetensors`] (weights in PyTorch's names and layouts), [`weights`] (a module's
-//! parameters by name, to and from those files), [`npz`] (images for FID tools) and [`plot`]
+//! parameters by name, to and from those files), [`npz`] (images for FID tools, reference statistics) and [`plot`]
 //! (PNG figures).
 
 use std::path::Path;
 
 use crate::Error;
 
+#[cfg(not(target_family = "wasm"))]
 pub mod npz;
 #[cfg(not(target_family = "wasm"))]
 pub mod plot;

@@ -1,8 +1,10 @@
 //! Weights in the safetensors format, in the names and layouts of PyTorch, through the
 //! `safetensors` crate: F32/F64/F16/BF16 read as f32; written as F32, or F16 for the page.
+//! [`Mapped`] reads a file's tensors in place, for datasets larger than memory.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, View};
@@ -114,6 +116,53 @@ impl Tensors {
     }
 }
 
+/// A safetensors file mapped into memory, its tensors read in place when asked: the page cache
+/// keeps what fits, so data larger than memory (ImageNet's latents: 42 GB) is read from disk.
+pub struct Mapped {
+    map: memmap2::Mmap,
+    pub metadata: BTreeMap<String, String>,
+    /// Dtype, shape and the byte offset of the data of each tensor.
+    tensors: BTreeMap<String, (Dtype, Vec<usize>, usize)>,
+}
+
+impl Mapped {
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        let what = path.display().to_string();
+        let file = std::fs::File::open(path).map_err(|e| Error::new(format!("cannot read {what}: {e}")))?;
+        // SAFETY: the files mapped here (`imm encode`'s shards) are written under a temporary name
+        // and renamed, never changed in place, so the mapping does not change while it is read.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::new(format!("cannot map {what} into memory: {e}")))?;
+        let (_, header) = SafeTensors::read_metadata(&map).map_err(|e| bad(&what, why(e)))?;
+        let parsed = SafeTensors::deserialize(&map).map_err(|e| bad(&what, why(e)))?;
+        let mut tensors = BTreeMap::new();
+        for (name, view) in parsed.iter() {
+            if decode(view.dtype(), &[]).is_none() {
+                return Err(bad(&what, format!("tensor '{name}' has unsupported dtype {:?}", view.dtype())));
+            }
+            let offset = view.data().as_ptr() as usize - map.as_ptr() as usize;
+            tensors.insert(name.to_string(), (view.dtype(), view.shape().to_vec(), offset));
+        }
+        let metadata = header.metadata().as_ref().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
+        drop(parsed);
+        Ok(Self { map, metadata, tensors })
+    }
+
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.tensors.get(name).map(|(_, shape, _)| shape.as_slice())
+    }
+
+    /// Elements `range` of the tensor `name`, flattened row-major, as f32.
+    ///
+    /// # Panics
+    /// If there is no such tensor or the range runs past its end.
+    pub fn values(&self, name: &str, range: Range<usize>) -> Vec<f32> {
+        let (dtype, shape, offset) = &self.tensors[name];
+        assert!(range.end <= shape.iter().product::<usize>(), "{range:?} runs past the end of '{name}' {shape:?}");
+        let size = dtype.bitsize() / 8;
+        decode(*dtype, &self.map[offset + range.start * size..offset + range.end * size]).expect("a dtype checked at opening")
+    }
+}
+
 fn decode(dtype: Dtype, raw: &[u8]) -> Option<Vec<f32>> {
     let values = match dtype {
         Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
@@ -154,5 +203,32 @@ mod tests {
         let mut wrong = bytes.clone();
         wrong.push(0);
         assert!(Tensors::parse(&wrong, "x").is_err(), "a trailing byte is refused");
+    }
+
+    /// A mapped file reads ranges equal to the whole file's values, in F32 and F16 alike.
+    #[test]
+    fn mapped_ranges_equal_the_read_values() {
+        let mut t = Tensors::default();
+        let values: Vec<f32> = (0..60).map(|i| (i as f32 - 20.0) * 0.37).collect();
+        t.tensors.insert("moments".into(), Stored { shape: vec![5, 12], values });
+        t.tensors.insert("labels".into(), Stored { shape: vec![5], values: vec![0.0, 1.0, 1.0, 3.0, 2.0] });
+        t.metadata.insert("imm_latents".into(), "{}".into());
+        let dir = std::env::temp_dir().join(format!("imm-mapped-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for half in [false, true] {
+            let path = dir.join(format!("{half}.safetensors"));
+            let bytes = t.to_bytes_as(half);
+            std::fs::write(&path, &bytes).unwrap();
+            let whole = Tensors::parse(&bytes, "x").unwrap();
+            let mapped = Mapped::open(&path).unwrap();
+            assert_eq!((mapped.shape("moments"), &mapped.metadata), (Some(&[5, 12][..]), &t.metadata));
+            assert_eq!(mapped.values("moments", 24..36), whole.tensors["moments"].values[24..36]);
+            assert_eq!(mapped.values("labels", 0..5), whole.tensors["labels"].values);
+        }
+        let path = dir.join("short.safetensors");
+        let bytes = t.to_bytes();
+        std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
+        assert!(Mapped::open(&path).err().unwrap().0.contains("truncated"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
