@@ -142,6 +142,62 @@ fn dit_matches_the_official_code() {
     assert!(swapped.len() == 1 && swapped[0].starts_with("out.vae_latents "), "{swapped:?}");
 }
 
+/// The official checkpoint's path: DiT weights under the official names and without a card, as
+/// the export in docs/latents.md writes them, loaded with `imagenet256-xl2-ts`'s settings (its
+/// network resized to the golden file's) and sampled as `imm sample --preset imagenet256-xl2-ts
+/// --steps k --cfg 1.5` samples, equal the official sampler at 1, 2, 4 and 8 steps. A setting of
+/// the preset that differs from the released model's (time input, T, eps, parameterisation, grid,
+/// sampler) fails it: with the second time input s instead of t - s, it does.
+#[test]
+fn an_exported_checkpoint_samples_as_the_official_code_with_the_ts_preset() {
+    use burn::tensor::{Tensor, TensorData};
+    use imm::method::precond::{Condition, TimeInput};
+    use imm::networks::{dit::DiTConfig, image::ImageNetConfig};
+    use imm::training::{image_model::ImageModel, presets::image_preset};
+
+    let golden = Tensors::read(&dit_path()).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dit_path().with_extension("json")).unwrap()).unwrap();
+    let mut export = Tensors::default();
+    for (name, stored) in &golden.tensors {
+        if let Some(official) = name.strip_prefix("param.") {
+            export.tensors.insert(official.to_string(), stored.clone());
+        }
+    }
+    let c = &manifest["dit_config"];
+    let size = |key: &str| c[key].as_u64().unwrap() as usize;
+    let mut preset = image_preset("imagenet256-xl2-ts").unwrap();
+    let ImageNetConfig::DiT(xl) = preset.net.clone() else { panic!("a DiT preset") };
+    preset.net = ImageNetConfig::DiT(DiTConfig {
+        img_resolution: size("img_resolution"),
+        in_channels: size("in_channels"),
+        patch_size: size("patch_size"),
+        hidden_size: size("hidden_size"),
+        depth: size("depth"),
+        num_heads: size("num_heads"),
+        num_classes: size("num_classes"),
+        ..xl
+    });
+    let device = Device::flex();
+    let z = golden.tensors["in.z"].clone();
+    let z = || Tensor::<2>::from_data(TensorData::new(z.values.clone(), [z.shape[0], z.values.len() / z.shape[0]]), &device);
+    let labels = golden.tensors["in.sample_labels"].values.iter().map(|&v| v as usize).collect();
+    let condition = Condition::guided(Some(imm::Labels::new(labels, size("num_classes")).unwrap()), 1.5).unwrap();
+    let worst = |preset: &imm::training::presets::ImagePreset| -> f64 {
+        let model = ImageModel::load(&export, "the export", Some(preset), &device).unwrap();
+        [1, 2, 4, 8].iter().fold(0f64, |worst, &k| {
+            let ours = model.sample(z(), &condition, k, &mut imm::Rng::new(0)).unwrap().into_data().try_into_vec::<f32>().unwrap();
+            let official = &golden.tensors[&format!("out.sample_pushforward_{k}_uniform_cfg1.5")].values;
+            let scale = official.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let err = ours.iter().zip(official).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            println!("{k} steps: max error {err:.2e} of {scale:.2}");
+            worst.max((err / scale) as f64)
+        })
+    };
+    assert!(worst(&preset) < 1e-4, "the preset's sampling differs from the official");
+    preset.imm.precond.time_input = TimeInput::S;
+    assert!(worst(&preset) > 1e-2, "the time input is part of what is checked");
+}
+
 /// The last row of the label table is the null label's: changing it moves the null and guided
 /// outputs, and the fixed position table is part of every output.
 #[test]
