@@ -14,7 +14,7 @@ use crate::cli::run_dir::{create_dir, write_atomic, write_json};
 use crate::data::folder::{list_image_folder, square};
 use crate::data::latents::{LatentManifest, fingerprint};
 use crate::io::safetensors::{Stored, Tensors};
-use crate::networks::songunet::Precision;
+use crate::networks::Precision;
 use crate::networks::vae::{Vae, VaeConfig};
 
 /// What `imm encode` reads and writes.

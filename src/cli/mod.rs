@@ -29,7 +29,7 @@ use crate::method::Method;
 use crate::method::precond::TimeInput;
 use crate::method::sampler::{Grid, Sampler};
 use crate::method::{flow_matching::FlowMatching, imm::Imm};
-use crate::networks::songunet::Precision;
+use crate::networks::Precision;
 use crate::training::image_model::{ImageModel, Sampling};
 use crate::training::presets::{IMAGE_PRESETS, ImagePreset, Preset, image_preset, names, preset};
 use crate::training::ranks::{Ranks, launched_local_rank, launched_ranks};
@@ -542,7 +542,7 @@ impl Options {
     fn apply_image(&self, mut p: ImagePreset, accumulate: Option<usize>, precision: Option<Precision>) -> Result<ImagePreset, Error> {
         p.train.accumulate = accumulate.unwrap_or(p.train.accumulate);
         if let Some(precision) = precision {
-            p.net = p.net.with_precision(precision)?;
+            p.net = p.net.with_precision(precision);
         }
         self.override_common(&mut p.train, &mut p.imm, &mut p.fm)?;
         p.snapshot_every_nimg = p.snapshot_every_nimg.min(p.train.total_nimg);
@@ -668,7 +668,7 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Bench { what: Bench::Train { preset: name, method, batch, accumulate, devices, timing: Timing { precision, iters, json, device } } } => {
             let mut p = named_image_preset(&name)?;
             p.train.accumulate = accumulate.unwrap_or(p.train.accumulate);
-            p.net = p.net.with_precision(precision)?;
+            p.net = p.net.with_precision(precision);
             let batch = batch.unwrap_or(p.train.batch);
             let devices = device.devices(0, devices)?.0;
             let figures = match method {
@@ -687,7 +687,7 @@ fn run(command: Command) -> Result<(), Error> {
                     ImageModel::untrained(&p, Sampling::Imm(p.imm.clone()), &device)?
                 }
             }
-            .with_precision(precision)?;
+            .with_precision(precision);
             let rows = crate::cli::bench::sample(&model, &batches.0, &steps.0, iters, &device)?;
             json.map_or(Ok(()), |path| write_json(&path, &rows))
         }

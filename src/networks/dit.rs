@@ -2,15 +2,16 @@
 //! with a fixed 2-D sin-cos position table, a time embedding of t plus one of the second time input,
 //! a label table with a null row, adaLN-Zero blocks, and a final adaLN layer. Parameters carry the
 //! official `state_dict` names through [`DiT::official_name`], so an exported checkpoint loads.
+//! In f16 or bf16 it computes as PyTorch's autocast does (the paper's FP16 runs).
 
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::activation::{silu, softmax};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 
 use crate::io::weights::Named;
-use crate::networks::Network;
+use crate::networks::{Network, Precision, cast};
 use crate::{Error, Rng};
 
 #[derive(Config, Debug, PartialEq)]
@@ -43,6 +44,10 @@ pub struct DiTConfig {
     /// Conditioning width = hidden_size * temb_mult.
     #[config(default = 1)]
     pub temb_mult: usize,
+    /// The dtype linear layers and attention products run in; none is f32 (and lets configs
+    /// saved before this option load).
+    #[config(default = "None")]
+    pub precision: Option<Precision>,
 }
 
 impl DiTConfig {
@@ -79,6 +84,7 @@ impl DiTConfig {
 
     pub fn init(&self, rng: &mut Rng, device: &Device) -> Result<DiT, Error> {
         self.validate()?;
+        self.precision.unwrap_or_default().check(device)?;
         let (h, p, c) = (self.hidden_size, self.patch_size, self.in_channels);
         let temb = h * self.temb_mult;
         let mlp = (h as f64 * self.mlp_ratio) as usize;
@@ -121,6 +127,7 @@ impl DiTConfig {
             side,
             frequencies: self.frequency_embedding_size,
             classes: self.num_classes,
+            precision: self.precision.unwrap_or_default(),
         })
     }
 }
@@ -200,6 +207,16 @@ fn modulate(x: Tensor<3>, shift: Tensor<2>, scale: Tensor<2>) -> Tensor<3> {
     x * (scale.unsqueeze_dim::<3>(1) + 1.0) + shift.unsqueeze_dim(1)
 }
 
+/// `layer` in `dtype`, as autocast runs linear layers: the input and the parameters cast to it
+/// (the gradients reach the f32 parameters), the output left in it.
+///
+/// # Shapes
+/// - x: [..., d_in]
+/// - output: [..., d_out], in `dtype`
+fn linear<const D: usize>(layer: &Linear, x: Tensor<D>, dtype: FloatDType) -> Tensor<D> {
+    cast(layer, dtype).forward(x.cast(dtype))
+}
+
 /// GELU with the tanh approximation (the official MLP's).
 fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let inner = (x.clone() + x.clone().powi_scalar(3).mul_scalar(0.044715)).mul_scalar((2.0 / std::f64::consts::PI).sqrt() as f32);
@@ -226,7 +243,7 @@ impl TimestepEmbedder {
     /// # Shapes
     /// - c: [B]
     /// - output: [B, temb]
-    fn forward(&self, c: Tensor<1>, channels: usize) -> Tensor<2> {
+    fn forward(&self, c: Tensor<1>, channels: usize, dtype: FloatDType) -> Tensor<2> {
         let half = channels / 2;
         let freqs: Vec<f32> = (0..half).map(|i| (-(10000f64.ln()) * i as f64 / half as f64).exp() as f32).collect();
         let freqs = Tensor::<1>::from_data(TensorData::new(freqs, [half]), &c.device());
@@ -236,7 +253,8 @@ impl TimestepEmbedder {
         if channels % 2 == 1 {
             parts.push(Tensor::zeros([b, 1], &parts[0].device()));
         }
-        self.mlp2.forward(silu(self.mlp0.forward(Tensor::cat(parts, 1))))
+        let f32 = FloatDType::F32;
+        linear(&self.mlp2, silu(linear(&self.mlp0, Tensor::cat(parts, 1), dtype).cast(f32)), dtype).cast(f32)
     }
 }
 
@@ -268,23 +286,29 @@ struct DiTBlock {
 }
 
 impl DiTBlock {
+    /// The residual stream, the norms, the activations and the softmax stay f32 (PyTorch computes
+    /// GELU and SiLU of f16 in f32 too); the linear layers and the attention products run in `dtype`.
+    ///
     /// # Shapes
-    /// - x: [B, T, H]; c: [B, temb]
-    /// - output: [B, T, H]
-    fn forward(&self, x: Tensor<3>, c: Tensor<2>) -> Tensor<3> {
+    /// - x: [B, T, H], f32; c: [B, temb]
+    /// - output: [B, T, H], f32
+    fn forward(&self, x: Tensor<3>, c: Tensor<2>, dtype: FloatDType) -> Tensor<3> {
+        let f32 = FloatDType::F32;
         let [b, t, h] = x.dims();
-        let m: Vec<Tensor<2>> = self.ada_ln.forward(silu(c)).chunk(6, 1);
+        let m: Vec<Tensor<2>> = linear(&self.ada_ln, silu(c), dtype).cast(f32).chunk(6, 1);
         let (head, heads) = (h / self.heads, self.heads);
         // qkv channels are [3, heads, head_dim].
-        let qkv = self.attn.qkv.forward(modulate(layer_norm(x.clone()), m[0].clone(), m[1].clone()));
+        let qkv = linear(&self.attn.qkv, modulate(layer_norm(x.clone()), m[0].clone(), m[1].clone()), dtype);
         let qkv = qkv.reshape([b, t, 3, heads, head]).permute([2, 0, 3, 1, 4]);
         let part = |j: usize| qkv.clone().slice([j..j + 1]).reshape([b, heads, t, head]);
         let (q, k, v) = (part(0), part(1), part(2));
-        let w = softmax(q.matmul(k.swap_dims(2, 3)).mul_scalar((head as f32).powf(-0.5)), 3);
+        let logits = q.matmul(k.swap_dims(2, 3)).mul_scalar((head as f32).powf(-0.5));
+        let w = softmax(logits.cast(f32), 3).cast(dtype);
         let a = w.matmul(v).swap_dims(1, 2).reshape([b, t, h]);
-        let x = x + self.attn.proj.forward(a) * m[2].clone().unsqueeze_dim(1);
-        let y = self.mlp.fc2.forward(gelu_tanh(self.mlp.fc1.forward(modulate(layer_norm(x.clone()), m[3].clone(), m[4].clone()))));
-        x + y * m[5].clone().unsqueeze_dim(1)
+        let x = x + linear(&self.attn.proj, a, dtype).cast(f32) * m[2].clone().unsqueeze_dim(1);
+        let hidden = linear(&self.mlp.fc1, modulate(layer_norm(x.clone()), m[3].clone(), m[4].clone()), dtype);
+        let y = linear(&self.mlp.fc2, gelu_tanh(hidden.cast(f32)), dtype);
+        x + y.cast(f32) * m[5].clone().unsqueeze_dim(1)
     }
 }
 
@@ -310,9 +334,16 @@ pub struct DiT {
     side: usize,
     frequencies: usize,
     classes: usize,
+    #[module(skip)]
+    precision: Precision,
 }
 
 impl DiT {
+    /// The same weights computing in another dtype.
+    pub fn with_precision(self, precision: Precision) -> Self {
+        DiT { precision, ..self }
+    }
+
     /// The official `state_dict` name of a parameter given its module path here, for example
     /// `blocks.0.ada_ln.weight` -> `blocks.0.adaLN_modulation.1.weight`.
     pub fn official_name(&self, path: &str) -> String {
@@ -353,17 +384,18 @@ impl Network for DiT {
     fn forward(&self, x: Tensor<2>, c_t: Tensor<1>, c_s: Tensor<1>, y: Option<Tensor<2>>) -> Tensor<2> {
         let [b, d] = x.dims();
         let (side, p, ch) = (self.side * self.patch, self.patch, self.channels);
-        let device = x.device();
+        let (device, dtype, f32) = (x.device(), self.precision.dtype(), FloatDType::F32);
         let weight = self.x_embedder.weight.val();
         let h = weight.dims()[0];
-        let tokens = self.patchify(x.reshape([b, ch, side, side]))
-            .matmul(weight.reshape([h, ch * p * p]).transpose().unsqueeze_dim(0))
+        let tokens = self.patchify(x.reshape([b, ch, side, side]).cast(dtype))
+            .matmul(weight.cast(dtype).reshape([h, ch * p * p]).transpose().unsqueeze_dim(0))
+            .cast(f32)
             + self.x_embedder.bias.val().reshape([1, 1, h]);
         let mut x = tokens + self.pos_embed.val();
 
-        let mut c = self.t_embedder.forward(c_t, self.frequencies);
+        let mut c = self.t_embedder.forward(c_t, self.frequencies, dtype);
         if let Some(s) = &self.s_embedder {
-            c = c + s.forward(c_s, self.frequencies);
+            c = c + s.forward(c_s, self.frequencies, dtype);
         }
         // One-hot rows with the null column appended: an all-zero row selects the null row.
         let y = y.unwrap_or_else(|| Tensor::zeros([b, self.classes], &device));
@@ -372,15 +404,19 @@ impl Network for DiT {
         c = c + rows.matmul(self.y_embedder.table.val().transpose());
 
         for block in &self.blocks {
-            x = block.forward(x, c.clone());
+            x = block.forward(x, c.clone(), dtype);
         }
-        let m: Vec<Tensor<2>> = self.final_layer.ada_ln.forward(silu(c)).chunk(2, 1);
-        let out = self.final_layer.linear.forward(modulate(layer_norm(x), m[0].clone(), m[1].clone()));
+        let m: Vec<Tensor<2>> = linear(&self.final_layer.ada_ln, silu(c), dtype).cast(f32).chunk(2, 1);
+        let out = linear(&self.final_layer.linear, modulate(layer_norm(x), m[0].clone(), m[1].clone()), dtype).cast(f32);
         self.unpatchify(out).reshape([b, d])
     }
 
     fn label_dim(&self) -> usize {
         self.classes
+    }
+
+    fn target(&self) -> Self {
+        self.valid().with_precision(Precision::F32)
     }
 }
 

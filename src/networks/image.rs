@@ -8,9 +8,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 use crate::io::weights::Named;
-use crate::networks::Network;
 use crate::networks::dit::{DiT, DiTConfig};
-use crate::networks::songunet::{Precision, SongUNet, SongUNetConfig};
+use crate::networks::{Network, Precision};
+use crate::networks::songunet::{SongUNet, SongUNetConfig};
 use crate::{Error, Rng};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -88,20 +88,19 @@ impl ImageNetConfig {
         }
     }
 
-    /// The compute dtype; DiT computes in f32.
+    /// The compute dtype.
     pub fn precision(&self) -> Precision {
         match self {
             Self::SongUNet(c) => c.precision.unwrap_or_default(),
-            Self::DiT(_) => Precision::F32,
+            Self::DiT(c) => c.precision.unwrap_or_default(),
         }
     }
 
     /// The same network computing in `precision`.
-    pub fn with_precision(self, precision: Precision) -> Result<Self, Error> {
+    pub fn with_precision(self, precision: Precision) -> Self {
         match self {
-            Self::SongUNet(c) => Ok(Self::SongUNet(SongUNetConfig { precision: Some(precision), ..c })),
-            Self::DiT(_) if precision != Precision::F32 => Err(Error::new("DiT computes in f32 only; leave --precision at f32")),
-            dit => Ok(dit),
+            Self::SongUNet(c) => Self::SongUNet(SongUNetConfig { precision: Some(precision), ..c }),
+            Self::DiT(c) => Self::DiT(DiTConfig { precision: Some(precision), ..c }),
         }
     }
 
@@ -146,11 +145,11 @@ pub enum ImageNet {
 }
 
 impl ImageNet {
-    /// The same weights computing in another dtype (SongUNet; DiT stays in f32).
+    /// The same weights computing in another dtype.
     pub fn with_precision(self, precision: Precision) -> Self {
         match self {
             Self::SongUNet(n) => Self::SongUNet(n.with_precision(precision)),
-            dit => dit,
+            Self::DiT(n) => Self::DiT(n.with_precision(precision)),
         }
     }
 }
@@ -204,7 +203,9 @@ mod tests {
         let text = serde_json::to_string(&dit).unwrap();
         assert!(text.contains(r#""network":"dit""#), "{text}");
         assert_eq!(serde_json::from_str::<ImageNetConfig>(&text).unwrap(), dit);
-        assert!(dit.clone().with_precision(Precision::F16).is_err());
+        let half = dit.clone().with_precision(Precision::F16);
+        assert_eq!(half.precision(), Precision::F16);
+        assert_eq!(serde_json::from_str::<ImageNetConfig>(&serde_json::to_string(&half).unwrap()).unwrap(), half);
         // A damaged card cannot make the network allocate more than its file holds.
         let ImageNetConfig::DiT(small) = &dit else { unreachable!() };
         let huge = ImageNetConfig::DiT(small.clone().with_mlp_ratio(1e15).with_depth(1).with_hidden_size(8).with_num_heads(2));

@@ -3,8 +3,13 @@
 //! DiT ([`dit`]); [`image`] names either for the trainer. [`vae`]: the Stable Diffusion VAE whose
 //! latents the ImageNet model works in.
 
+use std::borrow::Cow;
+
 use burn::module::{Module, ModuleMapper, Param};
-use burn::tensor::{FloatDType, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
 
 pub mod dit;
 pub mod image;
@@ -57,5 +62,57 @@ impl ModuleMapper for CastParams {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let dtype = self.0;
         param.map(|value| value.cast(dtype))
+    }
+}
+
+/// Mixed precision as PyTorch's autocast: the parameters stay f32 (the optimizer updates those)
+/// and are cast on the way into each convolution and linear layer; normalisations, softmax, the
+/// time embeddings' sinusoids and the network's output stay f32 ([P] App. I.6: FP16 wants a = 2 and
+/// t - s conditioning; BF16 blurs nearby t and r).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(target_family = "wasm"), derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
+    Bf16,
+}
+
+impl Precision {
+    pub fn dtype(self) -> FloatDType {
+        match self {
+            Precision::F32 => FloatDType::F32,
+            Precision::F16 => FloatDType::F16,
+            Precision::Bf16 => FloatDType::BF16,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    /// Fails, instead of a panic inside a kernel, where `device` cannot compute in this dtype.
+    pub fn check(self, device: &Device) -> Result<(), Error> {
+        if device.supports_dtype(self.dtype()) {
+            return Ok(());
+        }
+        Err(Error::new(format!(
+            "this device cannot compute in {} (WGSL, for one, has no bf16): choose another --precision or --device",
+            self.name()
+        )))
+    }
+}
+
+/// A layer whose parameters are cast to `dtype` (a differentiable cast: gradients reach the f32
+/// parameters); in f32 the layer itself.
+pub(crate) fn cast<M: Module>(layer: &M, dtype: FloatDType) -> Cow<'_, M> {
+    match dtype {
+        FloatDType::F32 => Cow::Borrowed(layer),
+        _ => Cow::Owned(layer.clone().map(&mut CastParams(dtype))),
     }
 }

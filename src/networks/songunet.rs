@@ -4,20 +4,17 @@
 //! one attention head, skips scaled by sqrt(0.5). Parameters carry the official `state_dict` names
 //! through [`SongUNet::official_name`], so PyTorch checkpoints load directly.
 
-use std::borrow::Cow;
-
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Linear, PaddingConfig2d};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, FloatDType, Tensor, TensorData};
-use serde::{Deserialize, Serialize};
 
 use crate::io::weights::Named;
 use crate::kernels::conv::conv2d;
 use crate::kernels::group_norm::group_norm;
-use crate::networks::{CastParams, Network, positional_embedding};
+use crate::networks::{Network, Precision, cast, positional_embedding};
 use crate::{Error, Rng};
 
 #[derive(Config, Debug, PartialEq)]
@@ -60,58 +57,6 @@ pub struct SongUNetConfig {
     /// configs saved before this option load).
     #[config(default = "None")]
     pub precision: Option<Precision>,
-}
-
-/// Mixed precision as PyTorch's autocast: the parameters stay f32 (the optimizer updates those)
-/// and are cast on the way into each convolution and linear layer; GroupNorm, softmax, the time
-/// embedding's sinusoids and the network's output stay f32 ([P] App. I.6: FP16 wants a = 2 and
-/// t - s conditioning; BF16 blurs nearby t and r).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(not(target_family = "wasm"), derive(clap::ValueEnum))]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    #[default]
-    F32,
-    F16,
-    Bf16,
-}
-
-impl Precision {
-    pub fn dtype(self) -> FloatDType {
-        match self {
-            Precision::F32 => FloatDType::F32,
-            Precision::F16 => FloatDType::F16,
-            Precision::Bf16 => FloatDType::BF16,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Precision::F32 => "f32",
-            Precision::F16 => "f16",
-            Precision::Bf16 => "bf16",
-        }
-    }
-
-    /// Fails, instead of a panic inside a kernel, where `device` cannot compute in this dtype.
-    pub fn check(self, device: &Device) -> Result<(), Error> {
-        if device.supports_dtype(self.dtype()) {
-            return Ok(());
-        }
-        Err(Error::new(format!(
-            "this device cannot compute in {} (WGSL, for one, has no bf16): choose another --precision or --device",
-            self.name()
-        )))
-    }
-}
-
-/// A layer whose parameters are cast to `dtype` (a differentiable cast: gradients reach the f32
-/// parameters); in f32 the layer itself.
-fn cast<M: Module>(layer: &M, dtype: FloatDType) -> Cow<'_, M> {
-    match dtype {
-        FloatDType::F32 => Cow::Borrowed(layer),
-        _ => Cow::Owned(layer.clone().map(&mut CastParams(dtype))),
-    }
 }
 
 /// A convolution with its parameters in `dtype`, through the CPU kernels on Flex.

@@ -12,7 +12,7 @@ use crate::method::precond::Condition;
 use crate::method::sampler::{Grid, Sampler};
 use crate::method::{flow_matching::FlowMatching, imm::Imm};
 use crate::networks::image::{ImageNet, ImageNetConfig};
-use crate::networks::songunet::Precision;
+use crate::networks::Precision;
 use crate::training::presets::{ImagePreset, image_preset};
 use crate::{Error, Labels, Rng};
 
@@ -110,9 +110,9 @@ impl ImageModel {
     }
 
     /// The same weights computing in another dtype.
-    pub fn with_precision(self, precision: Precision) -> Result<Self, Error> {
-        let config = self.config.clone().with_precision(precision)?;
-        Ok(Self { net: self.net.with_precision(precision), config, ..self })
+    pub fn with_precision(self, precision: Precision) -> Self {
+        let config = self.config.clone().with_precision(precision);
+        Self { net: self.net.with_precision(precision), config, ..self }
     }
 
     /// Replaces the trained-with sampling times and IMM sampler by the given ones.

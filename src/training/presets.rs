@@ -331,7 +331,7 @@ pub fn image_preset(name: &str) -> Option<ImagePreset> {
         }
         // The settings of the paper's FP16 runs and of the released 1.99 checkpoint
         // (`imagenet256_ts_a2`): t - s as the second time input, a = 2, r at least 1e-4 below t;
-        // computed in f32 here (the DiT has no f16 path yet).
+        // train it as they did with `--precision f16`.
         "imagenet256-xl2-ts" => {
             let xl = image_preset("imagenet256-xl2")?;
             let precond = Precond { time_input: TimeInput::Stride, ..xl.imm.precond.clone() };
