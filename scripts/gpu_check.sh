@@ -186,6 +186,10 @@ run() {
       stage "bench train cuda $precision batch $batch" 180 "$out" "$imm" bench train --preset cifar10-paper --batch "$batch" --precision "$precision" --iters 3 --device cuda --json "$out"
     done
   done
+  # The latent DiT-S/2 at its batch: what an hour of latent-dit-s buys, in f32 and in the FP16 recipe's f16.
+  for precision in f32 f16; do
+    stage "bench train cuda latent-dit-s $precision" 120 "$out" "$imm" bench train --preset latent-dit-s --batch 256 --precision "$precision" --iters 3 --device cuda --json "$out"
+  done
   stage "bench launches cuda" 120 "$out" "$imm" bench launches --device cuda --json "$out"
   for file in songunet_small dit_small songunet_cond; do
     stage "golden $file wgpu" 120 "" "$imm" golden "golden/golden_$file.safetensors" --device wgpu

@@ -118,7 +118,7 @@ fn every_stage_lands_in_the_report() {
     assert!(report["error"].is_null(), "{report}");
     assert_eq!(report["gpu"]["driver_cuda"], "12.4", "{report}");
     let stages = report["stages"].as_array().unwrap();
-    assert_eq!(stages.len(), 14, "{report}");
+    assert_eq!(stages.len(), 16, "{report}");
     let first = &stages[0];
     assert_eq!(first["name"], "golden songunet_small cuda");
     assert_eq!(first["status"], "failed");
