@@ -171,12 +171,11 @@ impl Geometry {
                     dst[..at].fill(0.0);
                     dst[at..at + len].copy_from_slice(&plane[from..from + len]);
                     dst[at + len..].fill(0.0);
+                    // Column by column with a stride: a fill per line would be a memset call per
+                    // one or two values.
                     let cols = self.inside(j, self.wo, w);
-                    if cols.len() < w {
-                        for line in dst.chunks_mut(w) {
-                            line[..cols.start].fill(0.0);
-                            line[cols.end..].fill(0.0);
-                        }
+                    for x in (0..cols.start).chain(cols.end..w) {
+                        dst.iter_mut().skip(x).step_by(w).for_each(|v| *v = 0.0);
                     }
                 }
             }
