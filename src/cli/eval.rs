@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::cli::images::{Decoder, generate};
+use crate::cli::images::{Decoder, generate, latent_vae};
 use crate::cli::run_dir::{write_atomic, write_json};
 use crate::cli::toy::{held_out, sample_steps};
 use crate::data::folder::{list_image_folder, square};
@@ -34,7 +34,7 @@ use crate::method::sampler::{Grid, Sampler};
 use crate::method::{flow_matching::FlowMatching, imm::Imm};
 use crate::networks::mlp::{Mlp, MlpConfig};
 use crate::training::image_model::ImageModel;
-use crate::training::presets::{Data, ImagePreset, Preset, image_preset, preset};
+use crate::training::presets::{ImagePreset, Preset, image_preset, preset};
 use crate::{Error, Rng};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ValueEnum)]
@@ -384,9 +384,8 @@ fn evaluate_images(file: &Tensors, what: String, request: &EvalRequest, device: 
         (None, None) => None,
     }
     .ok_or_else(|| Error::new(format!("{what} does not say which dataset it models; pass --preset")))?;
-    // A latent model says so in its card; an exported checkpoint by its --preset.
-    let vae = model.card.as_ref().and_then(|card| card["latents"]["vae"].as_str());
-    let latent = vae.is_some() || (model.card.is_none() && data == Data::Latents);
+    let vae = latent_vae(&model, request.preset.as_ref());
+    let latent = vae.is_some();
     let folder = !latent && model.card.as_ref().is_some_and(|card| card["classes"].is_array());
     let reference = match (&request.reference, data.images()) {
         (Some(path), _) if path.is_dir() => Reference::Folder(path),
@@ -418,7 +417,7 @@ fn evaluate_images(file: &Tensors, what: String, request: &EvalRequest, device: 
     // Guidance on a model without labels fails here, before any sampling.
     model.condition(classes, request.cfg, 0, 0)?;
     let (mut channels, mut side) = (model.config.in_channels(), model.config.img_resolution());
-    let decoder = if latent { Some(Decoder::open(request.vae.as_deref(), vae, [channels, side, side], device)?) } else { None };
+    let decoder = vae.map(|vae| Decoder::open(request.vae.as_deref(), vae, [channels, side, side], device)).transpose()?;
     if let Some(decoder) = &decoder {
         (channels, side) = decoder.image_shape();
     }

@@ -125,6 +125,13 @@ pub(crate) struct Decoder {
     shape: [usize; 3],
 }
 
+/// Some for a latent model, with its VAE's fingerprint where the model says it: its card says it
+/// works on latents, or a cardless export (the official checkpoint) says so by its --preset.
+pub(crate) fn latent_vae<'a>(model: &'a ImageModel, preset: Option<&ImagePreset>) -> Option<Option<&'a str>> {
+    let vae = model.card.as_ref().and_then(|card| card["latents"]["vae"].as_str());
+    (vae.is_some() || (model.card.is_none() && preset.is_some_and(|p| p.data == Data::Latents))).then_some(vae)
+}
+
 impl Decoder {
     /// The VAE at `path`, which must be the one whose fingerprint is `vae` where that is known.
     pub(crate) fn open(path: Option<&Path>, vae: Option<&str>, shape: [usize; 3], device: &Device) -> Result<Decoder, Error> {
@@ -572,10 +579,7 @@ pub fn sample(request: &SampleRequest, device: &Device) -> Result<(), Error> {
     // Guidance on a model without labels fails here, before any sampling.
     model.condition(classes, request.cfg, 0, 0)?;
     let (mut c, mut side) = (model.config.in_channels(), model.config.img_resolution());
-    // A latent model says so in its card; an exported checkpoint by its --preset.
-    let vae = model.card.as_ref().and_then(|card| card["latents"]["vae"].as_str());
-    let latent = vae.is_some() || (model.card.is_none() && request.preset.as_ref().is_some_and(|p| p.data == Data::Latents));
-    let decoder = if latent { Some(Decoder::open(request.vae.as_deref(), vae, [c, side, side], device)?) } else { None };
+    let decoder = latent_vae(&model, request.preset.as_ref()).map(|vae| Decoder::open(request.vae.as_deref(), vae, [c, side, side], device)).transpose()?;
     let mut images = Vec::new();
     generate(&model, (classes, request.cfg), request.steps, request.count, request.seed, device, |batch, _| {
         images.extend(match &decoder {

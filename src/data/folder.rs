@@ -72,13 +72,12 @@ pub fn square(file: &Path, side: usize, channels: usize) -> Result<Vec<u8>, Erro
         1 => img.to_luma8().into_raw(),
         _ => img.to_rgb8().into_raw(),
     };
-    let (pixels, w, h) = centre_crop(pixels, channels, w, h, side);
-    debug_assert_eq!((w, h), (side, side));
+    let pixels = centre_crop(pixels, channels, w, h, side);
     Ok((0..channels).flat_map(|c| pixels.iter().skip(c).step_by(channels).copied().collect::<Vec<u8>>()).collect())
 }
 
-/// [`square`] on interleaved pixels [h, w, channels]: the crop and its size.
-fn centre_crop(mut pixels: Vec<u8>, channels: usize, mut w: usize, mut h: usize, side: usize) -> (Vec<u8>, usize, usize) {
+/// [`square`] on interleaved pixels [h, w, channels]: the side x side crop, interleaved.
+fn centre_crop(mut pixels: Vec<u8>, channels: usize, mut w: usize, mut h: usize, side: usize) -> Vec<u8> {
     while w.min(h) >= 2 * side {
         pixels = resample(&pixels, channels, (w, h), (w / 2, h / 2), Filter::Box);
         (w, h) = (w / 2, h / 2);
@@ -90,8 +89,7 @@ fn centre_crop(mut pixels: Vec<u8>, channels: usize, mut w: usize, mut h: usize,
         pixels = resample(&pixels, channels, (w, h), (nw, nh), Filter::Bicubic);
     }
     let (x0, y0) = ((nw - side) / 2, (nh - side) / 2);
-    let crop = (y0..y0 + side).flat_map(|y| pixels[(y * nw + x0) * channels..(y * nw + x0 + side) * channels].to_vec()).collect();
-    (crop, side, side)
+    (y0..y0 + side).flat_map(|y| pixels[(y * nw + x0) * channels..(y * nw + x0 + side) * channels].to_vec()).collect()
 }
 
 #[derive(Clone, Copy)]
@@ -200,13 +198,13 @@ mod tests {
     fn the_crop_halves_resizes_then_takes_the_centre() {
         // 40 x 24 to 6: 24 >= 12, so halve to 20 x 12, again to 10 x 6; then crop x from 2.
         let pixels: Vec<u8> = (0..24).flat_map(|_| (0..40).map(|x| (x * 6) as u8)).collect();
-        let (crop, w, h) = centre_crop(pixels, 1, 40, 24, 6);
-        assert_eq!((w, h, crop.len()), (6, 6, 36));
+        let crop = centre_crop(pixels, 1, 40, 24, 6);
+        assert_eq!(crop.len(), 36);
         // Column x of the 10-wide image averages input columns 4x..4x+4: 6 (4x + 1.5), rounded.
         let row: Vec<u8> = (2..8).map(|x| (6.0 * (4.0 * x as f64 + 1.5)).round() as u8).collect();
         assert_eq!(crop[..6], row[..]);
         // 30 x 20 to 16: no halving (20 < 32); scale 0.8 -> 24 x 16, crop x from 4.
-        let (crop, ..) = centre_crop(vec![9; 30 * 20 * 3], 3, 30, 20, 16);
+        let crop = centre_crop(vec![9; 30 * 20 * 3], 3, 30, 20, 16);
         assert_eq!(crop, vec![9; 16 * 16 * 3]);
     }
 
