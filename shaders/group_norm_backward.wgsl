@@ -1,4 +1,5 @@
-// GroupNorm (+ SiLU), backward: one workgroup per (image b, group g), as the forward pass.
+// GroupNorm (+ SiLU), backward: one workgroup per (image b, group g), as the forward pass; x, dy
+// and dx share its layout.
 //
 //   xhat = (x - mean) rstd,  z = xhat gamma_c + beta_c,  dz = dy silu'(z) (dz = dy without SiLU)
 //   dx = rstd (gamma_c dz - mean(gamma dz) - xhat mean(gamma dz xhat))   (means over the group)
@@ -22,11 +23,13 @@ const S: u32 = {{ s }}u;
 const GROUPS: u32 = {{ groups }}u;
 const N: u32 = {{ n }}u;
 const SILU: bool = {{ silu }};
+const LAST: bool = {{ channels_last }};
 const WG: u32 = 256u;
 const CG: u32 = C / GROUPS;
 const L: u32 = CG * S;
 
 {{ workgroup_sum }}
+{{ layout }}
 // dL/dz at one element.
 fn dz_of(ch: u32, xhat: f32, g: f32) -> f32 {
     if !SILU {
@@ -47,7 +50,6 @@ fn main(
     if w >= N {
         return;
     }
-    let base = w * L;
     let c0 = (w % GROUPS) * CG;
     let b = w / GROUPS;
     let mean = stats[2u * w];
@@ -63,7 +65,7 @@ fn main(
             var a = 0.0;
             var d = 0.0;
             for (var p = lid; p < S; p += WG) {
-                let i = base + k * S + p;
+                let i = pixel_index(b, ch, p);
                 let xhat = (x[i] - mean) * rstd;
                 let dz = dz_of(ch, xhat, dy[i]);
                 a += dz * xhat;
@@ -86,7 +88,7 @@ fn main(
             var a = 0.0;
             var d = 0.0;
             for (var p = 0u; p < S; p++) {
-                let i = base + k * S + p;
+                let i = pixel_index(b, ch, p);
                 let xhat = (x[i] - mean) * rstd;
                 let dz = dz_of(ch, xhat, dy[i]);
                 a += dz * xhat;
@@ -103,9 +105,10 @@ fn main(
     let mean_g = sum_g / f32(L);
     let mean_gx = sum_gx / f32(L);
     for (var i = lid; i < L; i += WG) {
-        let ch = c0 + i / S;
-        let xhat = (x[base + i] - mean) * rstd;
-        let dz = dz_of(ch, xhat, dy[base + i]);
-        dx[base + i] = rstd * (gamma[ch] * dz - mean_g - xhat * mean_gx);
+        let k = group_index(b, c0, i);
+        let ch = group_channel(c0, i);
+        let xhat = (x[k] - mean) * rstd;
+        let dz = dz_of(ch, xhat, dy[k]);
+        dx[k] = rstd * (gamma[ch] * dz - mean_g - xhat * mean_gx);
     }
 }

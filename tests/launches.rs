@@ -2,13 +2,33 @@
 //! is one launch and its output's buffer (with at most a small buffer of the launch's sizes), and
 //! burn's fusion makes a chain of elementwise ops one launch.
 
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
 use burn::tensor::{Device, Distribution, Tensor};
-use imm::cli::counts::{count, install};
+use imm::cli::counts::{Counts, count, install};
+use imm::kernels::conv::conv2d;
+use imm::kernels::group_norm::group_norm;
+
+/// The wgpu device with the counts installed, and a guard: counts of tests run side by side would
+/// mix.
+fn counted_device() -> (MutexGuard<'static, ()>, Device) {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    static DEVICE: OnceLock<Device> = OnceLock::new();
+    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let device = DEVICE.get_or_init(|| {
+        install().expect("the counts install before any device starts");
+        Device::wgpu_options().init().expect("a wgpu adapter (lavapipe without a GPU)")
+    });
+    (guard, device.clone())
+}
+
+fn launches_of(counts: &Counts, prefix: &str) -> u64 {
+    counts.by_kernel.iter().filter(|(name, _)| name.starts_with(prefix)).map(|(_, n)| n).sum()
+}
 
 #[test]
 fn counts_launches_and_buffers_of_the_runtime() {
-    install().expect("the counts install before any device starts");
-    let device = Device::wgpu_options().init().expect("a wgpu adapter (lavapipe without a GPU)");
+    let (_guard, device) = counted_device();
     let x = Tensor::<1>::random([1000], Distribution::Normal(0.0, 1.0), &device);
     // Outputs are kept until the count has drained the device: fusion skips work nobody reads.
     let mut kept = Vec::new();
@@ -27,4 +47,31 @@ fn counts_launches_and_buffers_of_the_runtime() {
     .unwrap();
     assert_eq!(chain.launches, 1, "three elementwise ops fuse into one kernel: {chain:?}");
     assert_eq!(chain.by_kernel.iter().map(|(_, n)| n).sum::<u64>(), chain.launches);
+}
+
+/// A GroupNorm + SiLU between two convolutions adds its own three kernels (forward, backward, the
+/// parameter gradients) and no layout copy: it reads and writes the channels-last activations
+/// burn's convolutions leave, forward and backward.
+#[test]
+fn group_norm_between_convolutions_adds_no_copies() {
+    let (_guard, device) = counted_device();
+    let device = device.autodiff();
+    let normal = Distribution::Normal(0.0, 1.0);
+    let x = Tensor::<4>::random([2, 8, 6, 6], normal, &device);
+    let [w1, w2] = [0, 1].map(|_| Tensor::<4>::random([8, 8, 3, 3], normal, &device).require_grad());
+    let (gamma, beta) = (Tensor::<1>::ones([8], &device).require_grad(), Tensor::<1>::zeros([8], &device).require_grad());
+    let mut kept = Vec::new();
+    let mut step = |with_norm: bool| {
+        count(&device, || {
+            let h = conv2d(x.clone(), w1.clone(), None, 1);
+            let h = if with_norm { group_norm(h, gamma.clone(), beta.clone(), 4, 1e-5, true) } else { h };
+            let grads = conv2d(h, w2.clone(), None, 1).sum().backward();
+            kept.extend([w1.grad(&grads), w2.grad(&grads)].map(|g| g.expect("a weight gradient")));
+            Ok(())
+        })
+        .unwrap()
+    };
+    let (plain, normed) = (step(false), step(true));
+    assert_eq!(launches_of(&normed, "SourceKernel | NormKernel"), 3, "{normed:?}");
+    assert_eq!(launches_of(&normed, "Copy"), launches_of(&plain, "Copy"), "without the norm: {plain:?}\nwith it: {normed:?}");
 }

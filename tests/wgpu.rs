@@ -103,7 +103,8 @@ fn fused_mmd_kernels_equal_the_reference() {
 }
 
 /// The fused GroupNorm (+ SiLU) in WGSL and in CubeCL equals burn's plain ops in value and every
-/// gradient, over odd sizes, groups larger than a workgroup and of a single channel.
+/// gradient, over odd sizes, groups larger than a workgroup and of a single channel, on NCHW and
+/// channels-last inputs.
 #[test]
 fn fused_group_norm_kernels_equal_the_reference() {
     use imm::kernels::Kernels;
@@ -111,9 +112,12 @@ fn fused_group_norm_kernels_equal_the_reference() {
     let gpu = gpu();
     for (i, shape) in test_shapes(13, 8).into_iter().enumerate() {
         for (silu, kernels) in [(false, Kernels::Wgsl), (true, Kernels::Wgsl), (true, Kernels::CubeCl), (false, Kernels::CubeCl)] {
-            let errors = errors_against_reference(&gpu, shape, silu, i as u64, kernels);
-            for (what, err) in ["output", "dx", "dgamma", "dbeta"].iter().zip(errors) {
-                assert!(err < 1e-4, "{kernels:?}: {what} of {shape:?} ([B, C, H, W, groups]), silu {silu}: relative error {err}");
+            for last in [false, true] {
+                let errors = errors_against_reference(&gpu, shape, silu, last, i as u64, kernels);
+                for (what, err) in ["output", "dx", "dgamma", "dbeta"].iter().zip(errors) {
+                    let layout = if last { "channels last" } else { "NCHW" };
+                    assert!(err < 1e-4, "{kernels:?}, {layout}: {what} of {shape:?} ([B, C, H, W, groups]), silu {silu}: relative error {err}");
+                }
             }
         }
     }

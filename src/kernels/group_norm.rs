@@ -76,8 +76,16 @@ pub fn group_norm_with(
 
 /// Relative errors of the output, dx, dgamma and dbeta of the fused operation through `kernels`
 /// against the reference, on random inputs of shape [B, C, H, W] in `groups` groups on `device`,
-/// with an offset and a scale per image, as activations have, so that the centring matters.
-pub fn errors_against_reference(device: &Device, [batch, c, h, w, groups]: [usize; 5], silu: bool, seed: u64, kernels: Kernels) -> [f32; 4] {
+/// with an offset and a scale per image, as activations have, so that the centring matters. With
+/// `channels_last`, x is stored as [B, H, W, C], as convolutions leave it on cubecl devices.
+pub fn errors_against_reference(
+    device: &Device,
+    [batch, c, h, w, groups]: [usize; 5],
+    silu: bool,
+    channels_last: bool,
+    seed: u64,
+    kernels: Kernels,
+) -> [f32; 4] {
     let device = device.clone().autodiff();
     let mut rng = crate::Rng::new(seed);
     let n = batch * c * h * w;
@@ -86,7 +94,15 @@ pub fn errors_against_reference(device: &Device, [batch, c, h, w, groups]: [usiz
     let beta = rng.normal_vec(c, 0.5);
     let v = rng.normal_vec(n, 1.0);
     let run = |f: &dyn Fn(Tensor<4>, Tensor<1>, Tensor<1>) -> Tensor<4>| {
-        let x = Tensor::<4>::from_data(TensorData::new(x.clone(), [batch, c, h, w]), &device).require_grad();
+        let x = match channels_last {
+            false => Tensor::<4>::from_data(TensorData::new(x.clone(), [batch, c, h, w]), &device),
+            true => {
+                let (s, image) = (h * w, c * h * w);
+                let nhwc = (0..n).map(|i| x[i / image * image + i % c * s + i % image / c]).collect();
+                Tensor::<4>::from_data(TensorData::new(nhwc, [batch, h, w, c]), &device).permute([0, 3, 1, 2])
+            }
+        }
+        .require_grad();
         let gamma = Tensor::<1>::from_data(TensorData::new(gamma.clone(), [c]), &device).require_grad();
         let beta = Tensor::<1>::from_data(TensorData::new(beta.clone(), [c]), &device).require_grad();
         let v = Tensor::<4>::from_data(TensorData::new(v.clone(), [batch, c, h, w]), &device);

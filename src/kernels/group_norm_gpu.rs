@@ -1,6 +1,8 @@
 //! The fused GroupNorm (+ SiLU) on cubecl devices: `shaders/group_norm_*.wgsl` on wgpu and the
 //! same three kernels in CubeCL for the runtimes where WGSL cannot run (CUDA, ROCm). Same layout,
-//! same maths; the comments of the WGSL files apply.
+//! same maths; the comments of the WGSL files apply. Activations stored channels last (as burn's
+//! convolutions leave them) are read and written in place, so that a norm between two convolutions
+//! costs no layout copies.
 
 use burn::backend::wgpu::{CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous};
 use burn::backend::TensorMetadata;
@@ -31,6 +33,8 @@ struct NormKernel {
     groups: usize,
     silu: bool,
     epsilon: f32,
+    /// x (and y, dy, dx) stored as [B, H, W, C] rather than [B, C, H, W].
+    channels_last: bool,
 }
 
 impl KernelSource for NormKernel {
@@ -48,12 +52,15 @@ impl KernelSource for NormKernel {
             .register("batch", self.batch.to_string())
             .register("silu", self.silu.to_string())
             .register("eps", format!("{:e}", self.epsilon))
+            .register("channels_last", self.channels_last.to_string())
+            .register("layout", include_str!("../../shaders/group_norm_layout.wgsl"))
             .register("access", input_access())
             .register("workgroup_sum", include_str!("../../shaders/workgroup_sum.wgsl"))
     }
 
     fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((self.pass, self.batch, self.c, self.s, self.groups, self.silu, self.epsilon.to_bits()))
+        let sizes = (self.batch, self.c, self.s, self.groups);
+        KernelId::new::<Self>().info((self.pass, sizes, self.silu, self.epsilon.to_bits(), self.channels_last))
     }
 
     fn lang(&self) -> &'static str {
@@ -61,7 +68,7 @@ impl KernelSource for NormKernel {
     }
 }
 
-/// Launches one pass on contiguous tensors (inputs, then outputs).
+/// Launches one pass on dense tensors in the kernel's layout (inputs, then outputs).
 fn launch(kernels: Kernels, kernel: NormKernel, tensors: &[&CubeTensor]) {
     let client = tensors[0].client.clone();
     let cube_dim = CubeDim::new_1d(WORKGROUP);
@@ -75,13 +82,26 @@ fn launch(kernels: Kernels, kernel: NormKernel, tensors: &[&CubeTensor]) {
             client.launch(Box::new(SourceKernel::new(kernel, cube_dim)), count, KernelArguments::new().with_buffers(bindings));
         }
         Kernels::CubeCl => {
-            // SAFETY: each length is the tensor's element count, and the tensors are contiguous.
+            // SAFETY: each length is the tensor's element count, and the tensors are dense.
             let arg = |i: usize| unsafe { BufferArg::from_raw_parts(tensors[i].handle.clone(), tensors[i].shape().num_elements()) };
-            let NormKernel { batch, c, s, groups, silu, epsilon, .. } = kernel;
+            let NormKernel { batch, c, s, groups, silu, epsilon, channels_last, .. } = kernel;
+            let layout = Layout { c, s, per: c / groups, last: channels_last };
             match kernel.pass {
-                Pass::Forward => {
-                    forward::launch(&client, count, cube_dim, arg(0), arg(1), arg(2), arg(3), arg(4), c, s, groups, batch * groups, silu, epsilon.to_bits())
-                }
+                Pass::Forward => forward::launch(
+                    &client,
+                    count,
+                    cube_dim,
+                    arg(0),
+                    arg(1),
+                    arg(2),
+                    arg(3),
+                    arg(4),
+                    groups,
+                    batch * groups,
+                    silu,
+                    epsilon.to_bits(),
+                    layout,
+                ),
                 Pass::Backward => backward::launch(
                     &client,
                     count,
@@ -93,11 +113,10 @@ fn launch(kernels: Kernels, kernel: NormKernel, tensors: &[&CubeTensor]) {
                     arg(4),
                     arg(5),
                     arg(6),
-                    c,
-                    s,
                     groups,
                     batch * groups,
                     silu,
+                    layout,
                 ),
                 Pass::Sum => sum::launch(&client, count, cube_dim, arg(0), arg(1), arg(2), c, batch),
             }
@@ -115,13 +134,51 @@ fn sizes(x: &CubeTensor, gamma: &CubeTensor, norm: Norm) -> (usize, usize, usize
     (batch, c, s)
 }
 
+/// [B, C, H, W] to [B, H, W, C] and back.
+const TO_LAST: [usize; 4] = [0, 2, 3, 1];
+const FROM_LAST: [usize; 4] = [0, 3, 1, 2];
+
+/// Whether x is stored channels last (and not also contiguous, as when H W = 1).
+fn is_channels_last(x: &CubeTensor) -> bool {
+    let mut last = x.clone();
+    last.meta.permute(&TO_LAST).expect("a rank-4 tensor");
+    !x.meta.is_tiled() && !x.is_contiguous() && last.is_contiguous()
+}
+
+/// x stored in the given layout, copied only if it is not.
+fn in_layout(x: CubeTensor, channels_last: bool) -> CubeTensor {
+    match channels_last {
+        false => into_contiguous(x),
+        true if is_channels_last(&x) => x,
+        true => {
+            let mut x = x;
+            x.meta.permute(&TO_LAST).expect("a rank-4 tensor");
+            let mut x = into_contiguous(x);
+            x.meta.permute(&FROM_LAST).expect("a rank-4 tensor");
+            x
+        }
+    }
+}
+
+/// A new [B, C, H, W] tensor in the given layout.
+fn empty_in_layout(like: &CubeTensor, channels_last: bool) -> CubeTensor {
+    if !channels_last {
+        return empty_like(like, like.shape());
+    }
+    let mut y = empty_like(like, like.shape().permuted(&TO_LAST).expect("a rank-4 shape"));
+    y.meta.permute(&FROM_LAST).expect("a rank-4 tensor");
+    y
+}
+
 impl FusedGroupNorm for CubeBackend {
     fn fused_group_norm(x: CubeTensor, gamma: CubeTensor, beta: CubeTensor, norm: Norm) -> (CubeTensor, CubeTensor) {
         let (batch, c, s) = sizes(&x, &gamma, norm);
-        let (x, gamma, beta) = (into_contiguous(x), into_contiguous(gamma), into_contiguous(beta));
-        let y = empty_like(&x, x.shape());
+        let channels_last = is_channels_last(&x);
+        let (x, gamma, beta) = (in_layout(x, channels_last), into_contiguous(gamma), into_contiguous(beta));
+        let y = empty_in_layout(&x, channels_last);
         let stats = empty_like(&x, Shape::new([batch, norm.groups, 2]));
-        let kernel = NormKernel { pass: Pass::Forward, batch, c, s, groups: norm.groups, silu: norm.silu, epsilon: norm.epsilon };
+        let (groups, silu, epsilon) = (norm.groups, norm.silu, norm.epsilon);
+        let kernel = NormKernel { pass: Pass::Forward, batch, c, s, groups, silu, epsilon, channels_last };
         launch(norm.kernels, kernel, &[&x, &gamma, &beta, &y, &stats]);
         (y, stats)
     }
@@ -135,10 +192,13 @@ impl FusedGroupNorm for CubeBackend {
         norm: Norm,
     ) -> (CubeTensor, CubeTensor, CubeTensor) {
         let (batch, c, s) = sizes(&x, &gamma, norm);
-        let [x, gamma, beta, stats, grad] = [x, gamma, beta, stats, grad].map(into_contiguous);
-        let grad_x = empty_like(&x, x.shape());
+        let channels_last = is_channels_last(&x);
+        let [x, grad] = [x, grad].map(|t| in_layout(t, channels_last));
+        let [gamma, beta, stats] = [gamma, beta, stats].map(into_contiguous);
+        let grad_x = empty_in_layout(&x, channels_last);
         let partial = empty_like(&x, Shape::new([batch, c, 2]));
-        let kernel = |pass| NormKernel { pass, batch, c, s, groups: norm.groups, silu: norm.silu, epsilon: norm.epsilon };
+        let (groups, silu, epsilon) = (norm.groups, norm.silu, norm.epsilon);
+        let kernel = |pass| NormKernel { pass, batch, c, s, groups, silu, epsilon, channels_last };
         launch(norm.kernels, kernel(Pass::Backward), &[&x, &gamma, &beta, &stats, &grad, &grad_x, &partial]);
         let (grad_gamma, grad_beta) = (empty_like(&x, Shape::new([c])), empty_like(&x, Shape::new([c])));
         launch(norm.kernels, kernel(Pass::Sum), &[&partial, &grad_gamma, &grad_beta]);
@@ -176,6 +236,49 @@ fn dz_of(xhat: f32, gamma: f32, beta: f32, g: f32, #[comptime] silu: bool) -> f3
     dz
 }
 
+/// Where the values lie, as `group_norm_layout.wgsl`: C channels of S pixels, `per` channels a
+/// group, NCHW or channels last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Layout {
+    c: usize,
+    s: usize,
+    per: usize,
+    last: bool,
+}
+
+/// The i-th value, in memory order, of the group of image b that starts at channel c0.
+#[cube]
+fn group_index(b: usize, c0: usize, i: usize, #[comptime] l: Layout) -> usize {
+    let (c, s, per) = (comptime!(l.c), comptime!(l.s), comptime!(l.per));
+    let mut k = (b * c + c0) * s + i;
+    if comptime!(l.last) {
+        k = (b * s + i / per) * c + c0 + i % per;
+    }
+    k
+}
+
+/// The channel of that value.
+#[cube]
+fn group_channel(c0: usize, i: usize, #[comptime] l: Layout) -> usize {
+    let (s, per) = (comptime!(l.s), comptime!(l.per));
+    let mut ch = c0 + i / s;
+    if comptime!(l.last) {
+        ch = c0 + i % per;
+    }
+    ch
+}
+
+/// Pixel p of channel ch of image b.
+#[cube]
+fn pixel_index(b: usize, ch: usize, p: usize, #[comptime] l: Layout) -> usize {
+    let (c, s) = (comptime!(l.c), comptime!(l.s));
+    let mut k = (b * c + ch) * s + p;
+    if comptime!(l.last) {
+        k = (b * s + p) * c + ch;
+    }
+    k
+}
+
 /// Forward: one cube of 256 units per (image, group).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
@@ -185,35 +288,34 @@ fn forward(
     beta: &[f32],
     y: &mut [f32],
     stats: &mut [f32],
-    #[comptime] c: usize,
-    #[comptime] s: usize,
     #[comptime] groups: usize,
     #[comptime] n: usize,
     #[comptime] silu: bool,
     #[comptime] epsilon_bits: u32,
+    #[comptime] l: Layout,
 ) {
     let epsilon = comptime!(f32::from_bits(epsilon_bits));
     let w = (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize;
     if w >= n {
         terminate!();
     }
-    let per = comptime!(c / groups);
-    let len = comptime!(c / groups * s);
+    let per = comptime!(l.per);
+    let len = comptime!(l.per * l.s);
     let lid = UNIT_POS as usize;
-    let base = w * len;
+    let b = w / groups;
     let c0 = (w % groups) * per;
     let mut partial = Shared::<[f32]>::new_slice(256usize);
     let mut sum = 0.0f32;
     let mut i = lid;
     while i < len {
-        sum += x[base + i];
+        sum += x[group_index(b, c0, i, l)];
         i += 256;
     }
     let mean = cube_sum(&mut partial, lid, sum) / f32::cast_from(len);
     let mut sq = 0.0f32;
     let mut i = lid;
     while i < len {
-        let d = x[base + i] - mean;
+        let d = x[group_index(b, c0, i, l)] - mean;
         sq += d * d;
         i += 256;
     }
@@ -224,13 +326,14 @@ fn forward(
     }
     let mut i = lid;
     while i < len {
-        let ch = c0 + i / s;
-        let z = (x[base + i] - mean) * rstd * gamma[ch] + beta[ch];
+        let k = group_index(b, c0, i, l);
+        let ch = group_channel(c0, i, l);
+        let z = (x[k] - mean) * rstd * gamma[ch] + beta[ch];
         let mut out = z;
         if comptime!(silu) {
             out = z / (1.0f32 + (-z).exp());
         }
-        y[base + i] = out;
+        y[k] = out;
         i += 256;
     }
 }
@@ -246,20 +349,18 @@ fn backward(
     dy: &[f32],
     dx: &mut [f32],
     partial_sums: &mut [f32],
-    #[comptime] c: usize,
-    #[comptime] s: usize,
     #[comptime] groups: usize,
     #[comptime] n: usize,
     #[comptime] silu: bool,
+    #[comptime] l: Layout,
 ) {
     let w = (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize;
     if w >= n {
         terminate!();
     }
-    let per = comptime!(c / groups);
-    let len = comptime!(c / groups * s);
+    let (c, s, per) = (comptime!(l.c), comptime!(l.s), comptime!(l.per));
+    let len = comptime!(l.per * l.s);
     let lid = UNIT_POS as usize;
-    let base = w * len;
     let c0 = (w % groups) * per;
     let b = w / groups;
     let mean = stats[2 * w];
@@ -275,7 +376,7 @@ fn backward(
             let mut d = 0.0f32;
             let mut p = lid;
             while p < s {
-                let i = base + k * s + p;
+                let i = pixel_index(b, ch, p, l);
                 let xhat = (x[i] - mean) * rstd;
                 let dz = dz_of(xhat, gamma[ch], beta[ch], dy[i], silu);
                 a += dz * xhat;
@@ -300,7 +401,7 @@ fn backward(
             let mut a = 0.0f32;
             let mut d = 0.0f32;
             for p in 0..s {
-                let i = base + k * s + p;
+                let i = pixel_index(b, ch, p, l);
                 let xhat = (x[i] - mean) * rstd;
                 let dz = dz_of(xhat, gamma[ch], beta[ch], dy[i], silu);
                 a += dz * xhat;
@@ -319,10 +420,11 @@ fn backward(
     let mean_gx = sum_gx / f32::cast_from(len);
     let mut i = lid;
     while i < len {
-        let ch = c0 + i / s;
-        let xhat = (x[base + i] - mean) * rstd;
-        let dz = dz_of(xhat, gamma[ch], beta[ch], dy[base + i], silu);
-        dx[base + i] = rstd * (gamma[ch] * dz - mean_g - xhat * mean_gx);
+        let k = group_index(b, c0, i, l);
+        let ch = group_channel(c0, i, l);
+        let xhat = (x[k] - mean) * rstd;
+        let dz = dz_of(xhat, gamma[ch], beta[ch], dy[k], silu);
+        dx[k] = rstd * (gamma[ch] * dz - mean_g - xhat * mean_gx);
         i += 256;
     }
 }
