@@ -4,6 +4,7 @@
 
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
+use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
 use burn::tensor::{Device, Distribution, Tensor};
 use imm::cli::counts::{Counts, count, install};
 use imm::kernels::conv::conv2d;
@@ -16,6 +17,8 @@ fn counted_device() -> (MutexGuard<'static, ()>, Device) {
     static DEVICE: OnceLock<Device> = OnceLock::new();
     let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let device = DEVICE.get_or_init(|| {
+        // SAFETY: set before any device (and its threads) starts; nothing else reads it yet.
+        unsafe { std::env::set_var("CUBECL_AUTOTUNE_LEVEL", "minimal") };
         install().expect("the counts install before any device starts");
         Device::wgpu_options().init().expect("a wgpu adapter (lavapipe without a GPU)")
     });
@@ -29,6 +32,10 @@ fn launches_of(counts: &Counts, prefix: &str) -> u64 {
 #[test]
 fn counts_launches_and_buffers_of_the_runtime() {
     let (_guard, device) = counted_device();
+    // The counts add the memory logger to cubecl's configuration and keep the rest of it.
+    let config = serde_json::to_value(&*CubeClRuntimeConfig::get()).unwrap();
+    assert_eq!(config["memory"]["logger"]["level"], "full", "{config}");
+    assert_eq!(config["autotune"]["level"], "minimal", "CUBECL_AUTOTUNE_LEVEL was ignored: {config}");
     let x = Tensor::<1>::random([1000], Distribution::Normal(0.0, 1.0), &device);
     // Outputs are kept until the count has drained the device: fusion skips work nobody reads.
     let mut kept = Vec::new();

@@ -57,13 +57,14 @@ pub fn reserved_bytes(line: &str) -> Option<u64> {
 }
 
 /// Turns on the counting. Must run before the first device starts: cubecl reads its configuration
-/// once, when a device's runtime is created.
+/// once, when a device's runtime is created. The rest of the configuration is cubecl's own (a
+/// `cubecl.toml`, `CUBECL_*` variables such as `CUBECL_AUTOTUNE_LEVEL`).
 pub fn install() -> Result<(), Error> {
-    // Built from its serialised form: the logger's level types are not exported by cubecl.
-    let config: CubeClRuntimeConfig = serde_json::from_value(serde_json::json!({
-        "memory": { "logger": { "level": "full", "log": "info" } }
-    }))
-    .map_err(|e| Error::new(format!("cubecl's configuration: {e}")))?;
+    let bad = |e: serde_json::Error| Error::new(format!("cubecl's configuration: {e}"));
+    // Edited in its serialised form: the logger's level types are not exported by cubecl.
+    let mut config = serde_json::to_value(CubeClRuntimeConfig::from_current_dir().override_from_env()).map_err(bad)?;
+    config["memory"]["logger"] = serde_json::json!({ "level": "full", "log": "info" });
+    let config: CubeClRuntimeConfig = serde_json::from_value(config).map_err(bad)?;
     if !CubeClRuntimeConfig::try_set(config) {
         return Err(Error::new("cubecl's configuration was already loaded: the counts must be set up before any device starts"));
     }
