@@ -16,7 +16,7 @@ dir=$root/target/gpu-check
 nvidia_smi=${NVIDIA_SMI:-nvidia-smi}
 # NVRTC and headers of one CUDA release; PTX of 12.4 loads on drivers from 550 on.
 cuda_version=12.4
-wheels=(nvidia-cuda-nvrtc-cu12==12.4.127 nvidia-cuda-runtime-cu12==12.4.127 nvidia-cuda-nvcc-cu12==12.4.131 nvidia-cuda-cccl-cu12==12.4.127)
+wheels=(nvidia-cuda-nvrtc-cu12==12.4.127 nvidia-cuda-runtime-cu12==12.4.127 nvidia-cuda-nvcc-cu12==12.4.131 nvidia-cuda-cccl-cu12==12.4.127.post1)
 max_bundle_mb=60
 
 die() { echo "gpu_check: $*" >&2; exit 1; }
