@@ -1,9 +1,10 @@
 //! The CPU kernels against burn's plain ops on Flex: values and every gradient, on random shapes
 //! with odd sizes (convolutions: kernels 1, 3 and 5, padding from none to more than the kernel
-//! needs; GroupNorm: one to 32 groups, with and without SiLU).
+//! needs; GroupNorm: one to 32 groups, with and without SiLU; resampling up and down).
 
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use imm::kernels::conv::{conv2d_cpu, conv2d_reference};
+use imm::kernels::resample::{resample, resample_reference};
 use imm::kernels::Kernels;
 use imm::kernels::group_norm::{errors_against_reference, test_shapes};
 use imm::kernels::mmd::relative_error;
@@ -17,7 +18,8 @@ fn convolution_matches_burn_in_values_and_gradients() {
     let device = Device::flex().autodiff();
     let mut rng = imm::Rng::new(7);
     let mut pick = |n: u64| (rng.next_u64() % n) as usize;
-    let fixed = [[1, 1, 1, 1, 1, 1, 0], [2, 3, 5, 7, 4, 3, 1], [3, 16, 7, 7, 32, 1, 0], [2, 2, 4, 3, 3, 3, 2]];
+    // The last: 14 px images in weight-gradient groups of two, three images per task on two cores.
+    let fixed = [[1, 1, 1, 1, 1, 1, 0], [2, 3, 5, 7, 4, 3, 1], [3, 16, 7, 7, 32, 1, 0], [2, 2, 4, 3, 3, 3, 2], [9, 3, 14, 14, 4, 3, 1]];
     let random: Vec<[usize; 7]> = (0..12)
         .map(|_| {
             let k = [1, 3, 5][pick(3)];
@@ -73,6 +75,32 @@ fn group_norm_matches_burn_in_values_and_gradients() {
             let errors = errors_against_reference(&Device::flex(), shape, silu, i % 2 == 1, i as u64, Kernels::Cpu);
             for (what, err) in ["output", "dx", "dgamma", "dbeta"].iter().zip(errors) {
                 assert!(err < 1e-4, "{what} of {shape:?} ([B, C, H, W, groups]), silu {silu}: relative error {err}");
+            }
+        }
+    }
+}
+
+#[test]
+fn resampling_matches_burn_in_values_and_gradients() {
+    let device = Device::flex().autodiff();
+    let mut rng = imm::Rng::new(11);
+    let mut pick = |n: u64| 1 + (rng.next_u64() % n) as usize;
+    for _ in 0..12 {
+        let [batch, c, h, w] = [pick(5), pick(6), 2 * pick(7), 2 * pick(7)];
+        for up in [false, true] {
+            let x = Tensor::<4>::random([batch, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+            let out = if up { [batch, c, 2 * h, 2 * w] } else { [batch, c, h / 2, w / 2] };
+            let v = Tensor::<4>::random(out, Distribution::Normal(0.0, 1.0), &device);
+            let run = |f: fn(Tensor<4>, bool) -> Tensor<4>| {
+                let x = x.clone().require_grad();
+                let y = f(x.clone(), up);
+                let grads = (y.clone() * v.clone()).sum().backward();
+                [read(y), read(x.grad(&grads).unwrap())]
+            };
+            let (ours, reference) = (run(resample), run(resample_reference));
+            for (what, (a, b)) in ["output", "dx"].iter().zip(ours.iter().zip(&reference)) {
+                let err = relative_error(a, b);
+                assert!(a.len() == b.len() && err < 1e-6, "{what} of {} [{batch}, {c}, {h}, {w}]: relative error {err}", if up { "up" } else { "down" });
             }
         }
     }

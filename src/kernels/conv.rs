@@ -13,6 +13,7 @@ use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMe
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor};
 
+use super::conv_direct::{self, Padded};
 use super::cpu::{contiguous, for_chunks, images_per_task, on_flex, sum_of, sum_parts, tensor, values, with_scratch};
 
 /// A convolution with stride 1, no dilation and one group, through the CPU kernels on Flex
@@ -113,6 +114,11 @@ impl Geometry {
     /// A 1x1 convolution without padding reads the image as it is: no im2col.
     fn pointwise(&self) -> bool {
         self.k == 1 && self.p == 0
+    }
+
+    /// A k x k convolution whose output has the input's size runs the direct kernels.
+    fn direct(&self) -> Option<Padded> {
+        (self.k > 1 && self.ho == self.h && self.wo == self.w).then_some(Padded { c: self.c, h: self.h, w: self.w, p: self.p })
     }
 
     /// For kernel offset j, the output columns ow whose input column ow + j - p is inside the
@@ -253,6 +259,20 @@ impl CpuConv for Flex {
         assert_eq!(bias.len(), g.o, "conv2d: one bias per output channel");
         let (rows, n, per) = (g.rows(), g.pixels(), images_per_task(g.batch));
         let mut out = vec![0f32; g.batch * g.o * n];
+        if let Some(pg) = g.direct() {
+            let packed = conv_direct::pack(weight, g.o, g.c, g.k * g.k, false);
+            for_chunks(&mut out, per * g.o * n, |task, out| {
+                with_scratch(pg.len() + pg.flat_len(g.o), |scratch| {
+                    let (xp, flat) = scratch.split_at_mut(pg.len());
+                    for (b, out) in out.chunks_mut(g.o * n).enumerate() {
+                        pg.pad(&x[(task * per + b) * g.image()..][..g.image()], xp);
+                        conv_direct::conv(&pg, xp, &packed, flat);
+                        pg.crop(flat, Some(bias), out);
+                    }
+                })
+            });
+            return tensor(out, [g.batch, g.o, g.ho, g.wo]);
+        }
         let scratch = if g.pointwise() { 0 } else { rows * n };
         for_chunks(&mut out, per * g.o * n, |task, out| {
             with_scratch(scratch, |col| {
@@ -286,6 +306,43 @@ impl CpuConv for Flex {
         assert_eq!(grad.len(), g.batch * g.o * g.pixels(), "conv2d backward: the output gradient's shape");
         let (rows, n, per) = (g.rows(), g.pixels(), images_per_task(g.batch));
         let mut grad_x = vec![0f32; g.batch * g.image()];
+        if let Some(pg) = g.direct() {
+            // dx is the convolution of dY with the flipped, transposed weight, with the same padding.
+            let (kk, og) = (g.k * g.k, Padded { c: g.o, ..pg });
+            let packed = conv_direct::pack(weight, g.o, g.c, kk, true);
+            // The weight gradient of images in groups of about 512 outputs (one image from 22 px).
+            let group = (512 / pg.n_blocks()).clamp(1, per);
+            let partial = for_chunks(&mut grad_x, per * g.image(), |task, grad_x| {
+                let (mut grad_w, mut grad_b) = (vec![0f32; g.o * rows], vec![0f32; g.o]);
+                with_scratch(group * (pg.len() + og.len()) + pg.flat_len(g.c), |scratch| {
+                    let (xp, rest) = scratch.split_at_mut(group * pg.len());
+                    let (dyp, flat) = rest.split_at_mut(group * og.len());
+                    for (first, grad_x) in grad_x.chunks_mut(group * g.image()).enumerate() {
+                        let first = task * per + first * group;
+                        let images = grad_x.len() / g.image();
+                        for (b, grad_x) in grad_x.chunks_mut(g.image()).enumerate() {
+                            let (xp, dyp) = (&mut xp[b * pg.len()..][..pg.len()], &mut dyp[b * og.len()..][..og.len()]);
+                            let grad_out = &grad[(first + b) * g.o * n..][..g.o * n];
+                            pg.pad(&x[(first + b) * g.image()..][..g.image()], xp);
+                            og.pad(grad_out, dyp);
+                            conv_direct::conv(&og, dyp, &packed, flat);
+                            pg.crop(flat, None, grad_x);
+                            for (sum, line) in grad_b.iter_mut().zip(grad_out.chunks(n)) {
+                                *sum += sum_of(line, line, |v, _| v);
+                            }
+                        }
+                        conv_direct::weight_grad(&pg, xp, dyp, g.o, images, &mut grad_w);
+                    }
+                });
+                (grad_w, grad_b)
+            });
+            let (grad_w, grad_b): (Vec<_>, Vec<_>) = partial.into_iter().unzip();
+            return (
+                tensor(grad_x, [g.batch, g.c, g.h, g.w]),
+                tensor(sum_parts(grad_w, g.o * rows), [g.o, g.c, g.k, g.k]),
+                tensor(sum_parts(grad_b, g.o), [g.o]),
+            );
+        }
         // dx is the convolution of dY with the flipped, transposed weight and padding k - 1 - p
         // (one im2col and one gemm of depth O k k), when that padding is not negative.
         let transposed = (!g.pointwise() && g.p < g.k).then(|| {

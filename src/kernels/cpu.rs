@@ -60,7 +60,8 @@ pub(super) fn sum_parts(parts: impl IntoIterator<Item = Vec<f32>>, len: usize) -
 /// Partial sums per lane: a single running sum is a chain of dependent adds that does not vectorise.
 const LANES: usize = 16;
 
-/// The sum of f(a_i, b_i).
+/// The sum of f(a_i, b_i). Inlined, so that it vectorises for its caller's target features.
+#[inline(always)]
 pub(super) fn sum_of(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
     let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let tail: f32 = a_chunks.remainder().iter().zip(b_chunks.remainder()).map(|(&a, &b)| f(a, b)).sum();
@@ -88,6 +89,7 @@ pub(super) fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Fle
 
 /// e^x within about 2e-7 relative error in plain f32 arithmetic, which the compiler vectorises
 /// (libm's expf is a call per value: a fifth of a GroupNorm + SiLU pass). NaN stays NaN.
+#[inline(always)]
 pub(super) fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
     // x = n ln 2 + r with |r| <= ln 2 / 2; adding and removing 1.5 * 2^23 rounds n to an integer.

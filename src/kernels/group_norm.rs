@@ -16,6 +16,8 @@ use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMe
 use burn::tensor::activation::silu;
 use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
 
+use macerator::Simd;
+
 use super::cpu::{contiguous, exp, for_chunks, images_per_task, sum_of, sum_parts, tensor, values};
 use super::mmd::relative_error;
 use super::{Kernels, kernels_for};
@@ -210,6 +212,7 @@ impl Sizes {
 }
 
 /// Mean and 1 / sqrt(var + eps) of each group of one image, two passes (no cancellation).
+#[inline(always)]
 fn statistics(image: &[f32], groups: usize, epsilon: f32, stats: &mut [f32]) {
     let len = image.len() / groups;
     for (group, stats) in image.chunks(len).zip(stats.chunks_mut(2)) {
@@ -219,6 +222,7 @@ fn statistics(image: &[f32], groups: usize, epsilon: f32, stats: &mut [f32]) {
     }
 }
 
+#[inline(always)]
 fn sigmoid(z: f32) -> f32 {
     1.0 / (1.0 + exp(-z))
 }
@@ -228,24 +232,11 @@ impl FusedGroupNorm for Flex {
         let n = Sizes::new(&x, &gamma, norm);
         let (x, gamma, beta) = (contiguous(&x), contiguous(&gamma), contiguous(&beta));
         let (x, gamma, beta) = (values(&x), values(&gamma), values(&beta));
-        let (image, per, per_group) = (n.c * n.s, images_per_task(n.batch), n.c / norm.groups);
+        let (image, per) = (n.c * n.s, images_per_task(n.batch));
         let mut out = vec![0f32; n.batch * image];
         let stats = for_chunks(&mut out, per * image, |task, out| {
             let mut stats = vec![0f32; out.len() / image * norm.groups * 2];
-            for (b, (out, stats)) in out.chunks_mut(image).zip(stats.chunks_mut(norm.groups * 2)).enumerate() {
-                let input = &x[(task * per + b) * image..][..image];
-                statistics(input, norm.groups, norm.epsilon, stats);
-                for (ch, (input, out)) in input.chunks(n.s).zip(out.chunks_mut(n.s)).enumerate() {
-                    let [mean, rstd] = [0, 1].map(|i| stats[ch / per_group * 2 + i]);
-                    let (scale, shift) = (rstd * gamma[ch], beta[ch] - mean * rstd * gamma[ch]);
-                    let pairs = out.iter_mut().zip(input);
-                    if norm.silu {
-                        pairs.for_each(|(y, &v)| *y = (v * scale + shift) * sigmoid(v * scale + shift));
-                    } else {
-                        pairs.for_each(|(y, &v)| *y = v * scale + shift);
-                    }
-                }
-            }
+            forward_images(&x[task * per * image..][..out.len()], gamma, beta, norm, n.s, out, &mut stats);
             stats
         });
         (tensor(out, n.shape), tensor(stats.concat(), [n.batch, norm.groups, 2]))
@@ -262,58 +253,103 @@ impl FusedGroupNorm for Flex {
         let n = Sizes::new(&x, &gamma, norm);
         let [x, gamma, beta, stats, grad] = [x, gamma, beta, stats, grad].map(|t| contiguous(&t));
         let [x, gamma, beta, stats, grad] = [&x, &gamma, &beta, &stats, &grad].map(values);
-        let (image, per, per_group) = (n.c * n.s, images_per_task(n.batch), n.c / norm.groups);
+        let (image, per) = (n.c * n.s, images_per_task(n.batch));
         let mut grad_x = vec![0f32; n.batch * image];
         let partial = for_chunks(&mut grad_x, per * image, |task, grad_x| {
             let (mut grad_gamma, mut grad_beta) = (vec![0f32; n.c], vec![0f32; n.c]);
-            let (mut sum_dz, mut sum_dz_xhat) = (vec![0f32; n.c], vec![0f32; n.c]);
-            for (b, grad_x) in grad_x.chunks_mut(image).enumerate() {
-                let index = task * per + b;
-                let (input, grad_out) = (&x[index * image..][..image], &grad[index * image..][..image]);
-                let stats = &stats[index * norm.groups * 2..][..norm.groups * 2];
-                // dz = dL/d(gamma xhat + beta), kept in grad_x until the second pass.
-                for ch in 0..n.c {
-                    let range = ch * n.s..(ch + 1) * n.s;
-                    let [mean, rstd] = [0, 1].map(|i| stats[ch / per_group * 2 + i]);
-                    let dz = &mut grad_x[range.clone()];
-                    if norm.silu {
-                        let (scale, shift) = (rstd * gamma[ch], beta[ch] - mean * rstd * gamma[ch]);
-                        for ((dz, &v), &dy) in dz.iter_mut().zip(&input[range.clone()]).zip(&grad_out[range.clone()]) {
-                            let z = v * scale + shift;
-                            let sig = sigmoid(z);
-                            *dz = dy * sig * (1.0 + z * (1.0 - sig));
-                        }
-                    } else {
-                        dz.copy_from_slice(&grad_out[range.clone()]);
-                    }
-                    let dz = &grad_x[range.clone()];
-                    sum_dz[ch] = sum_of(dz, dz, |dz, _| dz);
-                    sum_dz_xhat[ch] = sum_of(dz, &input[range], |dz, v| dz * (v - mean) * rstd);
-                    grad_beta[ch] += sum_dz[ch];
-                    grad_gamma[ch] += sum_dz_xhat[ch];
-                }
-                // dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) per group, dxhat = gamma dz.
-                for group in 0..norm.groups {
-                    let channels = group * per_group..(group + 1) * per_group;
-                    let len = (per_group * n.s) as f32;
-                    let mean_d: f32 = channels.clone().map(|ch| gamma[ch] * sum_dz[ch]).sum::<f32>() / len;
-                    let mean_d_xhat: f32 = channels.clone().map(|ch| gamma[ch] * sum_dz_xhat[ch]).sum::<f32>() / len;
-                    let [mean, rstd] = [stats[group * 2], stats[group * 2 + 1]];
-                    for ch in channels {
-                        let range = ch * n.s..(ch + 1) * n.s;
-                        // The same as a dz + b v + c, which vectorises.
-                        let (a, b) = (rstd * gamma[ch], -rstd * rstd * mean_d_xhat);
-                        let c = -rstd * mean_d - b * mean;
-                        for (dx, &v) in grad_x[range.clone()].iter_mut().zip(&input[range]) {
-                            *dx = a * *dx + b * v + c;
-                        }
-                    }
-                }
-            }
+            let images = task * per * image..task * per * image + grad_x.len();
+            let stats = &stats[task * per * norm.groups * 2..][..grad_x.len() / image * norm.groups * 2];
+            let [x, grad] = [x, grad].map(|t| &t[images.clone()]);
+            backward_images(x, grad, stats, gamma, beta, norm, n.s, grad_x, &mut grad_gamma, &mut grad_beta);
             (grad_gamma, grad_beta)
         });
         let (grad_gamma, grad_beta): (Vec<_>, Vec<_>) = partial.into_iter().unzip();
         (tensor(grad_x, n.shape), tensor(sum_parts(grad_gamma, n.c), [n.c]), tensor(sum_parts(grad_beta, n.c), [n.c]))
+    }
+}
+
+/// GroupNorm (+ SiLU) of consecutive images of C channels of `s` pixels: out, and each group's
+/// statistics. `with_simd` compiles the loops for the widest vectors the processor has (chosen at
+/// run time), which they vectorise to; the crate itself is built for any x86-64.
+#[macerator::with_simd]
+fn forward_images<S: Simd>(x: &[f32], gamma: &[f32], beta: &[f32], norm: Norm, s: usize, out: &mut [f32], stats: &mut [f32]) {
+    let (image, per_group) = (gamma.len() * s, gamma.len() / norm.groups);
+    for (b, (out, stats)) in out.chunks_mut(image).zip(stats.chunks_mut(norm.groups * 2)).enumerate() {
+        let input = &x[b * image..][..image];
+        statistics(input, norm.groups, norm.epsilon, stats);
+        for (ch, (input, out)) in input.chunks(s).zip(out.chunks_mut(s)).enumerate() {
+            let [mean, rstd] = [0, 1].map(|i| stats[ch / per_group * 2 + i]);
+            let (scale, shift) = (rstd * gamma[ch], beta[ch] - mean * rstd * gamma[ch]);
+            let pairs = out.iter_mut().zip(input);
+            if norm.silu {
+                pairs.for_each(|(y, &v)| *y = (v * scale + shift) * sigmoid(v * scale + shift));
+            } else {
+                pairs.for_each(|(y, &v)| *y = v * scale + shift);
+            }
+        }
+    }
+}
+
+/// The backward pass of [`forward_images`]: grad_x, and each channel's gradients of gamma and beta
+/// added to `grad_gamma` and `grad_beta`.
+#[macerator::with_simd]
+#[allow(clippy::too_many_arguments)]
+fn backward_images<S: Simd>(
+    x: &[f32],
+    grad: &[f32],
+    stats: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    norm: Norm,
+    s: usize,
+    grad_x: &mut [f32],
+    grad_gamma: &mut [f32],
+    grad_beta: &mut [f32],
+) {
+    let (c, per_group) = (gamma.len(), gamma.len() / norm.groups);
+    let image = c * s;
+    let (mut sum_dz, mut sum_dz_xhat) = (vec![0f32; c], vec![0f32; c]);
+    for (b, grad_x) in grad_x.chunks_mut(image).enumerate() {
+        let (input, grad_out) = (&x[b * image..][..image], &grad[b * image..][..image]);
+        let stats = &stats[b * norm.groups * 2..][..norm.groups * 2];
+        // dz = dL/d(gamma xhat + beta), kept in grad_x until the second pass.
+        for ch in 0..c {
+            let range = ch * s..(ch + 1) * s;
+            let [mean, rstd] = [0, 1].map(|i| stats[ch / per_group * 2 + i]);
+            let dz = &mut grad_x[range.clone()];
+            if norm.silu {
+                let (scale, shift) = (rstd * gamma[ch], beta[ch] - mean * rstd * gamma[ch]);
+                for ((dz, &v), &dy) in dz.iter_mut().zip(&input[range.clone()]).zip(&grad_out[range.clone()]) {
+                    let z = v * scale + shift;
+                    let sig = sigmoid(z);
+                    *dz = dy * sig * (1.0 + z * (1.0 - sig));
+                }
+            } else {
+                dz.copy_from_slice(&grad_out[range.clone()]);
+            }
+            let dz = &grad_x[range.clone()];
+            sum_dz[ch] = sum_of(dz, dz, |dz, _| dz);
+            sum_dz_xhat[ch] = sum_of(dz, &input[range], |dz, v| dz * (v - mean) * rstd);
+            grad_beta[ch] += sum_dz[ch];
+            grad_gamma[ch] += sum_dz_xhat[ch];
+        }
+        // dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) per group, dxhat = gamma dz.
+        for group in 0..norm.groups {
+            let channels = group * per_group..(group + 1) * per_group;
+            let len = (per_group * s) as f32;
+            let mean_d: f32 = channels.clone().map(|ch| gamma[ch] * sum_dz[ch]).sum::<f32>() / len;
+            let mean_d_xhat: f32 = channels.clone().map(|ch| gamma[ch] * sum_dz_xhat[ch]).sum::<f32>() / len;
+            let [mean, rstd] = [stats[group * 2], stats[group * 2 + 1]];
+            for ch in channels {
+                let range = ch * s..(ch + 1) * s;
+                // The same as a dz + b v + c, which vectorises.
+                let (a, b) = (rstd * gamma[ch], -rstd * rstd * mean_d_xhat);
+                let c = -rstd * mean_d - b * mean;
+                for (dx, &v) in grad_x[range.clone()].iter_mut().zip(&input[range]) {
+                    *dx = a * *dx + b * v + c;
+                }
+            }
+        }
     }
 }
 

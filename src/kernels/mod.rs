@@ -1,18 +1,20 @@
 //! Fused kernels and their plain-op references. [`mmd`]: IMM's grouped Laplace-kernel MMD, with its
 //! forward and backward as WGSL (`shaders/`) on wgpu and as CubeCL on the other cubecl runtimes.
 //! [`group_norm`]: GroupNorm + SiLU, forward and backward, in WGSL, CubeCL and on the CPU (Flex).
-//! On the CPU also [`conv`], stride-1 convolution.
+//! On the CPU also [`conv`], stride-1 convolution, and [`resample`], SongUNet's 2x resampling.
 
 use burn::backend::DispatchDevice;
 use burn::tensor::{DType, Device};
 
 pub mod conv;
+mod conv_direct;
 mod cpu;
 mod gpu;
 pub mod group_norm;
 mod group_norm_gpu;
 pub mod mmd;
 mod mmd_cube;
+pub mod resample;
 
 /// The implementations of the fused kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

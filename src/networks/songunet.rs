@@ -13,6 +13,7 @@ use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 
 use crate::io::weights::Named;
 use crate::kernels::conv::conv2d;
+use crate::kernels::resample::resample;
 use crate::kernels::group_norm::group_norm;
 use crate::networks::{Network, Precision, cast, positional_embedding};
 use crate::{Error, Rng};
@@ -98,11 +99,10 @@ impl Resample {
     /// - x: [B, C, H, W]
     /// - output: [B, C, H/2, W/2] (down), [B, C, 2H, 2W] (up) or unchanged
     fn apply(self, x: Tensor<4>) -> Tensor<4> {
-        let [b, c, h, w] = x.dims();
         match self {
             Resample::Keep => x,
-            Resample::Down => x.reshape([b, c, h / 2, 2, w / 2, 2]).mean_dims(&[3, 5]).reshape([b, c, h / 2, w / 2]),
-            Resample::Up => x.reshape([b, c, h, 1, w, 1]).expand([b, c, h, 2, w, 2]).reshape([b, c, 2 * h, 2 * w]),
+            Resample::Down => resample(x, false),
+            Resample::Up => resample(x, true),
         }
     }
 }
