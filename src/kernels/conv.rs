@@ -1,5 +1,7 @@
-//! 2D convolution with stride 1 (every convolution of SongUNet) on the CPU: forward and both
-//! gradients as im2col and one sgemm per image, the images spread over the cores. burn's Flex
+//! 2D convolution with stride 1 (every convolution of SongUNet) on the CPU, the images spread over
+//! the cores: k x k convolutions that keep the image's size through the direct SIMD kernels of
+//! `conv_direct.rs`, the others (1x1 and any other padding) as im2col and one sgemm per image,
+//! forward and both gradients. burn's Flex
 //! backend computes the input gradient as a scalar transposed convolution and the weight
 //! gradient through layout copies, on one core at these sizes (docs/cpu-speed.md has the
 //! profile). [`conv2d`] runs this on Flex devices in f32 and burn's `conv2d` elsewhere, which is
@@ -310,7 +312,7 @@ impl CpuConv for Flex {
             // dx is the convolution of dY with the flipped, transposed weight, with the same padding.
             let (kk, og) = (g.k * g.k, Padded { c: g.o, ..pg });
             let packed = conv_direct::pack(weight, g.o, g.c, kk, true);
-            // The weight gradient of images in groups of about 512 outputs (one image from 22 px).
+            // The weight gradient sums groups of images up to 512 outputs (single images from 16 px).
             let group = (512 / pg.n_blocks()).clamp(1, per);
             let partial = for_chunks(&mut grad_x, per * g.image(), |task, grad_x| {
                 let (mut grad_w, mut grad_b) = (vec![0f32; g.o * rows], vec![0f32; g.o]);
