@@ -6,7 +6,7 @@
 //! columns per row past W are computed and dropped. Vectors come from macerator (AVX-512, AVX2,
 //! NEON or wasm SIMD, chosen at run time), which burn's CPU backend also uses.
 
-use macerator::{Scalar, Simd, Vector, vload_unaligned, vstore_unaligned};
+use macerator::{Arch, Scalar, Simd, Vector, vload_unaligned, vstore_unaligned};
 
 /// Output channels and vectors of pixels per register block: 12 accumulators, which with the
 /// loaded pixels and one weight fit in 16 vector registers (AVX2, wasm on x86) as in 32.
@@ -106,15 +106,25 @@ pub(super) fn pack(w: &[f32], o: usize, c: usize, kk: usize, flip: bool) -> Vec<
 /// flat [O', n_blocks] = the convolution of the padded planes `xp` (layout `g`) with `w`, packed by
 /// [`pack`] (O' is O rounded up to [`OB`]).
 pub(super) fn conv(g: &Padded, xp: &[f32], w: &[f32], flat: &mut [f32]) {
+    // SAFETY: the processor has the detected vectors.
+    unsafe { conv_on(Arch::detect(), g, xp, w, flat) }
+}
+
+/// [`conv`] with the vectors of `arch` (the tests run each one the processor has).
+///
+/// # Safety
+/// The processor must have `arch`'s features.
+unsafe fn conv_on(arch: Arch, g: &Padded, xp: &[f32], w: &[f32], flat: &mut [f32]) {
     let taps = g.taps();
     let per_block = g.c * taps.len() * OB;
     assert!(xp.len() >= g.len() && w.len() % per_block == 0, "conv: operands out of bounds");
     assert!(flat.len() >= g.flat_len(w.len() / per_block * OB), "conv: output out of bounds");
-    conv_simd(g, xp, &taps, w, flat);
+    // SAFETY: the caller's.
+    unsafe { conv_simd(arch, g, xp, &taps, w, flat) }
 }
 
-#[macerator::with_simd]
-fn conv_simd<S: Simd>(g: &Padded, xp: &[f32], taps: &[usize], w: &[f32], flat: &mut [f32]) {
+#[macerator::with_simd(simd(arch = _arch))]
+fn conv_simd<S: Simd>(_arch: Arch, g: &Padded, xp: &[f32], taps: &[usize], w: &[f32], flat: &mut [f32]) {
     let (lanes, n_blocks) = (f32::lanes::<S>(), g.n_blocks());
     for (block, w) in w.chunks_exact(g.c * taps.len() * OB).enumerate() {
         let out = &mut flat[block * OB * n_blocks..][..OB * n_blocks];
@@ -161,17 +171,28 @@ fn conv_block<S: Simd, const V: usize>(g: &Padded, xp: &[f32], taps: &[usize], w
 /// planes, whose padding is the zero of the dropped columns. Summing several small images in
 /// registers before reducing the vectors keeps the reductions few at 7 px.
 pub(super) fn weight_grad(g: &Padded, xp: &[f32], dy: &[f32], o: usize, images: usize, grad_w: &mut [f32]) {
+    // SAFETY: the processor has the detected vectors.
+    unsafe { weight_grad_on(Arch::detect(), g, xp, dy, o, images, grad_w) }
+}
+
+/// [`weight_grad`] with the vectors of `arch`.
+///
+/// # Safety
+/// The processor must have `arch`'s features.
+unsafe fn weight_grad_on(arch: Arch, g: &Padded, xp: &[f32], dy: &[f32], o: usize, images: usize, grad_w: &mut [f32]) {
     let taps = g.taps();
     let dy_g = Padded { c: o, ..*g };
     assert!(xp.len() >= images * g.len() && dy.len() >= images * dy_g.len(), "weight_grad: operands out of bounds");
     assert!(grad_w.len() == o * g.c * taps.len(), "weight_grad: gradient of the wrong size");
     // The outputs' gradient at q sits at q + p Wp + p in its padded planes.
     let shift = g.p * g.wp() + g.p;
-    weight_grad_simd(g, xp, &dy[shift..], o, images, &taps, grad_w);
+    // SAFETY: the caller's.
+    unsafe { weight_grad_simd(arch, g, xp, &dy[shift..], o, images, &taps, grad_w) }
 }
 
-#[macerator::with_simd]
-fn weight_grad_simd<S: Simd>(g: &Padded, xp: &[f32], dy: &[f32], o: usize, images: usize, taps: &[usize], grad_w: &mut [f32]) {
+#[macerator::with_simd(simd(arch = _arch))]
+#[allow(clippy::too_many_arguments)]
+fn weight_grad_simd<S: Simd>(_arch: Arch, g: &Padded, xp: &[f32], dy: &[f32], o: usize, images: usize, taps: &[usize], grad_w: &mut [f32]) {
     let (lanes, n, plane, kk) = (f32::lanes::<S>(), g.n_blocks(), g.plane(), taps.len());
     let (x_image, dy_image) = (g.len(), Padded { c: o, ..*g }.len());
     for o0 in (0..o).step_by(OB) {
@@ -229,8 +250,32 @@ mod tests {
         (0..n).map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) as f32 / (1 << 24) as f32 - 0.5).collect()
     }
 
+    /// Scalar code, the detected vectors, and AVX2 where the processor has it (the common x86 case
+    /// that a machine with AVX-512 would otherwise never run).
+    fn arches() -> Vec<Arch> {
+        let mut arches = vec![Arch::Scalar, Arch::detect()];
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            let v3 = [has!("sse4.2"), has!("popcnt"), has!("avx2"), has!("bmi1"), has!("bmi2"), has!("fma"), has!("lzcnt"), has!("f16c")];
+            if v3.iter().all(|&f| f) {
+                arches.push(Arch::V3);
+            }
+        }
+        arches
+    }
+
     #[test]
-    fn forward_and_both_gradients_match_the_definition() {
+    fn forward_and_both_gradients_match_the_definition_in_every_vector_width() {
+        for arch in arches() {
+            check_shapes(arch);
+        }
+    }
+
+    fn check_shapes(arch: Arch) {
+        // SAFETY (the calls below): `arches` lists what the processor has.
+        let conv = |g: &Padded, xp: &[f32], w: &[f32], flat: &mut [f32]| unsafe { conv_on(arch, g, xp, w, flat) };
+        let weight_grad = |g: &Padded, xp: &[f32], dy: &[f32], o, images, dw: &mut [f32]| unsafe { weight_grad_on(arch, g, xp, dy, o, images, dw) };
         for (c, o, h, w, p) in [(3, 5, 7, 9, 1), (1, 16, 28, 28, 1), (17, 1, 5, 4, 2), (2, 3, 1, 1, 1), (5, 7, 11, 3, 0)] {
             let g = Padded { c, h, w, p };
             let kk = (2 * p + 1) * (2 * p + 1);
@@ -244,7 +289,7 @@ mod tests {
             });
             let close = |a: &[f32], b: &[f32], what: &str| {
                 let worst = a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-                assert!(a.len() == b.len() && worst < 1e-4, "{what}, c {c} o {o} {h}x{w} p {p}: off by {worst}");
+                assert!(a.len() == b.len() && worst < 1e-4, "{what} ({arch:?}), c {c} o {o} {h}x{w} p {p}: off by {worst}");
             };
             // NaN where the kernels must write before they read.
             let mut xp = vec![f32::NAN; g.len()];
