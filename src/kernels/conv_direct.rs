@@ -291,22 +291,20 @@ mod tests {
                 let worst = a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
                 assert!(a.len() == b.len() && worst < 1e-4, "{what} ({arch:?}), c {c} o {o} {h}x{w} p {p}: off by {worst}");
             };
-            // NaN where the kernels must write before they read.
-            let mut xp = vec![f32::NAN; g.len()];
-            g.pad(&x, &mut xp);
-            let mut flat = vec![f32::NAN; g.flat_len(o)];
-            conv(&g, &xp, &pack(&wt, o, c, kk, false), &mut flat);
-            let mut y = vec![0f32; o * h * w];
-            g.crop(&flat, None, &mut y);
+            // The padded input and the convolution's cropped output of `outs` channels; NaN where
+            // the kernels must write before they read.
+            let convolve = |input_g: Padded, input: &[f32], flip: bool, outs: usize| {
+                let mut padded = vec![f32::NAN; input_g.len()];
+                input_g.pad(input, &mut padded);
+                let mut flat = vec![f32::NAN; g.flat_len(outs)];
+                conv(&input_g, &padded, &pack(&wt, o, c, kk, flip), &mut flat);
+                let mut out = vec![0f32; outs * h * w];
+                g.crop(&flat, None, &mut out);
+                (padded, out)
+            };
+            let (xp, y) = convolve(g, &x, false, o);
             close(&y, &y_ref, "forward");
-
-            let out_g = Padded { c: o, ..g };
-            let mut dyp = vec![f32::NAN; out_g.len()];
-            out_g.pad(&dy, &mut dyp);
-            let mut flat = vec![f32::NAN; g.flat_len(c)];
-            conv(&out_g, &dyp, &pack(&wt, o, c, kk, true), &mut flat);
-            let mut dx = vec![0f32; c * h * w];
-            g.crop(&flat, None, &mut dx);
+            let (dyp, dx) = convolve(Padded { c: o, ..g }, &dy, true, c);
             close(&dx, &dx_ref, "input gradient");
 
             // Two images: the second the first negated, with dy the same, so dW is its start value.
