@@ -1,5 +1,7 @@
 // A static server of the project root on 127.0.0.1 with the MIME types the page needs (.wasm,
-// .mjs). Run directly (scripts/web.sh serve) it listens on $PORT or 8080; tests import `serve`.
+// .mjs) and the two headers that make it cross-origin isolated, so that the page may share memory
+// between threads (its threaded CPU backend). Run directly (scripts/web.sh serve) it listens on
+// $PORT or 8080; tests import `serve`.
 import { createServer } from 'node:http';
 import { readFile } from 'node:fs/promises';
 import { extname, join, normalize, resolve, sep } from 'node:path';
@@ -12,7 +14,11 @@ const TYPES = {
   '.svg': 'image/svg+xml',
 };
 
-export function serve(port = 0) {
+// What any host must send for the threaded build; without them the page runs its single-threaded one.
+export const ISOLATION = { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' };
+
+// `isolated: false` serves the page as a host without those headers would.
+export function serve(port = 0, { isolated = true } = {}) {
   const server = createServer(async (req, res) => {
     const path = normalize(decodeURIComponent(new URL(req.url, 'http://localhost').pathname));
     const file = join(ROOT, path.endsWith('/') ? join(path, 'index.html') : path);
@@ -22,7 +28,8 @@ export function serve(port = 0) {
     }
     try {
       const body = await readFile(file);
-      res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream' }).end(body);
+      const type = { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream' };
+      res.writeHead(200, isolated ? { ...type, ...ISOLATION } : type).end(body);
     } catch {
       res.writeHead(404).end();
     }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command: native tests on the CPU (Flex backend; wgpu tests on lavapipe), the wasm32
-# build with its bindings, and browser tests in headless Chromium on WebGPU (SwiftShader).
+# The test command: native tests on the CPU (Flex backend; wgpu tests on lavapipe), the two wasm32
+# builds (one thread; threads, on nightly) with their bindings, and browser tests in headless
+# Chromium on WebGPU (SwiftShader).
 # Installs what it needs when missing. Builds go to a target directory outside the clone, shared
 # between runs (override with CARGO_TARGET_DIR), with the one release profile for build and test.
 set -euo pipefail
@@ -67,7 +68,7 @@ cargo test --release --locked --features mpi
 step "the CUDA backend compiles (cargo check --features cuda; running it needs an NVIDIA GPU)"
 cargo check --release --locked --features cuda
 
-step "the page's wasm and bindings (scripts/web.sh build)"
+step "the page's two wasm builds and their bindings (scripts/web.sh build)"
 ./scripts/web.sh build
 
 step "a small image model for the page test (mnist-tiny, 128 images)"

@@ -21,8 +21,13 @@ const state = {
   model: null, // the pretrained model shown, by file name
   ready: false,
   busy: false,
+  threads: 1, // the CPU backend's threads, once it runs (more only where the page is cross-origin isolated)
 };
 window.__imm = state;
+
+function cpuName() {
+  return state.threads > 1 ? `CPU (WebAssembly, ${state.threads} threads)` : 'CPU (WebAssembly)';
+}
 
 function showError(message) {
   $('error').textContent = message;
@@ -205,6 +210,11 @@ worker.onmessage = ({ data: msg }) => {
       loadModels();
       break;
     }
+    case 'threads':
+      state.threads = msg.threads;
+      $('backend').querySelector('option[value=cpu]').textContent = cpuName();
+      if ($('backend').value === 'cpu') $('adapter').textContent = cpuName();
+      break;
     case 'metrics': {
       const r = msg.record;
       state.records.push({ nimg: r.imm.nimg, imm: r.imm, fm: r.fm });
@@ -573,7 +583,7 @@ $('seed').onchange = () => {
   saveUrl();
 };
 $('backend').onchange = () => {
-  $('adapter').textContent = $('backend').value === 'cpu' ? 'CPU (WebAssembly)' : state.adapter ?? 'WebGPU';
+  $('adapter').textContent = $('backend').value === 'cpu' ? cpuName() : state.adapter ?? 'WebGPU';
   send({ type: 'pause' });
   reset();
 };

@@ -1,7 +1,33 @@
 // The page's Web Worker: owns the wasm playground (training and sampling run here, so the page
 // stays responsive) and answers the page's messages. Every call into wasm goes through one queue:
 // the playground is borrowed for the whole of each async call.
-import init, { ImageModel, ImageTrainer, Playground, energyDistance } from '../pkg/imm.js';
+// Two builds of the wasm: pkg/ (WebGPU, and the CPU backend on one thread) and pkg-threads/ (the
+// CPU backend on every core, through web workers that share the wasm memory; no WebGPU). Objects on
+// the CPU come from the threaded one where the page is cross-origin isolated, which shared memory
+// needs, and that build is served; it is loaded on the first use of the CPU.
+let wasm = null;
+let cpuWasm = null;
+async function loadWasm() {
+  wasm = await import('../pkg/imm.js');
+  await wasm.default();
+}
+
+async function lib(backend) {
+  if (backend !== 'cpu') return wasm;
+  if (!cpuWasm) {
+    cpuWasm = wasm;
+    const url = '../pkg-threads/imm.js';
+    if (self.crossOriginIsolated && navigator.hardwareConcurrency > 1
+      && (await fetch(url, { method: 'HEAD' }).then((r) => r.ok, () => false))) {
+      const threaded = await import(url);
+      await threaded.default();
+      await threaded.initThreadPool(navigator.hardwareConcurrency);
+      cpuWasm = threaded;
+    }
+    post({ type: 'threads', threads: cpuWasm.cpuThreads() });
+  }
+  return cpuWasm;
+}
 
 let playground = null;
 let imageModel = null;
@@ -52,8 +78,8 @@ async function sample() {
   const state = (i) => paths.subarray(i * n * 2, (i + 1) * n * 2);
   const last = steps;
   const energy = {
-    imm: energyDistance(state(last), data),
-    fm: energyDistance(state(steps + 1 + last), data),
+    imm: wasm.energyDistance(state(last), data),
+    fm: wasm.energyDistance(state(steps + 1 + last), data),
   };
   post({ type: 'samples', steps, n, paths, data, energy, msPerSampleStep: ms }, [paths.buffer, data.buffer]);
 }
@@ -132,12 +158,12 @@ self.onmessage = ({ data: msg }) => {
   switch (msg.type) {
     case 'init':
       enqueue(async () => {
-        await init();
+        await loadWasm();
         net = msg.net;
-        playground = await Playground.create(msg.toy, msg.backend, msg.seed, net.hidden, net.blocks);
+        playground = await (await lib(msg.backend)).Playground.create(msg.toy, msg.backend, msg.seed, net.hidden, net.blocks);
         if (msg.hyper) playground.setHyper(JSON.stringify(msg.hyper));
         view = { ...view, ...msg.view };
-        post({ type: 'ready', toys: Playground.toys(), imagePresets: ImageModel.presets(), hyper: JSON.parse(playground.getHyper()) });
+        post({ type: 'ready', toys: wasm.Playground.toys(), imagePresets: wasm.ImageModel.presets(), hyper: JSON.parse(playground.getHyper()) });
         await sample();
       });
       break;
@@ -165,7 +191,7 @@ self.onmessage = ({ data: msg }) => {
           playground.useDrawn(new Float32Array(msg.points));
         } else {
           playground.free();
-          playground = await Playground.create(msg.toy, msg.backend, msg.seed, net.hidden, net.blocks);
+          playground = await (await lib(msg.backend)).Playground.create(msg.toy, msg.backend, msg.seed, net.hidden, net.blocks);
         }
         if (msg.hyper) playground.setHyper(JSON.stringify(msg.hyper));
         post({ type: 'reset', hyper: JSON.parse(playground.getHyper()) });
@@ -200,7 +226,7 @@ self.onmessage = ({ data: msg }) => {
       enqueue(async () => {
         imageModel?.free();
         imageModel = null;
-        imageModel = await ImageModel.load(new Uint8Array(msg.bytes), msg.preset, msg.backend);
+        imageModel = await (await lib(msg.backend)).ImageModel.load(new Uint8Array(msg.bytes), msg.preset, msg.backend);
         qualityFiles = null;
         post({ type: 'image-ready', info: JSON.parse(imageModel.describe()) });
       });
@@ -216,7 +242,7 @@ self.onmessage = ({ data: msg }) => {
         imageTrainer?.free();
         imageTrainer = null;
         qualityFiles = null;
-        imageTrainer = await ImageTrainer.create(new Uint8Array(msg.bytes), new Uint8Array(msg.labels ?? 0), msg.preset, msg.backend, msg.batch, msg.seed);
+        imageTrainer = await (await lib(msg.backend)).ImageTrainer.create(new Uint8Array(msg.bytes), new Uint8Array(msg.labels ?? 0), msg.preset, msg.backend, msg.batch, msg.seed);
         imageModel?.free();
         imageModel = imageTrainer.model();
         post({ type: 'image-ready', info: JSON.parse(imageModel.describe()), training: true });

@@ -1,10 +1,9 @@
 //! What the CPU kernels share: Flex tensors as f32 slices, and work split over images on every
-//! core natively (one thread in the page, where rayon has no threads).
+//! core rayon has (natively all of them; in the page one, or its workers in the threaded build).
 
 use burn::backend::DispatchDevice;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{DType, Device, TensorData};
-#[cfg(not(target_family = "wasm"))]
 use rayon::prelude::*;
 
 /// Whether tensors on `device` live in the Flex backend (with or without autodiff).
@@ -14,20 +13,13 @@ pub(super) fn on_flex(device: &Device) -> bool {
 
 /// The images per parallel task: about two tasks per core, so that work stealing evens them out.
 pub(super) fn images_per_task(batch: usize) -> usize {
-    #[cfg(not(target_family = "wasm"))]
-    let threads = rayon::current_num_threads();
-    #[cfg(target_family = "wasm")]
-    let threads = 1;
-    batch.div_ceil(2 * threads).max(1)
+    batch.div_ceil(2 * rayon::current_num_threads()).max(1)
 }
 
 /// Runs `f(task, chunk)` on consecutive chunks of `out` of `len` values and returns what each
 /// call returned, in order.
 pub(super) fn for_chunks<R: Send>(out: &mut [f32], len: usize, f: impl Fn(usize, &mut [f32]) -> R + Sync + Send) -> Vec<R> {
-    #[cfg(not(target_family = "wasm"))]
-    return out.par_chunks_mut(len).enumerate().map(|(i, chunk)| f(i, chunk)).collect();
-    #[cfg(target_family = "wasm")]
-    return out.chunks_mut(len).enumerate().map(|(i, chunk)| f(i, chunk)).collect();
+    out.par_chunks_mut(len).enumerate().map(|(i, chunk)| f(i, chunk)).collect()
 }
 
 thread_local! {

@@ -11,10 +11,11 @@ use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::Checkpoi
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
+#[cfg(feature = "gpu")]
 use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension, tensor::FloatTensor};
 use burn::tensor::activation::silu;
-use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use macerator::Simd;
 
@@ -150,7 +151,7 @@ pub struct Norm {
 }
 
 /// The fused GroupNorm as a backend operation.
-#[backend_extension(Flex, Cube, Fusion, Autodiff)]
+#[backend_extension(Flex, Cube: cfg(feature = "gpu"), Fusion: cfg(feature = "gpu"), Autodiff)]
 pub trait FusedGroupNorm: Backend {
     /// The output and each group's mean and 1 / sqrt(var + eps), [B, G, 2].
     #[fusion(meta = forward_outputs)]
@@ -174,12 +175,14 @@ pub trait FusedGroupNorm: Backend {
 }
 
 /// What [`FusedGroupNorm::fused_group_norm`] returns, for burn's fusion backend to register.
+#[cfg(feature = "gpu")]
 fn forward_outputs(x: &TensorSpec, _: &TensorSpec, _: &TensorSpec, norm: &Norm) -> (TensorSpec, TensorSpec) {
-    let stats = Shape::new([x.shape[0], norm.groups, 2]);
+    let stats = burn::tensor::Shape::new([x.shape[0], norm.groups, 2]);
     (TensorSpec::new(x.shape.clone(), x.dtype), TensorSpec::new(stats, x.dtype))
 }
 
 /// What [`FusedGroupNorm::fused_group_norm_backward`] returns, for burn's fusion backend.
+#[cfg(feature = "gpu")]
 fn backward_outputs(
     x: &TensorSpec,
     gamma: &TensorSpec,

@@ -2,6 +2,7 @@
 //! forward and backward as WGSL (`shaders/`) on wgpu and as CubeCL on the other cubecl runtimes.
 //! [`group_norm`]: GroupNorm + SiLU, forward and backward, in WGSL, CubeCL and on the CPU (Flex).
 //! On the CPU also [`conv`], stride-1 convolution, and [`resample`], SongUNet's 2x resampling.
+//! The GPU kernels come with the `gpu` feature (off only in the page's threaded build).
 
 use burn::backend::DispatchDevice;
 use burn::tensor::{DType, Device};
@@ -9,11 +10,16 @@ use burn::tensor::{DType, Device};
 pub mod conv;
 mod conv_direct;
 mod cpu;
+#[cfg(feature = "gpu")]
 mod gpu;
 pub mod group_norm;
+#[cfg(feature = "gpu")]
 mod group_norm_gpu;
 pub mod mmd;
+#[cfg(feature = "gpu")]
 mod mmd_cube;
+#[cfg(feature = "gpu")]
+mod mmd_gpu;
 pub mod resample;
 
 /// The implementations of the fused kernels.
@@ -32,7 +38,9 @@ pub enum Kernels {
 pub fn kernels_for(device: &Device, dtype: DType) -> Option<Kernels> {
     match device.clone().inner().as_dispatch() {
         _ if dtype != DType::F32 => None,
+        #[cfg(feature = "gpu")]
         DispatchDevice::Cube(burn::cubecl::Device::Wgpu(_)) => Some(Kernels::Wgsl),
+        #[cfg(feature = "gpu")]
         DispatchDevice::Cube(_) => Some(Kernels::CubeCl),
         DispatchDevice::Flex(_) => Some(Kernels::Cpu),
         #[allow(unreachable_patterns)]

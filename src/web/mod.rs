@@ -15,8 +15,6 @@ use crate::evaluation::energy::energy_distance;
 use crate::evaluation::fid::{Gaussian, Moments};
 use crate::io::safetensors::Tensors;
 use crate::io::weights::{load_named, named_params_async};
-use crate::kernels::Kernels;
-use crate::kernels::mmd::{comparison, relative_error, test_shapes};
 use crate::method::Method;
 use crate::method::precond::Condition;
 use crate::method::{flow_matching::FlowMatching, imm::Imm};
@@ -34,16 +32,26 @@ extern "C" {
     fn error(message: &str);
 }
 
-thread_local! {
-    /// wgpu can be initialised once per page.
-    static WEBGPU: RefCell<Option<Device>> = const { RefCell::new(None) };
-}
 
 /// Rust panics reach the console as `panicked at ...` (tests watch for it), not as a bare
 /// `unreachable` trap.
 #[wasm_bindgen(start)]
 pub fn start() {
     std::panic::set_hook(Box::new(|info| error(&info.to_string())));
+}
+
+#[cfg(feature = "gpu")]
+mod gpu;
+
+/// `initThreadPool(n)` in the threaded build: rayon's pool as `n` web workers; the page awaits it
+/// once, before the CPU backend's first step.
+#[cfg(feature = "threads")]
+pub use wasm_bindgen_rayon::init_thread_pool;
+
+/// The threads of the CPU backend and kernels: rayon's pool (1 in the single-threaded build).
+#[wasm_bindgen(js_name = cpuThreads)]
+pub fn cpu_threads() -> usize {
+    rayon::current_num_threads()
 }
 
 fn js(e: Error) -> JsError {
@@ -54,17 +62,10 @@ fn js(e: Error) -> JsError {
 async fn device(backend: &str) -> Result<Device, JsError> {
     match backend {
         "cpu" => Ok(Device::flex()),
-        "webgpu" => {
-            if let Some(device) = WEBGPU.with(|d| d.borrow().clone()) {
-                return Ok(device);
-            }
-            let device = Device::wgpu_options()
-                .init_async()
-                .await
-                .map_err(|e| JsError::new(&format!("no usable WebGPU adapter: {e}")))?;
-            WEBGPU.with(|d| *d.borrow_mut() = Some(device.clone()));
-            Ok(device)
-        }
+        #[cfg(feature = "gpu")]
+        "webgpu" => gpu::webgpu().await,
+        #[cfg(not(feature = "gpu"))]
+        "webgpu" => Err(JsError::new("this build of the page has no WebGPU (it is the threaded CPU build)")),
         other => Err(JsError::new(&format!("unknown backend '{other}' (webgpu or cpu)"))),
     }
 }
@@ -91,31 +92,6 @@ fn paused(method: &str, steps: u32) -> JsError {
         "Training paused: {method}'s loss or a gradient was not finite in {which}, so the weights went back to those \
          before {them}. Lower the learning rate and press Train to continue (or Reset to start again)."
     ))
-}
-
-#[derive(Serialize)]
-struct Check {
-    kernels: String,
-    shape: [usize; 3],
-    value_error: f32,
-    gradient_error: f32,
-}
-
-/// Compares both fused MMD implementations (WGSL, CubeCL) with the reference tensor ops on WebGPU
-/// over `cases` random shapes; returns JSON rows `{kernels, shape, value_error, gradient_error}`
-/// (relative errors).
-#[wasm_bindgen(js_name = checkFusedMmd)]
-pub async fn check_fused_mmd(seed: u32, cases: usize, max_dim: usize) -> Result<String, JsError> {
-    let device = device("webgpu").await?;
-    let mut rows = Vec::new();
-    let shapes = test_shapes(seed.into(), cases, max_dim);
-    for (i, (shape, kernels)) in shapes.iter().flat_map(|&s| [(s, Kernels::Wgsl), (s, Kernels::CubeCl)]).enumerate() {
-        let c = comparison(&device, shape, seed as u64 + i as u64, kernels);
-        let value_error = relative_error(&read(c.fused.0).await?, &read(c.reference.0).await?);
-        let gradient_error = relative_error(&read(c.fused.1).await?, &read(c.reference.1).await?);
-        rows.push(Check { kernels: format!("{kernels:?}"), shape, value_error, gradient_error });
-    }
-    serde_json::to_string(&rows).map_err(|e| JsError::new(&e.to_string()))
 }
 
 /// Energy distance between two 2D point sets (x, y pairs), the page's quality number.
@@ -420,7 +396,9 @@ impl PageImageModel {
     /// serves every step count, class and guidance ([`ImageModel::grid`]).
     pub async fn sample(&self, steps: usize, n: usize, seed: u32, class: String, guidance: f64) -> Result<Grid, JsError> {
         let class = (!class.is_empty()).then_some(class.as_str());
-        let grid = self.model.grid(n, class, guidance, steps, seed.into(), &self.device).map_err(js)?;
+        // Inside rayon's pool, as `ImageTrainer::train`'s steps.
+        let (model, device) = (&self.model, &self.device);
+        let grid = rayon::scope(|_| model.grid(n, class, guidance, steps, seed.into(), device)).map_err(js)?;
         let x = read(grid.x).await?;
         let (c, side) = (self.model.config.in_channels(), self.model.config.img_resolution());
         let n = x.len() / (c * side * side);
@@ -504,14 +482,20 @@ impl ImageTrainer {
         let (steps, batch, dim) = (steps.max(1), self.trainer.config.batch, self.data.dim());
         let device = self.device.clone().autodiff();
         let good = self.trainer.snapshot();
-        let mut sums: Option<[Tensor<1>; 2]> = None;
-        for _ in 0..steps {
-            let (x, y) = self.data.sample_labelled(batch);
-            let x = Tensor::<2>::from_data(TensorData::new(x, [batch, dim]), &device);
-            let (loss, check) = unchecked_step(&mut self.trainer, x, y);
-            sums = Some(sums.map_or([loss.clone(), check.clone()], |[l, c]| [l + loss, c + check]));
-        }
-        let values = read(Tensor::cat(sums.expect("at least one step").to_vec(), 0)).await?;
+        let (trainer, data) = (&mut self.trainer, &mut self.data);
+        // The steps run inside rayon's pool: its threads then share each parallel loop among
+        // themselves, instead of waking this thread after every one (slow across web workers).
+        let sums = rayon::scope(|_| {
+            let mut sums: Option<[Tensor<1>; 2]> = None;
+            for _ in 0..steps {
+                let (x, y) = data.sample_labelled(batch);
+                let x = Tensor::<2>::from_data(TensorData::new(x, [batch, dim]), &device);
+                let (loss, check) = unchecked_step(trainer, x, y);
+                sums = Some(sums.map_or([loss.clone(), check.clone()], |[l, c]| [l + loss, c + check]));
+            }
+            sums.expect("at least one step")
+        });
+        let values = read(Tensor::cat(sums.to_vec(), 0)).await?;
         if !values[1].is_finite() {
             self.trainer.restore(good);
             return Err(paused("IMM", steps));

@@ -12,8 +12,9 @@ const FLAGS = [
 
 // Opens `path` in a fresh headless Chromium and runs `fn(page, problems)`; `problems` collects
 // console errors, page errors and Rust panic messages as they happen. The browser is closed after.
-export async function withPage(path, fn) {
-  const server = await serve();
+// The server sends the cross-origin isolation headers unless `isolated` is false.
+export async function withPage(path, fn, { isolated = true } = {}) {
+  const server = await serve(0, { isolated });
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/lib/chromium/chromium', headless: true, args: FLAGS,
   });
