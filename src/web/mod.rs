@@ -32,7 +32,6 @@ extern "C" {
     fn error(message: &str);
 }
 
-
 /// Rust panics reach the console as `panicked at ...` (tests watch for it), not as a bare
 /// `unreachable` trap.
 #[wasm_bindgen(start)]
