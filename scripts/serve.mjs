@@ -15,7 +15,7 @@ const TYPES = {
 };
 
 // What any host must send for the threaded build; without them the page runs its single-threaded one.
-export const ISOLATION = { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' };
+const ISOLATION = { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' };
 
 // `isolated: false` serves the page as a host without those headers would.
 export function serve(port = 0, { isolated = true } = {}) {
