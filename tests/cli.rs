@@ -25,6 +25,7 @@ fn assert_clean_failure(args: &[&str], expected: &str) {
     assert!(stderr.contains(expected), "{args:?}: stderr lacks '{expected}':\n{stderr}");
     assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "{args:?} panicked:\n{stderr}");
     assert!(stderr.trim().lines().count() <= 4, "{args:?}: not a short message:\n{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A short `train` on moons with `extra` options.
@@ -43,10 +44,12 @@ fn bad_input_is_a_clear_error() {
     assert_clean_failure(&["train", "--preset", "moons", "--kimg", "-3"], "expected a positive number");
     assert_clean_failure(&train_with(&["--eps", "0.9", "--t-max", "0.5"]), "0 <= eps < T < 1");
     assert_clean_failure(&train_with(&["--grid", "eta:1.4", "--eval-steps", "2,4"]), "gives 2 steps, not 4");
-    let blocker = scratch("blocker").join("a-file");
+    let dir = scratch("blocker");
+    let blocker = dir.join("a-file");
     std::fs::write(&blocker, "x").unwrap();
     let out_dir = blocker.join("run").to_string_lossy().into_owned();
     assert_clean_failure(&train_with(&["--out", &out_dir]), "cannot create output directory");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -84,6 +87,7 @@ fn a_short_run_writes_config_metrics_eval_and_plot() {
     let rows = report["rows"].as_array().unwrap();
     assert_eq!(rows.iter().map(|r| r["steps"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 3]);
     assert!(rows.iter().all(|r| r["value"].as_f64().unwrap() > 0.0 && r["value"].as_f64().unwrap() < 1.0), "{rows:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// `--device cuda` says what it lacks: the `cuda` feature in a build without it, else (on a machine
@@ -125,6 +129,7 @@ fn bench_launches_counts_the_page_rows() {
         // A training step is a forward and a backward pass and an update: more than sampling's one pass.
         assert!(row["train"]["launches"].as_u64() > row["sample"]["launches"].as_u64(), "{row}");
     }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// `imm bench mmd` checks both fused implementations against the reference before timing, and
@@ -133,7 +138,8 @@ fn bench_launches_counts_the_page_rows() {
 fn bench_mmd_checks_then_times() {
     assert_clean_failure(&["bench", "mmd", "--device", "cpu"], "run on wgpu and CUDA devices");
     assert_clean_failure(&["bench", "mmd", "--particles", "17", "--dim", "8"], "--particles must be 1 to 16");
-    let out = imm(&["bench", "mmd", "--groups", "5", "--particles", "3", "--dim", "70", "--iters", "1"], &scratch("bench"));
+    let dir = scratch("bench");
+    let out = imm(&["bench", "mmd", "--groups", "5", "--particles", "3", "--dim", "70", "--iters", "1"], &dir);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let errors: Vec<f64> = stdout
@@ -145,6 +151,7 @@ fn bench_mmd_checks_then_times() {
     for row in ["reference tensor ops", "fused Wgsl kernels", "fused CubeCl kernels", "floor: "] {
         assert!(stdout.contains(row), "no '{row}' in:\n{stdout}");
     }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// `imm bench train` and `imm bench sample` print their figures and write them as JSON.
@@ -172,4 +179,5 @@ fn bench_train_and_sample_report_speed() {
     for what in ["train", "sample"] {
         assert_clean_failure(&["bench", what, "--preset", "mnist-tiny", "--device", "wgpu", "--precision", "bf16"], "cannot compute in bf16");
     }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

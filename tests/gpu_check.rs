@@ -104,6 +104,7 @@ fn missing_pieces_end_the_run_with_a_reason() {
     let lib = dir.join("lib");
     let (out, report) = run(&dir, &bundle, &[("NVIDIA_SMI", smi.to_str().unwrap()), ("LD_LIBRARY_PATH", lib.to_str().unwrap())]);
     assert_refused(&out, &report, "the driver supports CUDA 12.2");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -129,4 +130,5 @@ fn every_stage_lands_in_the_report() {
         assert!(["ok", "failed", "timeout", "skipped: out of time"].contains(&status), "{stage}");
         assert!(stage["name"].as_str().unwrap().contains("wgpu") || status != "ok", "a CUDA stage passed without CUDA: {stage}");
     }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

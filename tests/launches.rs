@@ -82,3 +82,31 @@ fn group_norm_between_convolutions_adds_no_copies() {
     assert_eq!(launches_of(&normed, "SourceKernel | NormKernel"), 3, "{normed:?}");
     assert_eq!(launches_of(&normed, "Copy"), launches_of(&plain, "Copy"), "without the norm: {plain:?}\nwith it: {normed:?}");
 }
+
+/// A trained convolution's bias gradient sums the output gradient where it lies (burn's own first
+/// copies all of it to [O, B H W]), and its add fuses with the elementwise op after the
+/// convolution: the bias costs less than one more buffer of the output's size.
+#[test]
+fn a_convolutions_bias_copies_no_output_gradient() {
+    let (_guard, device) = counted_device();
+    let device = device.autodiff();
+    let normal = Distribution::Normal(0.0, 1.0);
+    let x = Tensor::<4>::random([4, 8, 10, 10], normal, &device);
+    let w = Tensor::<4>::random([16, 8, 3, 3], normal, &device).require_grad();
+    let b = Tensor::<1>::random([16], normal, &device).require_grad();
+    let (mut kept, mut kept_bias) = (Vec::new(), Vec::new());
+    let mut step = |bias: Option<Tensor<1>>| {
+        count(&device, || {
+            let grads = conv2d(x.clone(), w.clone(), bias.clone(), 1).mul_scalar(2.0).sum().backward();
+            kept.push(w.grad(&grads).expect("a weight gradient"));
+            kept_bias.extend(bias.as_ref().map(|b| b.grad(&grads).expect("a bias gradient")));
+            Ok(())
+        })
+        .unwrap()
+    };
+    // Compiled and autotuned first: those reserve buffers too.
+    let _ = (step(None), step(Some(b.clone())));
+    let (plain, biased) = (step(None), step(Some(b.clone())));
+    let output_bytes = 4 * 16 * 10 * 10 * 4;
+    assert!(biased.buffer_bytes < plain.buffer_bytes + output_bytes, "without the bias: {plain:?}\nwith it: {biased:?}");
+}

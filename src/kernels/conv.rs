@@ -19,7 +19,8 @@ use super::conv_direct::{self, Padded};
 use super::cpu::{contiguous, for_chunks, images_per_task, on_flex, sum_of, sum_parts, tensor, values, with_scratch};
 
 /// A convolution with stride 1, no dilation and one group, through the CPU kernels on Flex
-/// devices (f32) and burn's `conv2d` on every other device and dtype.
+/// devices (f32) and burn's `conv2d` on every other device and dtype, a bias being trained added
+/// after it.
 ///
 /// # Shapes
 /// - x: [B, C, H, W]; weight: [O, C, k, k]; bias: [O]
@@ -27,9 +28,16 @@ use super::cpu::{contiguous, for_chunks, images_per_task, on_flex, sum_of, sum_p
 pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, padding: usize) -> Tensor<4> {
     if on_flex(&x.device()) && x.dtype() == DType::F32 && weight.dtype() == DType::F32 {
         let bias = bias.unwrap_or_else(|| Tensor::zeros([weight.dims()[0]], &x.device()));
-        conv2d_cpu(x, weight, bias, padding)
-    } else {
-        conv2d_reference(x, weight, bias, padding)
+        return conv2d_cpu(x, weight, bias, padding);
+    }
+    match bias {
+        // burn's bias gradient copies the whole output gradient to [O, B H W] before summing it; a
+        // broadcast add's sums it where it lies, and the add fuses with the elementwise op after it.
+        Some(bias) if bias.is_require_grad() => {
+            let o = bias.dims()[0];
+            conv2d_reference(x, weight, None, padding) + bias.reshape([1, o, 1, 1])
+        }
+        bias => conv2d_reference(x, weight, bias, padding),
     }
 }
 
