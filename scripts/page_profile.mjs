@@ -17,7 +17,7 @@ const { default: init, ImageTrainer } = await import(pathToFileURL(`${pkg}/imm.j
 await init({ module_or_path: readFileSync(`${pkg}/imm_bg.wasm`) });
 const images = readFileSync(`${root}/www/data/mnist-4k-images-idx3-ubyte.gz`);
 const trainer = await ImageTrainer.create(images, new Uint8Array(), 'mnist-tiny', 'cpu', 16, 0);
-await trainer.train(1); // warm-up: compilation, first allocations
+await trainer.train(1, 0); // warm-up: compilation, first allocations
 
 const session = new Session();
 session.connect();
@@ -27,7 +27,7 @@ await session.post('Profiler.start');
 const stepsPerCall = 4;
 for (let i = 0; i < calls; i++) {
   const start = performance.now();
-  await trainer.train(stepsPerCall);
+  await trainer.train(stepsPerCall, 0);
   console.log(`call ${i + 1}: ${((performance.now() - start) / stepsPerCall).toFixed(1)} ms per step`);
 }
 const { profile } = await session.post('Profiler.stop');

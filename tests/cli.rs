@@ -106,7 +106,8 @@ fn cuda_without_cuda_is_a_clear_error() {
     }
 }
 
-/// `imm bench launches` refuses the CPU backend and malformed rows, and counts the page's rows.
+/// `imm bench launches` refuses the CPU backend and malformed rows, counts the page's rows, and
+/// reports the training loop's device reads per step (at most one per 10 steps).
 #[test]
 fn bench_launches_counts_the_page_rows() {
     assert_clean_failure(&["bench", "launches", "--device", "cpu"], "use --device wgpu");
@@ -128,6 +129,9 @@ fn bench_launches_counts_the_page_rows() {
         }
         // A training step is a forward and a backward pass and an update: more than sampling's one pass.
         assert!(row["train"]["launches"].as_u64() > row["sample"]["launches"].as_u64(), "{row}");
+        // The training loop reads the device once per chunk of steps, not once per step.
+        let reads = row["reads_per_step"].as_f64().unwrap();
+        assert!(reads > 0.0 && reads <= 0.1, "{reads} device reads per step: {row}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -72,7 +72,7 @@ fn own_feature_fid_separates_real_from_damaged_images() {
 /// at 1 step, from other noise, within its sampling error).
 #[test]
 fn shipped_models_load_and_their_cards_hold() {
-    use imm::cli::eval::{EvalRequest, evaluate};
+    use imm::evaluation::pipeline::{EvalRequest, evaluate};
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read("www/models/models.json").unwrap()).unwrap();
     let models = manifest["models"].as_array().unwrap();
     assert!(models.len() >= 2, "MNIST and Fashion-MNIST models are shipped");

@@ -11,7 +11,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use burn::tensor::Device;
 use imm::data::images::{gunzip_if_needed, md5_hex, read_cifar, read_idx_images, read_idx_labels, unpack_cifar10};
 use imm::evaluation::classifier::Classifier;
+use imm::data::latents::LatentManifest;
 use imm::evaluation::fid::Gaussian;
+use imm::io::npz::{npz, parse_floats};
 use imm::io::safetensors::{Stored, Tensors};
 use imm::io::weights::{load_named, named_params};
 use imm::networks::mlp::MlpConfig;
@@ -183,6 +185,11 @@ fn safetensors_and_snapshot_cards_refuse_damage() {
         file.metadata.insert("imm".into(), String::from_utf8_lossy(text).into_owned());
         ImageModel::load(&file, "file", None, &device).map(drop)
     });
+    // A card of a method this build does not know is refused, not sampled as IMM.
+    let mut unknown = valid.clone();
+    unknown.metadata.insert("imm".into(), unknown.metadata["imm"].replace("\"method\":\"imm\"", "\"method\":\"meanflow\""));
+    let refused = ImageModel::load(&unknown, "file", None, &device).err().expect("refused");
+    assert!(refused.0.contains("trained with the method 'meanflow'"), "{refused}");
     // A card that claims a far larger network than the file holds is refused before it is built.
     let mut huge = valid.clone();
     let card = huge.metadata["imm"].replace("\"model_channels\":8", "\"model_channels\":4000000");
@@ -215,4 +222,33 @@ fn classifier_statistics_and_page_weights_refuse_damage() {
     let tensors = named_params(&net).into_iter().map(|(name, t)| (format!("imm.{name}"), t)).collect::<BTreeMap<String, Stored>>();
     let file = Tensors { tensors, metadata: BTreeMap::from([("kind".to_string(), "imm-playground-2d".to_string())]) }.to_bytes();
     never_panics("2D weights", file, 3000, |b| load_named(net.clone(), &Tensors::parse(b, "file")?, "imm.", "file", None).map(drop));
+}
+
+/// ADM-style reference statistics (.npz of `mu` and `sigma`) and `imm encode`'s manifest: damage
+/// is refused with a message, and so are headers that claim more than memory holds.
+#[test]
+fn npz_statistics_and_latent_manifests_refuse_damage() {
+    let floats = |n: usize| (0..n).flat_map(|i| (i as f64 * 0.25).to_le_bytes()).collect::<Vec<u8>>();
+    let (mu, sigma) = (floats(4), floats(16));
+    let valid = npz(&[("mu", "<f8", &[4], &mu), ("sigma", "<f8", &[4, 4], &sigma)]).unwrap();
+    let read = |b: &[u8]| parse_floats(b, "file", &["mu", "sigma"]);
+    assert_eq!(read(&valid).unwrap()[1].shape, [4, 4], "the valid file reads");
+    never_panics("npz statistics", valid, 3000, read);
+    let huge = npz(&[("mu", "<f8", &[1 << 40, 1 << 40], &mu)]).unwrap();
+    let refused = parse_floats(&huge, "file", &["mu"]).unwrap_err();
+    assert!(refused.0.contains("a shape beyond any memory"), "{refused}");
+
+    let dir = std::env::temp_dir().join(format!("imm-fuzz-manifest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = serde_json::json!({"vae": "00112233aabbccdd", "precision": "f32", "resolution": 16, "latent_shape": [4, 2, 2],
+        "xflip": false, "classes": ["a", "b"], "listing": "0011223344556677", "images": 3, "shard_images": 2,
+        "shards": ["shard-000000.safetensors", "shard-000001.safetensors"]});
+    let text = serde_json::to_vec(&manifest).unwrap();
+    let read = |b: &[u8]| {
+        std::fs::write(dir.join(LatentManifest::FILE), b).unwrap();
+        LatentManifest::read(&dir)
+    };
+    assert!(read(&text).is_ok(), "the valid manifest reads");
+    never_panics("latent manifest", text, 500, read);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -11,7 +11,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use imm::data::Dataset;
 use imm::data::latents::{LatentData, LatentManifest};
 use imm::io::safetensors::Tensors;
-use imm::networks::vae::Vae;
+use imm::networks::vae::{Vae, VaeConfig};
 
 fn vae_file() -> PathBuf {
     std::env::var_os("IMM_GOLDEN_VAE")
@@ -143,6 +143,15 @@ fn bad_input_is_one_clear_line() {
     std::fs::write(dir.join("damaged.safetensors"), damaged.to_bytes()).unwrap();
     std::fs::copy(vae_file().with_extension("json"), dir.join("damaged.json")).unwrap();
     fails(run(args(&dir.join("damaged.safetensors"), "images")), "decoder.conv_out.weight");
+    // Without its config.json the group count is unknown: refused, not guessed.
+    std::fs::copy(vae_file(), dir.join("alone.safetensors")).unwrap();
+    fails(run(args(&dir.join("alone.safetensors"), "images")), "no config.json beside it gives the VAE's GroupNorm group count");
+    // A VAE of 8 latent channels: the normalisation is for 4.
+    let wide = VaeConfig::new().with_block_out_channels(vec![8, 8]).with_layers_per_block(1).with_latent_channels(8).with_norm_num_groups(4);
+    let params = imm::io::weights::named_params(&wide.init(&burn::tensor::Device::flex()).unwrap());
+    std::fs::write(dir.join("wide.safetensors"), Tensors { tensors: params, ..Default::default() }.to_bytes()).unwrap();
+    std::fs::write(dir.join("wide.json"), r#"{"norm_num_groups": 4}"#).unwrap();
+    fails(run(args(&dir.join("wide.safetensors"), "images")), "has 8 latent channels");
     std::fs::create_dir_all(dir.join("empty/sub")).unwrap();
     fails(run(args(&vae_file(), "empty")), "has no PNG or JPEG images");
     fails(run(args(&vae_file(), "missing")), "cannot read the image folder");
@@ -205,6 +214,13 @@ fn latent_batches_resample_the_posterior() {
     std::fs::write(&manifest, serde_json::to_string(&unfinished).unwrap()).unwrap();
     let err = LatentData::open(&dir.join("latents"), 3).err().unwrap();
     assert!(err.0.contains("is not fully encoded (2 of 3 shards)"), "{err}");
+    // A manifest of no images, or of shards of none, is refused (not a division by zero).
+    for (images, shard_images) in [(0, unfinished.shard_images), (unfinished.images, 0)] {
+        let empty = LatentManifest { images, shard_images, ..unfinished.clone() };
+        std::fs::write(&manifest, serde_json::to_string(&empty).unwrap()).unwrap();
+        let err = LatentData::open(&dir.join("latents"), 3).err().unwrap();
+        assert!(err.0.contains("lists no images, or shards of no images"), "{err}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
 use burn::tensor::{Device, Distribution, Tensor};
-use imm::cli::counts::{Counts, count, install};
+use imm::bench::counts::{Counts, count, install};
 use imm::kernels::conv::conv2d;
 use imm::kernels::group_norm::group_norm;
 

@@ -1,6 +1,7 @@
 //! Training across processes under `mpirun` (Open MPI), on the CPU: the same weights and metrics
 //! as one process accumulating the same parts, a killed rank that stops the run with its newest
-//! state intact, and ranks started with different options refused.
+//! state intact, an error on any rank that ends the job with its message, and ranks started with
+//! different options refused.
 #![cfg(feature = "mpi")]
 
 use std::path::Path;
@@ -9,10 +10,17 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::{scratch_with_data, weights};
+use imm::io::safetensors::Tensors;
 
 /// `mpirun` with its ranks on this machine, whatever the core count, and as root where the
 /// tests run as root; `programs` are the commands of each group of ranks (MPMD: `a : b`).
 fn mpirun(programs: &[(usize, Vec<&str>)], dir: &Path) -> Command {
+    let programs: Vec<_> = programs.iter().map(|(np, args)| (*np, dir, args.clone())).collect();
+    mpirun_in(&programs, dir)
+}
+
+/// [`mpirun`] with each group of ranks in a working directory of its own.
+fn mpirun_in(programs: &[(usize, &Path, Vec<&str>)], dir: &Path) -> Command {
     let mut command = Command::new("mpirun");
     command
         .current_dir(dir)
@@ -20,12 +28,14 @@ fn mpirun(programs: &[(usize, Vec<&str>)], dir: &Path) -> Command {
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         // Containers often forbid the cross-process memory attach of the shared-memory transport.
         .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
-        .arg("--oversubscribe");
-    for (i, (np, args)) in programs.iter().enumerate() {
+        // Each rank gets every core, as the one process it is compared with: bound to one core, a
+        // rank's CPU kernels would split their sums over fewer threads, in another order.
+        .args(["--oversubscribe", "--bind-to", "none"]);
+    for (i, (np, wdir, args)) in programs.iter().enumerate() {
         if i > 0 {
             command.arg(":");
         }
-        command.args(["-np", &np.to_string(), env!("CARGO_BIN_EXE_imm")]).args(args);
+        command.args(["-np", &np.to_string(), "-wdir"]).arg(wdir).arg(env!("CARGO_BIN_EXE_imm")).args(args);
     }
     command
 }
@@ -56,7 +66,7 @@ fn imm(args: &[&str], dir: &Path) -> Command {
 fn relative(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
-    a.iter().zip(b).fold(0f32, |m, (p, q)| m.max((p - q).abs())) / scale
+    a.iter().zip(b).fold(0f32, |m, (p, q)| m.max((p - q).abs())) / scale.max(1e-30)
 }
 
 /// The metrics records without their timing: (nimg, loss, skipped).
@@ -68,11 +78,16 @@ fn records(run: &Path) -> Vec<(u64, f64, u64)> {
         .collect()
 }
 
+/// Two runs hold the same weights and EMA at `nimg` images, every tensor within 1e-6 of its
+/// largest value, and the same metrics records.
 fn assert_same_run(a: &Path, b: &Path, nimg: u64) {
     for file in [format!("checkpoints/state-{nimg:012}/net.safetensors"), format!("snapshots/ema-{nimg:012}.safetensors")] {
-        let (x, y) = (weights(&a.join(&file)), weights(&b.join(&file)));
-        let d = relative(&x, &y);
-        assert!(d <= 1e-6, "{file}: {} and {} differ by {d:e} (relative)", a.display(), b.display());
+        let (x, y) = (Tensors::read(&a.join(&file)).unwrap(), Tensors::read(&b.join(&file)).unwrap());
+        assert_eq!(x.tensors.len(), y.tensors.len());
+        for (name, t) in &x.tensors {
+            let d = relative(&t.values, &y.tensors[name].values);
+            assert!(d <= 1e-6, "{file}: {name} of {} and {} differ by {d:e} of its largest value", a.display(), b.display());
+        }
     }
     let (x, y) = (records(a), records(b));
     assert_eq!(x.len(), y.len(), "{x:?} vs {y:?}");
@@ -82,7 +97,10 @@ fn assert_same_run(a: &Path, b: &Path, nimg: u64) {
 }
 
 /// Two ranks train what one process accumulating two parts trains; two ranks of two devices each,
-/// what one process accumulating four parts trains. Only rank 0 writes.
+/// what two ranks accumulating two parts each train (the gradients are added in the same order:
+/// each rank's two, then the ranks'). One process accumulating four parts adds them in another
+/// order: it agrees to rounding only (which Adam can raise to 1e-4 of a tensor in two steps), as
+/// the docs say. Only rank 0 writes.
 #[test]
 fn ranks_train_what_one_process_accumulating_their_parts_trains() {
     let dir = scratch_with_data("mpi-equal");
@@ -100,8 +118,11 @@ fn ranks_train_what_one_process_accumulating_their_parts_trains() {
     assert_eq!(config["ranks"], 2);
 
     ok(mpirun(&[(2, train("ranks-devices", "0.032", &["--devices", "2"]))], &dir));
+    ok(mpirun(&[(2, train("ranks-accumulated", "0.032", &["--accumulate", "2"]))], &dir));
+    assert_same_run(&dir.join("ranks-devices"), &dir.join("ranks-accumulated"), 32);
     ok(imm(&train("accumulated4", "0.032", &["--accumulate", "4"]), &dir));
-    assert_same_run(&dir.join("ranks-devices"), &dir.join("accumulated4"), 32);
+    let four = |run: &str| weights(&dir.join(run).join("snapshots/ema-000000000032.safetensors"));
+    assert!(relative(&four("ranks-devices"), &four("accumulated4")) <= 1e-5, "the same parts, summed in another order");
     // Not the same parts: one process on the whole batch draws from another stream.
     ok(imm(&train("whole", "0.032", &[]), &dir));
     let whole = weights(&dir.join("whole/snapshots/ema-000000000032.safetensors"));
@@ -173,6 +194,39 @@ fn a_killed_rank_stops_the_run_and_it_resumes_on_any_rank_count() {
     let resumed = ok(mpirun(&[(2, train("run", &two_more, &["--resume"]))], &dir));
     assert!(resumed.contains(&format!("at {} images", nimg + 16)), "{resumed}");
     assert!(dir.join(format!("run/snapshots/ema-{:012}.safetensors", nimg + 48)).is_file());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// An error on one rank ends every rank within a minute, with a non-zero exit and the error tagged
+/// with its rank: without data on any rank (rank 0 fails while rank 1 waits for it to read), and
+/// on rank 1 alone (its working directory has no data; rank 0 waits for it in the next call).
+#[test]
+fn an_error_on_any_rank_ends_the_job_with_its_message() {
+    let dir = scratch_with_data("mpi-error");
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let args = train("run", "0.064", &[]);
+    for (failing, programs) in [(0, vec![(2, empty.as_path(), args.clone())]), (1, vec![(1, dir.as_path(), args.clone()), (1, empty.as_path(), args.clone())])] {
+        let mut child = mpirun_in(&programs, &dir).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                for (_, pid) in rank_pids(&child) {
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+                child.kill().unwrap();
+                panic!("rank {failing} failed, and the job still ran a minute later");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let said = text(&child.wait_with_output().unwrap());
+        assert!(!status.success(), "a job with a failed rank exited with success:\n{said}");
+        assert!(said.contains(&format!("error (rank {failing} of 2): no mnist training images")), "no message from rank {failing}:\n{said}");
+        assert!(!said.contains("panicked"), "{said}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -29,7 +29,7 @@ fn train<M: Method + Clone>(method: M, steps: usize, seed: u64) -> (Trainer<Mlp,
     let net = MlpConfig::new().with_hidden(64).with_blocks(2).init(&mut Rng::new(seed), &device);
     let mut trainer = Trainer::new(net, method, config).unwrap();
     let mut data = ToyData::new(p.toy, seed);
-    let losses = (0..steps).map(|_| trainer.step(data.batch(256, &device).0, None).expect("a finite step").into_scalar::<f32>()).collect();
+    let losses = (0..steps).map(|_| trainer.step(data.batch(256, &device).0, None).unwrap().expect("a finite step")).collect();
     (trainer, losses)
 }
 
@@ -111,7 +111,7 @@ fn gradient_accumulation_gives_the_same_update() {
         config.accumulate = accumulate;
         let net = MlpConfig::new().with_hidden(32).with_blocks(1).init(&mut Rng::new(4), &device);
         let mut trainer = Trainer::new(net, Regress, config).unwrap();
-        let loss = trainer.step(x.clone(), None).expect("a finite step").into_scalar::<f32>();
+        let loss = trainer.step(x.clone(), None).unwrap().expect("a finite step");
         let values: Vec<f32> = imm::io::weights::named_params(&trainer.net).into_values().flat_map(|t| t.values).collect();
         (loss, values)
     };
@@ -142,7 +142,7 @@ fn three_steps<M: Method>(method: M, devices: usize, accumulate: usize) -> (Vec<
     let net = MlpConfig::new().with_hidden(32).with_blocks(1).init(&mut Rng::new(4), &device);
     let trainer = Trainer::new(net, method, config).unwrap();
     let mut trainer = trainer.with_devices(vec![device.clone(); devices]).unwrap();
-    let losses = (0..3).map(|_| trainer.step(x.clone(), None).expect("a finite step").into_scalar::<f32>()).collect();
+    let losses = (0..3).map(|_| trainer.step(x.clone(), None).unwrap().expect("a finite step")).collect();
     let values = |net| imm::io::weights::named_params(net).into_values().flat_map(|t| t.values).collect();
     (losses, values(&trainer.net), values(&trainer.ema))
 }
@@ -271,18 +271,18 @@ fn poisoned_trainer(method: Poisoned) -> (Trainer<Mlp, Poisoned>, Tensor<2>) {
 #[test]
 fn non_finite_steps_are_skipped_and_counted() {
     let (mut trainer, x) = poisoned_trainer(Poisoned::new(&[1], &[2]));
-    assert!(trainer.step(x.clone(), None).is_some());
+    assert!(trainer.step(x.clone(), None).unwrap().is_some());
     let (net, ema) = (weights_of(&trainer.net), weights_of(&trainer.ema));
     for (step, what) in [(1, "loss"), (2, "gradient")] {
-        assert!(trainer.step(x.clone(), None).is_none(), "step {step}: a NaN {what} is skipped");
+        assert!(trainer.step(x.clone(), None).unwrap().is_none(), "step {step}: a NaN {what} is skipped");
         assert_eq!(weights_of(&trainer.net), net, "step {step}: the weights stay");
         assert_eq!(weights_of(&trainer.ema), ema, "step {step}: the EMA stays");
         assert_eq!(trainer.skipped(), (step as u64, step as u32));
     }
     assert_eq!(trainer.nimg, 3 * 64, "skipped images count as seen");
     assert!(trainer.check_health().is_ok(), "two in a row are tolerated");
-    let loss = trainer.step(x.clone(), None).expect("a finite step after them");
-    assert!(loss.into_scalar::<f32>().is_finite());
+    let loss = trainer.step(x.clone(), None).unwrap().expect("a finite step after them");
+    assert!(loss.is_finite());
     assert_ne!(weights_of(&trainer.net), net, "training goes on");
     assert_eq!(trainer.skipped(), (2, 0));
 }
@@ -301,11 +301,10 @@ impl Observer for Records {
 /// that counts them; the weights are those of the last good step.
 #[test]
 fn fit_stops_after_non_finite_steps_in_a_row() {
-    let bad: Vec<usize> = (3..100).collect();
-    let (mut trainer, _) = poisoned_trainer(Poisoned::new(&bad, &[]));
+    let (mut trainer, _) = poisoned_trainer(Poisoned::new(&[], &[]));
     trainer.config.total_nimg = 100 * 64;
     trainer.config.log_every_nimg = 2 * 64;
-    let mut data = ToyData::new(preset("moons").unwrap().toy, 1);
+    let mut data = NanAt { data: ToyData::new(preset("moons").unwrap().toy, 1), bad: (3..100).collect(), drawn: 0 };
     let mut records = Records::default();
     let mut good = Vec::new();
     let error = fit(&mut trainer, &mut data, || 0.0, &mut records).err().expect("fit stops");
@@ -319,21 +318,80 @@ fn fit_stops_after_non_finite_steps_in_a_row() {
     assert!(good.iter().all(|v| v.is_finite()));
 }
 
+/// 2D data whose batches at the steps in `bad` (counting from 0) are NaN: a step that is not
+/// finite wherever it runs, however often it is run again.
+struct NanAt {
+    data: ToyData,
+    bad: Vec<usize>,
+    drawn: usize,
+}
+
+impl Dataset for NanAt {
+    fn dim(&self) -> usize {
+        2
+    }
+    fn sample(&mut self, n: usize) -> Vec<f32> {
+        let values = self.data.sample(n);
+        self.drawn += 1;
+        if self.bad.contains(&(self.drawn - 1)) { vec![f32::NAN; values.len()] } else { values }
+    }
+}
+
+/// Trains 30 steps of batch 64 with a record every `record_steps` steps (the loop's chunks),
+/// with NaN batches at `bad`: the trainer and its records.
+fn fit_with_bad_batches(record_steps: u64, bad: &[usize]) -> (Trainer<Mlp, Poisoned>, Vec<Metrics>) {
+    let (mut trainer, _) = poisoned_trainer(Poisoned::new(&[], &[]));
+    trainer.config.total_nimg = 30 * 64;
+    trainer.config.log_every_nimg = record_steps * 64;
+    let mut data = NanAt { data: ToyData::new(preset("moons").unwrap().toy, 1), bad: bad.to_vec(), drawn: 0 };
+    let mut records = Records::default();
+    fit(&mut trainer, &mut data, || 0.0, &mut records).unwrap();
+    (trainer, records.0)
+}
+
+/// The loop reads the device once per chunk (a chunk ends at each record), and once more after
+/// each step that was not finite; a chunk that meets one goes back, skips it and goes on, and
+/// ends exactly where steps checked one at a time end.
+#[test]
+fn chunks_read_once_and_skip_bad_steps_as_single_steps_do() {
+    let (clean, records) = fit_with_bad_batches(10, &[]);
+    assert_eq!(clean.device_reads(), 3, "30 steps, a record every 10: one read per record");
+    assert_eq!(records.len(), 3);
+    let bad = [3, 4, 12];
+    let (chunked, records) = fit_with_bad_batches(10, &bad);
+    // Chunk 1 reads, finds step 3, reads the rest again, finds step 4, reads the rest; chunk 2
+    // reads twice; chunk 3 once.
+    assert_eq!(chunked.device_reads(), 6);
+    assert_eq!(records.iter().map(|r| r.skipped).collect::<Vec<_>>(), [2, 1, 0]);
+    let (single, single_records) = fit_with_bad_batches(1, &bad);
+    assert_eq!(single.device_reads(), 30);
+    assert_eq!(single_records.iter().map(|r| r.skipped).sum::<u64>(), 3);
+    assert_eq!((chunked.nimg, chunked.skipped()), (single.nimg, single.skipped()));
+    assert_eq!(weights_of(&chunked.net), weights_of(&single.net), "the same weights");
+    assert_eq!(weights_of(&chunked.ema), weights_of(&single.ema), "the same EMA");
+    assert_ne!(weights_of(&chunked.net), weights_of(&clean.net), "the bad steps were skipped");
+    // The mean loss of a record is over its applied steps.
+    let mean = |r: &[Metrics]| r.iter().map(|m| m.loss).sum::<f64>();
+    let per_step: f64 = single_records[..10].iter().filter(|m| m.skipped == 0).map(|m| m.loss).sum::<f64>() / 8.0;
+    assert!((records[0].loss - per_step).abs() < 1e-6 * per_step.abs(), "{} against {per_step}", records[0].loss);
+    assert!(mean(&records).is_finite());
+}
+
 /// A snapshot brings back the weights, the EMA, the optimizer moments, the counters and the
 /// stream: the steps after a restore repeat the steps after the snapshot (how the page undoes
 /// steps whose numbers were not finite).
 #[test]
 fn restore_undoes_steps_exactly() {
     let (mut trainer, x) = poisoned_trainer(Poisoned::new(&[], &[]));
-    trainer.step(x.clone(), None).expect("a finite step");
+    trainer.step(x.clone(), None).unwrap().expect("a finite step");
     let snapshot = trainer.snapshot();
     let (net, ema, nimg) = (weights_of(&trainer.net), weights_of(&trainer.ema), trainer.nimg);
-    let first: Vec<f32> = (0..2).map(|_| trainer.step(x.clone(), None).unwrap().into_scalar::<f32>()).collect();
+    let first: Vec<f32> = (0..2).map(|_| trainer.step(x.clone(), None).unwrap().unwrap()).collect();
     let after = weights_of(&trainer.net);
     assert_ne!(after, net);
     trainer.restore(snapshot);
     assert_eq!((weights_of(&trainer.net), weights_of(&trainer.ema), trainer.nimg), (net, ema, nimg));
-    let again: Vec<f32> = (0..2).map(|_| trainer.step(x.clone(), None).unwrap().into_scalar::<f32>()).collect();
+    let again: Vec<f32> = (0..2).map(|_| trainer.step(x.clone(), None).unwrap().unwrap()).collect();
     assert_eq!(again, first, "the same losses");
     assert_eq!(weights_of(&trainer.net), after, "the same weights, Adam's moments included");
 }
@@ -402,7 +460,7 @@ fn three_steps_on_ranks(ranks: usize, devices: usize) -> (Vec<f32>, Vec<f32>) {
                     let net = MlpConfig::new().with_hidden(32).with_blocks(1).init(&mut Rng::new(4), &device);
                     let trainer = Trainer::new(net, p.imm.clone(), config).unwrap().with_devices(vec![device.clone(); devices]).unwrap();
                     let mut trainer = trainer.with_ranks(Box::new(r)).unwrap();
-                    let losses: Vec<f32> = (0..3).map(|_| trainer.step(x.clone(), None).expect("a finite step").into_scalar::<f32>()).collect();
+                    let losses: Vec<f32> = (0..3).map(|_| trainer.step(x.clone(), None).unwrap().expect("a finite step")).collect();
                     trainer.check_ranks().unwrap();
                     (losses, imm::io::weights::named_params(&trainer.net).into_values().flat_map(|t| t.values).collect::<Vec<f32>>())
                 })
@@ -449,7 +507,7 @@ fn ranks_with_different_weights_are_stopped() {
                     config.batch = 64;
                     let net = MlpConfig::new().with_hidden(32).with_blocks(1).init(&mut Rng::new(4 + r.rank as u64), &device);
                     let mut trainer = Trainer::new(net, p.imm.clone(), config).unwrap().with_ranks(Box::new(r)).unwrap();
-                    trainer.step(ToyData::new(p.toy, 1).batch(64, &device).0, None).expect("a finite step");
+                    trainer.step(ToyData::new(p.toy, 1).batch(64, &device).0, None).unwrap().expect("a finite step");
                     trainer.check_ranks().unwrap_err().0
                 })
             })

@@ -38,9 +38,6 @@ function notice(message) {
   $('notice').textContent = message ?? '';
 }
 
-// How the Rust side's message starts when WebGPU lost the device (src/web/mod.rs).
-const DEVICE_LOST = 'The GPU device was lost';
-
 // Every later call on a lost device fails: say what happened and offer the ways on.
 function deviceLost(message) {
   const link = (href, text) => Object.assign(document.createElement('a'), { href, textContent: text });
@@ -126,6 +123,9 @@ function drawPlots() {
   scatter($('fm-canvas'), s.data, path('fm', i), COLORS.fm);
 }
 
+// A record's loss as text; none (null) when every step since the last record was skipped.
+const lossText = (loss, format) => (Number.isFinite(loss) ? format(loss) : 'skipped (not finite)');
+
 // One panel per method: the loss (faint) and its moving average against images seen.
 function drawLoss() {
   const canvas = $('loss-canvas');
@@ -203,7 +203,13 @@ worker.onmessage = ({ data: msg }) => {
       const select = $('toy');
       select.replaceChildren(...[...msg.toys, DRAW].map((t) => new Option(t, t)));
       select.value = state.params.get('toy') ?? 'checkerboard';
+      // The settings' bounds are Rust's (Playground.limits).
+      for (const id of ['particles', 'batch', 'lr', 'k']) {
+        const [min, max] = msg.limits[id];
+        Object.assign($(id), { min, max });
+      }
       showHyper(msg.hyper);
+      state.net = msg.net;
       $('image-preset').append(...msg.imagePresets.map((p) => new Option(p, p)));
       state.ready = true;
       document.body.classList.add('ready');
@@ -217,11 +223,12 @@ worker.onmessage = ({ data: msg }) => {
       break;
     case 'metrics': {
       const r = msg.record;
-      state.records.push({ nimg: r.imm.nimg, imm: r.imm, fm: r.fm });
+      // A record whose steps were all skipped (numbers not finite) has no loss to chart.
+      if (Number.isFinite(r.imm.loss) && Number.isFinite(r.fm.loss)) state.records.push({ nimg: r.imm.nimg, imm: r.imm, fm: r.fm });
       $('nimg').textContent = r.imm.nimg.toLocaleString('en');
       $('nsteps').textContent = r.steps;
-      $('loss-imm').textContent = r.imm.loss.toPrecision(4);
-      $('loss-fm').textContent = r.fm.loss.toPrecision(4);
+      $('loss-imm').textContent = lossText(r.imm.loss, (l) => l.toPrecision(4));
+      $('loss-fm').textContent = lossText(r.fm.loss, (l) => l.toPrecision(4));
       $('ms-train').textContent = msg.msPerStep.toFixed(1);
       $('img-s').textContent = Math.round(1000 / r.imm.sec_per_kimg).toLocaleString('en');
       drawLoss();
@@ -278,7 +285,7 @@ worker.onmessage = ({ data: msg }) => {
     case 'image-metrics': {
       const r = msg.record;
       state.imageRecords.push(r);
-      $('image-train-status').textContent = `${r.nimg.toLocaleString('en')} images seen · loss ${r.loss.toFixed(4)} · ${(msg.msPerStep / 1000).toFixed(1)} s per step`;
+      $('image-train-status').textContent = `${r.nimg.toLocaleString('en')} images seen · loss ${lossText(r.loss, (l) => l.toFixed(4))} · ${(msg.msPerStep / 1000).toFixed(1)} s per step`;
       break;
     }
     case 'image-grid':
@@ -286,7 +293,7 @@ worker.onmessage = ({ data: msg }) => {
       drawImages(msg);
       break;
     case 'error':
-      if (msg.message.startsWith(DEVICE_LOST)) deviceLost(msg.message);
+      if (msg.kind === 'device-lost') deviceLost(msg.message);
       else showError(msg.message);
       if (mode() === 'images') $('image-status').textContent = 'failed';
       break;
@@ -447,7 +454,7 @@ function startImageTraining(bytes, preset, labels) {
   state.model = null;
   $('image-pretrained').value = '';
   const transfer = labels ? [bytes, labels] : [bytes];
-  send({ type: 'image-train-start', bytes, labels, preset, backend: $('backend').value, batch: 16, seed: Number($('seed').value) }, transfer);
+  send({ type: 'image-train-start', bytes, labels, preset, backend: $('backend').value, batch: 0, seed: Number($('seed').value) }, transfer);
   $('image-train-status').textContent = 'training…';
   send({ type: 'image-train' });
 }
@@ -484,10 +491,22 @@ $('image-train-preset').onchange = () => {
   if (!state.imageTrainer) describeTraining();
 };
 
+// A chosen file's bytes, or null after saying why they could not be read (a file moved or
+// unreadable since it was chosen).
+async function readFile(file) {
+  try {
+    return await file.arrayBuffer();
+  } catch (e) {
+    showError(`${file.name} could not be read (${e.message}).`);
+    return null;
+  }
+}
+
 async function trainOnCifar(files) {
   if (!files.length) return;
   showError('');
-  const parts = await Promise.all([...files].map((f) => f.arrayBuffer()));
+  const parts = await Promise.all([...files].map(readFile));
+  if (parts.includes(null)) return;
   const bytes = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
   parts.reduce((at, p) => (bytes.set(new Uint8Array(p), at), at + p.byteLength), 0);
   startImageTraining(bytes.buffer, 'cifar10-tiny');
@@ -511,9 +530,13 @@ $('image-file').onchange = async () => {
   $('image-pretrained').value = '';
   showError('');
   $('image-status').textContent = `reading ${file.name}…`;
-  const bytes = await file.arrayBuffer();
-  send({ type: 'image-load', bytes, preset: $('image-preset').value, backend: $('backend').value }, [bytes]);
+  const bytes = await readFile(file);
   $('image-file').value = '';
+  if (!bytes) {
+    $('image-status').textContent = 'failed';
+    return;
+  }
+  send({ type: 'image-load', bytes, preset: $('image-preset').value, backend: $('backend').value }, [bytes]);
 };
 $('image-count').onchange = refresh;
 
@@ -607,9 +630,9 @@ $('load').onchange = async () => {
   const file = $('load').files[0];
   if (!file) return;
   delete $('status').dataset.loaded;
-  const bytes = await file.arrayBuffer();
-  send({ type: 'load', bytes }, [bytes]);
+  const bytes = await readFile(file);
   $('load').value = '';
+  if (bytes) send({ type: 'load', bytes }, [bytes]);
 };
 
 // Drawing your own distribution: points in data coordinates.
@@ -664,11 +687,12 @@ async function start() {
   if (backend === 'cpu') $('adapter').textContent = 'CPU (WebAssembly)';
   $('backend').value = backend;
   timeLabel();
-  const hyper = p.has('batch') ? { particles: Number(p.get('particles') ?? 4), batch: Number(p.get('batch')), lr: Number(p.get('lr') ?? 0.001), k: Number(p.get('k') ?? 12) } : undefined;
+  // Settings and the network's size in the URL override the preset's (Rust's); the rest are its.
+  const given = (keys) => Object.fromEntries(keys.filter((k) => p.has(k)).map((k) => [k, Number(p.get(k))]));
+  const hyper = given(['particles', 'batch', 'lr', 'k']);
   const toy = p.get('toy') && p.get('toy') !== DRAW ? p.get('toy') : 'checkerboard';
   // The network's size comes from the URL only (small ones for slow adapters): hidden, blocks.
-  const net = { hidden: Number(p.get('hidden') ?? 128), blocks: Number(p.get('blocks') ?? 3) };
-  state.net = net;
+  const net = given(['hidden', 'blocks']);
   send({ type: 'init', toy, backend, seed: Number($('seed').value), hyper, net, view: view() });
   saveUrl();
 }

@@ -39,8 +39,7 @@ let imageView = { steps: 2, seed: 0, n: 16, cls: '', cfg: 1 };
 let running = false;
 let chain = Promise.resolve();
 let view = { steps: 2, seed: 0, samples: 400 };
-let chunk = 1;
-let net = { hidden: 128, blocks: 3 };
+let net = { hidden: 0, blocks: 0 }; // 0: the preset's
 
 const post = (msg, transfer = []) => self.postMessage(msg, transfer);
 // Lets queued messages (Pause, new settings) in between steps: on the CPU backend every await
@@ -48,10 +47,12 @@ const post = (msg, transfer = []) => self.postMessage(msg, transfer);
 const yieldToMessages = () => new Promise((resolve) => setTimeout(resolve, 0));
 const report = (e) => {
   const message = String(e?.message ?? e);
-  // A lost GPU device fails every later call: stop the loops instead of repeating the error.
-  // So does training whose numbers stopped being finite (src/web: paused), until Train is pressed.
-  if (message.startsWith('The GPU device was lost') || message.startsWith('Training paused')) running = imageTraining = false;
-  post({ type: 'error', message });
+  // Errors from Rust say their kind (src/web: js). A lost GPU device fails every later call: stop
+  // the loops instead of repeating the error. So does training whose numbers stopped being finite,
+  // until Train is pressed.
+  const kind = e?.kind ?? 'other';
+  if (kind === 'device-lost' || kind === 'stopped') running = imageTraining = false;
+  post({ type: 'error', message, kind });
 };
 
 // Runs `fn` after every call queued before it; errors go to the page.
@@ -60,13 +61,11 @@ function enqueue(fn) {
   return chain;
 }
 
-async function trainChunk() {
-  const start = performance.now();
-  const record = JSON.parse(await playground.train(chunk));
-  const ms = (performance.now() - start) / chunk;
-  // Aim at about a quarter of a second per call, so that Pause answers quickly.
-  chunk = Math.max(1, Math.min(50, Math.round((chunk * 250) / Math.max(1, performance.now() - start))));
-  post({ type: 'metrics', record, msPerStep: ms });
+// `steps` training steps, or with 0 as many as Rust finds fit in about a quarter of a second, so
+// that Pause answers quickly.
+async function trainChunk(steps = 0) {
+  const record = JSON.parse(await playground.train(steps, 250));
+  post({ type: 'metrics', record, msPerStep: record.ms_per_step });
 }
 
 async function sample() {
@@ -100,22 +99,18 @@ async function sampleGrid() {
   post({ type: 'image-grid', rgba, width, height, n: count, steps, seed, cls, cfg, msPerStep, quality }, [rgba.buffer]);
 }
 
-// Image training on the page: as many steps per call as take about a quarter of a second (one
-// where steps are slow), so that the loss is read back once per call, not once per step; the grid
+// Image training on the page: as many steps per call as Rust finds take about a quarter of a
+// second (one where steps are slow), read back once per chunk, not once per step; the grid
 // from the EMA weights every few seconds but at most a quarter of the time.
 async function imageLoop() {
   const token = ++imageLoopToken;
   let last = performance.now();
   let cost = 0;
-  let steps = 1;
   while (imageTraining && token === imageLoopToken) {
     await enqueue(async () => {
       if (!imageTrainer) return;
-      const start = performance.now();
-      const record = JSON.parse(await imageTrainer.train(steps));
-      const ms = performance.now() - start;
-      post({ type: 'image-metrics', record, msPerStep: ms / steps });
-      steps = Math.max(1, Math.min(20, Math.round((steps * 250) / Math.max(1, ms))));
+      const record = JSON.parse(await imageTrainer.train(0, 250));
+      post({ type: 'image-metrics', record, msPerStep: record.ms_per_step });
     });
     await yieldToMessages();
     if (performance.now() - last > Math.max(3000, 4 * cost)) {
@@ -159,11 +154,24 @@ self.onmessage = ({ data: msg }) => {
     case 'init':
       enqueue(async () => {
         await loadWasm();
-        net = msg.net;
-        playground = await (await lib(msg.backend)).Playground.create(msg.toy, msg.backend, msg.seed, net.hidden, net.blocks);
-        if (msg.hyper) playground.setHyper(JSON.stringify(msg.hyper));
+        const { Playground } = await lib(msg.backend);
+        // A network size from the URL that Rust refuses is reported, and the preset's is used.
+        try {
+          playground = await Playground.create(msg.toy, msg.backend, msg.seed, msg.net.hidden ?? 0, msg.net.blocks ?? 0);
+        } catch (e) {
+          report(e);
+          playground = await Playground.create(msg.toy, msg.backend, msg.seed, 0, 0);
+        }
+        net = JSON.parse(playground.getNet());
+        // Settings from the URL that Rust refuses are reported; the preset's stay.
+        try {
+          playground.setHyper(JSON.stringify(msg.hyper ?? {}));
+        } catch (e) {
+          report(e);
+        }
         view = { ...view, ...msg.view };
-        post({ type: 'ready', toys: wasm.Playground.toys(), imagePresets: wasm.ImageModel.presets(), hyper: JSON.parse(playground.getHyper()) });
+        const limits = JSON.parse(wasm.Playground.limits());
+        post({ type: 'ready', toys: wasm.Playground.toys(), imagePresets: wasm.ImageModel.presets(), hyper: JSON.parse(playground.getHyper()), net, limits });
         await sample();
       });
       break;
@@ -178,10 +186,7 @@ self.onmessage = ({ data: msg }) => {
       break;
     case 'step':
       enqueue(async () => {
-        const saved = chunk;
-        chunk = 1;
-        await trainChunk();
-        chunk = saved;
+        await trainChunk(1);
         await sample();
       });
       break;
@@ -190,8 +195,10 @@ self.onmessage = ({ data: msg }) => {
         if (msg.points) {
           playground.useDrawn(new Float32Array(msg.points));
         } else {
+          // The old playground stays until the new one exists: a failed create leaves it usable.
+          const next = await (await lib(msg.backend)).Playground.create(msg.toy, msg.backend, msg.seed, net.hidden, net.blocks);
           playground.free();
-          playground = await (await lib(msg.backend)).Playground.create(msg.toy, msg.backend, msg.seed, net.hidden, net.blocks);
+          playground = next;
         }
         if (msg.hyper) playground.setHyper(JSON.stringify(msg.hyper));
         post({ type: 'reset', hyper: JSON.parse(playground.getHyper()) });

@@ -1,29 +1,20 @@
-//! The command line: its arguments here, and one module per command family: [`toy`] (the demo and
-//! 2D runs), [`images`] (image runs, sampling, export), [`encode`] (images to VAE latents), [`eval`]
-//! (FID, the classifier, golden-file parity), [`bench`]; the `--device` flag ([`device`]) and what
-//! run directories share ([`run_dir`]).
-
-pub mod bench;
-pub mod counts;
-pub mod device;
-pub mod encode;
-pub mod eval;
-pub mod images;
-pub mod run_dir;
-pub mod toy;
+//! The command line: it parses the arguments, calls one function of the layers below per command
+//! and prints what it returns.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::cli::device::DeviceChoice;
-use crate::cli::eval::{EvalRequest, Metric, evaluate, print_report};
-use crate::cli::images::{ImageRun, SampleRequest, sample, train_images};
-use crate::cli::run_dir::write_json;
-use crate::cli::toy::{EvalOptions, demo, train_and_evaluate};
+use crate::bench;
 use crate::data::images::{ImageSet, LabelDraw};
-use crate::Error;
+use crate::evaluation::pipeline::{EvalRequest, Metric, evaluate, print_report};
+use crate::evaluation::toy::{EvalOptions, demo, train_and_evaluate};
+use crate::training::encode::{EncodeRequest, encode};
+use crate::training::run::{ImageRun, train_images};
+use crate::training::run_dir::write_json;
+use crate::training::sample::{SampleRequest, export, sample};
+use crate::{DeviceChoice, Error};
 use crate::io::safetensors::Tensors;
 use crate::method::Method;
 use crate::method::precond::TimeInput;
@@ -32,7 +23,7 @@ use crate::method::{flow_matching::FlowMatching, imm::Imm};
 use crate::networks::Precision;
 use crate::training::image_model::{ImageModel, Sampling};
 use crate::training::presets::{IMAGE_PRESETS, ImagePreset, Preset, image_preset, names, preset};
-use crate::training::ranks::{Ranks, launched_local_rank, launched_ranks};
+use crate::training::ranks::{Ranks, launched_local_rank, launched_rank, launched_ranks};
 use crate::training::trainer::TrainConfig;
 
 /// Inductive Moment Matching: one- and few-step generative models trained from scratch.
@@ -312,8 +303,9 @@ enum Bench {
         timing: Timing,
     },
     /// What a step costs a GPU device: kernel launches and buffer reservations of a training step
-    /// and a one-step sampling call, counted by the runtime, for the page's 2D MLP (IMM and flow
-    /// matching) and image presets (IMM).
+    /// and a one-step sampling call, counted by the runtime, and the training loop's host reads
+    /// (device to host) per step, for the page's 2D MLP (IMM and flow matching) and image presets
+    /// (IMM).
     Launches {
         /// Image presets and their batch sizes, as PRESET:BATCH, comma-separated.
         #[arg(long, default_value = "mnist-tiny:16,cifar10-paper:8")]
@@ -570,127 +562,15 @@ fn run(command: Command) -> Result<(), Error> {
             let (p, eval) = options.apply(preset(&name)?)?;
             demo(&p, options.device.unwrap_or(DeviceChoice::Cpu), &eval, &out)
         }
-        Command::Train { preset: name, method, out, data_dir, vae, image_folder, labels, resume, accumulate, devices, precision, snapshot_kimg, options } => {
-            let method_name = match method {
-                MethodName::Imm => "imm",
-                MethodName::Fm => "fm",
-            };
-            let default_out = || PathBuf::from(format!("runs/{name}-{method_name}"));
-            if let Some(p) = image_preset(&name) {
-                let mut p = options.apply_image(p, accumulate, precision)?;
-                if let Some(labels) = labels {
-                    if p.net.classes() == 0 {
-                        return Err(Error::new(format!("--labels: {name} is unconditional; choose a conditional preset")));
-                    }
-                    p.labels = labels;
-                }
-                if let Some(kimg) = snapshot_kimg {
-                    p.snapshot_every_nimg = ((kimg * 1000.0).round() as u64).clamp(1, p.train.total_nimg);
-                }
-                let choice = options.device.unwrap_or(DeviceChoice::Auto);
-                // Processes sharing a machine take its GPUs in turn: local rank i, GPUs i·n to i·n + n - 1.
-                let n = devices.unwrap_or(1);
-                let (all, choice) = choice.devices(launched_local_rank().unwrap_or(0) * n, n)?;
-                let device = (&all[0], choice);
-                let steps = options.eval_steps.0.clone();
-                let run = ImageRun { out: out.unwrap_or_else(default_out), data_dir, image_folder, resume, steps, devices: all.clone(), vae };
-                let ranks = start_ranks()?;
-                return match method {
-                    MethodName::Imm => train_images(&p, p.imm.clone(), device, &run, ranks),
-                    MethodName::Fm => train_images(&p, p.fm.clone(), device, &run, ranks),
-                };
-            }
-            if launched_ranks().is_some_and(|n| n > 1) {
-                return Err(Error::new("training across processes (mpirun, srun) applies to image presets only"));
-            }
-            let image_only = [data_dir.is_some(), image_folder.is_some(), labels.is_some(), accumulate.is_some(), devices.is_some(), vae.is_some()];
-            if resume || image_only.contains(&true) || precision.is_some() || snapshot_kimg.is_some() {
-                return Err(Error::new(
-                    "--resume, --data-dir, --vae, --image-folder, --labels, --accumulate, --devices, --snapshot-kimg and --precision apply to image presets only",
-                ));
-            }
-            let (p, eval) = options.apply(preset(&name)?)?;
-            let out = out.unwrap_or_else(default_out);
-            let choice = options.device.unwrap_or(DeviceChoice::Cpu);
-            let (device, choice) = choice.device()?;
-            let device = (&device, choice);
-            let outcome = match method {
-                MethodName::Imm => train_and_evaluate(&p, p.imm.clone(), device, &eval, &out)?,
-                MethodName::Fm => train_and_evaluate(&p, p.fm.clone(), device, &eval, &out)?,
-            };
-            println!("Energy distance to held-out data (floor {:.5}):", outcome.floor);
-            for (k, e) in &outcome.energy {
-                println!("{k:>3} step{}  {e:.5}", if *k == 1 { " " } else { "s" });
-            }
-            println!("Wrote {}/{{config.json, metrics.jsonl, eval.json, samples.png, ema.safetensors}}.", out.display());
-            Ok(())
-        }
+        Command::Train { .. } => train(command),
         Command::Sample { weights, preset: name, steps, sampler, grid, seed, n, out, vae, condition, device } => {
             let preset = name.map(|name| named_image_preset(&name)).transpose()?;
             let Conditioning { class, cfg } = condition;
             let request = SampleRequest { weights, preset, steps, sampler, grid, seed, count: n, class, cfg, out, vae };
             sample(&request, &device.device()?.0)
         }
-        Command::Golden { file, device } => crate::cli::eval::golden(&file, &device.device()?.0),
-        Command::Bench { what: Bench::Allreduce { presets, iters, json, device } } => {
-            let presets = presets.split(',').filter(|p| !p.is_empty()).map(named_image_preset).collect::<Result<Vec<_>, Error>>()?;
-            let Some(ranks) = start_ranks()? else {
-                return Err(Error::new("bench allreduce measures several processes: run it under mpirun -np 2 (or more), or srun"));
-            };
-            let figures = crate::cli::bench::allreduce(ranks.as_ref(), &presets, iters, &device.device()?.0)?;
-            match json {
-                Some(path) if ranks.rank() == 0 => write_json(&path, &figures),
-                _ => Ok(()),
-            }
-        }
-        Command::Bench { what: Bench::Mmd { groups, particles, dim, iters, json, device } } => {
-            let figures = crate::cli::bench::mmd(&device.device()?.0, [groups, particles, dim], iters)?;
-            json.map_or(Ok(()), |path| write_json(&path, &figures))
-        }
-        Command::Bench { what: Bench::Launches { presets, top, json, device } } => {
-            let images = presets
-                .split(',')
-                .filter(|p| !p.is_empty())
-                .map(|p| {
-                    let (name, batch) = p.split_once(':').ok_or_else(|| Error::new(format!("--presets takes PRESET:BATCH, not '{p}'")))?;
-                    let batch = batch.parse().ok().filter(|&b| b > 0).ok_or_else(|| Error::new(format!("'{batch}' is not a positive batch size")))?;
-                    Ok((named_image_preset(name)?, batch))
-                })
-                .collect::<Result<Vec<_>, Error>>()?;
-            crate::cli::counts::install()?;
-            let (device, choice) = device.device()?;
-            if matches!(choice, DeviceChoice::Cpu) {
-                return Err(Error::new("launch counts come from cubecl's runtime, which the CPU backend does not use: use --device wgpu (or cuda)"));
-            }
-            let rows = crate::cli::bench::launches(&device, &images, top)?;
-            json.map_or(Ok(()), |path| write_json(&path, &rows))
-        }
-        Command::Bench { what: Bench::Train { preset: name, method, batch, accumulate, devices, timing: Timing { precision, iters, json, device } } } => {
-            let mut p = named_image_preset(&name)?;
-            p.train.accumulate = accumulate.unwrap_or(p.train.accumulate);
-            p.net = p.net.with_precision(precision);
-            let batch = batch.unwrap_or(p.train.batch);
-            let devices = device.devices(0, devices)?.0;
-            let figures = match method {
-                MethodName::Imm => crate::cli::bench::train(&p, p.imm.clone(), batch, iters, &devices)?,
-                MethodName::Fm => crate::cli::bench::train(&p, p.fm.clone(), batch, iters, &devices)?,
-            };
-            json.map_or(Ok(()), |path| write_json(&path, &figures))
-        }
-        Command::Bench { what: Bench::Sample { preset: name, weights, batches, steps, timing: Timing { precision, iters, json, device } } } => {
-            let device = device.device()?.0;
-            precision.check(&device)?;
-            let model = match weights {
-                Some(path) => ImageModel::load(&Tensors::read(&path)?, &path.display().to_string(), None, &device)?,
-                None => {
-                    let p = named_image_preset(&name)?;
-                    ImageModel::untrained(&p, Sampling::Imm(p.imm.clone()), &device)?
-                }
-            }
-            .with_precision(precision);
-            let rows = crate::cli::bench::sample(&model, &batches.0, &steps.0, iters, &device)?;
-            json.map_or(Ok(()), |path| write_json(&path, &rows))
-        }
+        Command::Golden { file, device } => crate::evaluation::pipeline::golden(&file, &device.device()?.0),
+        Command::Bench { what } => bench(what),
         Command::Eval { weights, preset: name, steps, sampler, grid, n, metric, classifier, data_dir, seed, json, reference, vae, condition, device } => {
             let preset = name.map(|name| named_image_preset(&name)).transpose()?;
             let Conditioning { class, cfg } = condition;
@@ -719,21 +599,146 @@ fn run(command: Command) -> Result<(), Error> {
                 DataName::Mnist => ImageSet::Mnist,
                 DataName::FashionMnist => ImageSet::FashionMnist,
             };
-            crate::cli::eval::classifier(set, epochs, out, data_dir.as_deref(), seed, keep, &device.device()?.0)
+            crate::evaluation::pipeline::classifier(set, epochs, out, data_dir.as_deref(), seed, keep, &device.device()?.0)
         }
-        Command::Export { weights, out } => crate::cli::images::export(&weights, &out),
+        Command::Export { weights, out } => export(&weights, &out),
         Command::Encode { data, vae, out, resolution, xflip, batch, shard_images, precision, device } => {
             let (device, choice) = device.device()?;
             let half = choice != DeviceChoice::Cpu && Precision::F16.check(&device).is_ok();
             let precision = precision.unwrap_or(if half { Precision::F16 } else { Precision::F32 });
-            let request = crate::cli::encode::EncodeRequest { data, vae, out, resolution, xflip, batch, shard_images, precision };
-            crate::cli::encode::encode(&request, &device)
+            let request = EncodeRequest { data, vae, out, resolution, xflip, batch, shard_images, precision };
+            encode(&request, &device)
         }
         Command::Presets => {
             for name in names().into_iter().chain(IMAGE_PRESETS) {
                 println!("{name}");
             }
             Ok(())
+        }
+    }
+}
+
+/// `imm train`: an image run on disk, or a 2D run with its evaluation.
+fn train(command: Command) -> Result<(), Error> {
+    let Command::Train { preset: name, method, out, data_dir, vae, image_folder, labels, resume, accumulate, devices, precision, snapshot_kimg, options } = command else {
+        unreachable!("called for train")
+    };
+    let method_name = match method {
+        MethodName::Imm => "imm",
+        MethodName::Fm => "fm",
+    };
+    let default_out = || PathBuf::from(format!("runs/{name}-{method_name}"));
+    if let Some(p) = image_preset(&name) {
+        let mut p = options.apply_image(p, accumulate, precision)?;
+        if let Some(labels) = labels {
+            if p.net.classes() == 0 {
+                return Err(Error::new(format!("--labels: {name} is unconditional; choose a conditional preset")));
+            }
+            p.labels = labels;
+        }
+        if let Some(kimg) = snapshot_kimg {
+            p.snapshot_every_nimg = ((kimg * 1000.0).round() as u64).clamp(1, p.train.total_nimg);
+        }
+        let choice = options.device.unwrap_or(DeviceChoice::Auto);
+        // Processes sharing a machine take its GPUs in turn: local rank i, GPUs i·n to i·n + n - 1.
+        let n = devices.unwrap_or(1);
+        let (all, choice) = choice.devices(launched_local_rank().unwrap_or(0) * n, n)?;
+        let device = (&all[0], choice);
+        let steps = options.eval_steps.0.clone();
+        let run = ImageRun { out: out.unwrap_or_else(default_out), data_dir, image_folder, resume, steps, devices: all.clone(), vae };
+        let ranks = start_ranks()?;
+        return match method {
+            MethodName::Imm => train_images(&p, p.imm.clone(), device, &run, ranks),
+            MethodName::Fm => train_images(&p, p.fm.clone(), device, &run, ranks),
+        };
+    }
+    if launched_ranks().is_some_and(|n| n > 1) {
+        return Err(Error::new("training across processes (mpirun, srun) applies to image presets only"));
+    }
+    let image_only = [data_dir.is_some(), image_folder.is_some(), labels.is_some(), accumulate.is_some(), devices.is_some(), vae.is_some()];
+    if resume || image_only.contains(&true) || precision.is_some() || snapshot_kimg.is_some() {
+        return Err(Error::new(
+            "--resume, --data-dir, --vae, --image-folder, --labels, --accumulate, --devices, --snapshot-kimg and --precision apply to image presets only",
+        ));
+    }
+    let (p, eval) = options.apply(preset(&name)?)?;
+    let out = out.unwrap_or_else(default_out);
+    let choice = options.device.unwrap_or(DeviceChoice::Cpu);
+    let (device, choice) = choice.device()?;
+    let device = (&device, choice);
+    let outcome = match method {
+        MethodName::Imm => train_and_evaluate(&p, p.imm.clone(), device, &eval, &out)?,
+        MethodName::Fm => train_and_evaluate(&p, p.fm.clone(), device, &eval, &out)?,
+    };
+    println!("Energy distance to held-out data (floor {:.5}):", outcome.floor);
+    for (k, e) in &outcome.energy {
+        println!("{k:>3} step{}  {e:.5}", if *k == 1 { " " } else { "s" });
+    }
+    println!("Wrote {}/{{config.json, metrics.jsonl, eval.json, samples.png, ema.safetensors}}.", out.display());
+    Ok(())
+}
+
+/// `imm bench ...`.
+fn bench(what: Bench) -> Result<(), Error> {
+    match what {
+        Bench::Allreduce { presets, iters, json, device } => {
+            let presets = presets.split(',').filter(|p| !p.is_empty()).map(named_image_preset).collect::<Result<Vec<_>, Error>>()?;
+            let Some(ranks) = start_ranks()? else {
+                return Err(Error::new("bench allreduce measures several processes: run it under mpirun -np 2 (or more), or srun"));
+            };
+            let figures = bench::allreduce(ranks.as_ref(), &presets, iters, &device.device()?.0)?;
+            match json {
+                Some(path) if ranks.rank() == 0 => write_json(&path, &figures),
+                _ => Ok(()),
+            }
+        }
+        Bench::Mmd { groups, particles, dim, iters, json, device } => {
+            let figures = bench::mmd(&device.device()?.0, [groups, particles, dim], iters)?;
+            json.map_or(Ok(()), |path| write_json(&path, &figures))
+        }
+        Bench::Launches { presets, top, json, device } => {
+            let images = presets
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (name, batch) = p.split_once(':').ok_or_else(|| Error::new(format!("--presets takes PRESET:BATCH, not '{p}'")))?;
+                    let batch = batch.parse().ok().filter(|&b| b > 0).ok_or_else(|| Error::new(format!("'{batch}' is not a positive batch size")))?;
+                    Ok((named_image_preset(name)?, batch))
+                })
+                .collect::<Result<Vec<_>, Error>>()?;
+            bench::counts::install()?;
+            let (device, choice) = device.device()?;
+            if matches!(choice, DeviceChoice::Cpu) {
+                return Err(Error::new("launch counts come from cubecl's runtime, which the CPU backend does not use: use --device wgpu (or cuda)"));
+            }
+            let rows = bench::launches(&device, &images, top)?;
+            json.map_or(Ok(()), |path| write_json(&path, &rows))
+        }
+        Bench::Train { preset: name, method, batch, accumulate, devices, timing: Timing { precision, iters, json, device } } => {
+            let mut p = named_image_preset(&name)?;
+            p.train.accumulate = accumulate.unwrap_or(p.train.accumulate);
+            p.net = p.net.with_precision(precision);
+            let batch = batch.unwrap_or(p.train.batch);
+            let devices = device.devices(0, devices)?.0;
+            let figures = match method {
+                MethodName::Imm => bench::train(&p, p.imm.clone(), batch, iters, &devices)?,
+                MethodName::Fm => bench::train(&p, p.fm.clone(), batch, iters, &devices)?,
+            };
+            json.map_or(Ok(()), |path| write_json(&path, &figures))
+        }
+        Bench::Sample { preset: name, weights, batches, steps, timing: Timing { precision, iters, json, device } } => {
+            let device = device.device()?.0;
+            precision.check(&device)?;
+            let model = match weights {
+                Some(path) => ImageModel::load(&Tensors::read(&path)?, &path.display().to_string(), None, &device)?,
+                None => {
+                    let p = named_image_preset(&name)?;
+                    ImageModel::untrained(&p, Sampling::Imm(p.imm.clone()), &device)?
+                }
+            }
+            .with_precision(precision);
+            let rows = bench::sample(&model, &batches.0, &steps.0, iters, &device)?;
+            json.map_or(Ok(()), |path| write_json(&path, &rows))
         }
     }
 }
@@ -760,14 +765,18 @@ fn start_ranks() -> Result<Option<Box<dyn Ranks>>, Error> {
     }
 }
 
-/// Parses the arguments and runs the command; with none, the demo.
+/// Parses the arguments and runs the command; with none, the demo. One of several processes says
+/// which rank failed, and its error ends them all.
 pub fn main() -> ExitCode {
     let command = Cli::parse().command.or_else(|| Cli::parse_from(["imm", "demo"]).command);
-    match run(command.expect("demo parses")) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
+    let result = run(command.expect("demo parses"));
+    if let Err(e) = &result {
+        match (launched_rank(), launched_ranks()) {
+            (Some(rank), Some(count)) if count > 1 => eprintln!("error (rank {rank} of {count}): {e}"),
+            _ => eprintln!("error: {e}"),
         }
     }
+    #[cfg(feature = "mpi")]
+    crate::training::mpi::end(result.is_ok());
+    if result.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

@@ -62,12 +62,25 @@ pub fn list_image_folder(dir: &Path) -> Result<(Vec<(PathBuf, usize)>, Vec<Strin
     Ok((files, classes.into_iter().map(|(name, _)| name).collect()))
 }
 
+/// The most an image's long side may exceed its short side.
+const MAX_ASPECT: usize = 64;
+
 /// One file as ADM's `center_crop_arr` makes it: halved with a box filter while its short side
 /// is at least 2 `side`, resized bicubically so that the short side is `side`, then centre-cropped;
 /// laid out planar.
 pub fn square(file: &Path, side: usize, channels: usize) -> Result<Vec<u8>, Error> {
     let img = image::open(file).map_err(|e| Error::new(format!("cannot read the image {}: {e}", file.display())))?;
     let (w, h) = (img.width() as usize, img.height() as usize);
+    if side == 0 {
+        return Err(Error::new("images are cropped to a square of a positive side, not 0"));
+    }
+    // The resize makes the short side `side`: a thin strip would make the long one enormous.
+    if w.min(h) == 0 || w.max(h) > MAX_ASPECT * w.min(h) {
+        return Err(Error::new(format!(
+            "{} is {w} x {h} pixels: no square crop can be made of it (at most {MAX_ASPECT} times longer than wide)",
+            file.display()
+        )));
+    }
     let pixels = match channels {
         1 => img.to_luma8().into_raw(),
         _ => img.to_rgb8().into_raw(),
@@ -190,6 +203,19 @@ mod tests {
             let want = ((x as f64 + 0.5) / 2.0 - 0.5) * 30.0;
             assert!((v as f64 - want).abs() <= 0.5, "x {x}: {v} vs {want}");
         }
+    }
+
+    /// A strip of 1 x 100 pixels, and a side of 0, are refused with a message.
+    #[test]
+    fn degenerate_sizes_are_refused() {
+        let path = std::env::temp_dir().join(format!("imm-strip-{}.png", std::process::id()));
+        image::GrayImage::from_pixel(1, 100, image::Luma([200])).save(&path).unwrap();
+        let refused = square(&path, 8, 1).unwrap_err();
+        assert!(refused.0.contains("is 1 x 100 pixels: no square crop"), "{refused}");
+        image::GrayImage::from_pixel(30, 20, image::Luma([200])).save(&path).unwrap();
+        assert_eq!(square(&path, 8, 1).unwrap().len(), 64, "an ordinary image is cropped");
+        assert!(square(&path, 0, 1).unwrap_err().0.contains("positive side"));
+        std::fs::remove_file(&path).unwrap();
     }
 
     /// ADM's crop: halvings while the short side is at least twice the target, a bicubic resize

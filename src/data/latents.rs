@@ -104,6 +104,9 @@ impl LatentManifest {
         let text = std::fs::read_to_string(&path)
             .map_err(|e| Error::new(format!("{} is not a folder of latents from `imm encode` ({}: {e})", dir.display(), path.display())))?;
         let manifest: LatentManifest = serde_json::from_str(&text).map_err(|e| Error::new(format!("{} is damaged: {e}", path.display())))?;
+        if manifest.images == 0 || manifest.shard_images == 0 {
+            return Err(Error::new(format!("{} is damaged: it lists no images, or shards of no images", path.display())));
+        }
         if !manifest.complete() {
             return Err(Error::new(format!(
                 "{} is not fully encoded ({} of {} shards): run the same `imm encode` again to finish it",

@@ -58,6 +58,28 @@ impl Moments {
     }
 }
 
+/// The quality numbers of a set of samples: what `imm eval` reports per step count and the page
+/// shows live.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Quality {
+    /// The Fréchet distance of the samples' features to the reference's.
+    pub fid: f64,
+    /// For samples of chosen classes, the share that the features' classifier puts in them.
+    pub accuracy: Option<f64>,
+}
+
+/// The [`Quality`] of samples whose features summed to `moments`, against `reference`; with the
+/// classes they were drawn for (`wanted`) and those a classifier predicted for them, the share
+/// that agree.
+pub fn quality(moments: &Moments, reference: &Gaussian, classes: Option<(&[usize], &[usize])>) -> Result<Quality, Error> {
+    let fid = moments.gaussian()?.frechet_distance(reference)?;
+    let accuracy = classes.map(|(wanted, predicted)| {
+        let right = wanted.iter().zip(predicted).filter(|(w, p)| w == p).count();
+        right as f64 / wanted.len().max(1) as f64
+    });
+    Ok(Quality { fid, accuracy })
+}
+
 /// A Gaussian fitted to `count` feature vectors.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gaussian {
@@ -196,6 +218,20 @@ mod tests {
             assert!((squares - frob).abs() <= 1e-9 * frob, "n {n}: {squares} vs {frob}");
             assert!(eig.iter().all(|&v| v > -1e-9 * trace), "n {n}: negative eigenvalue of an SPD matrix");
         }
+    }
+
+    /// The quality of samples: their FID against the reference, and the share of predicted
+    /// classes that are the wanted ones.
+    #[test]
+    fn quality_is_the_fid_and_the_share_of_right_classes() {
+        let mut moments = Moments::new(2);
+        moments.add(&[0.0, 1.0, 1.0, 0.0, 2.0, 2.0, -1.0, 0.5]);
+        let reference = Gaussian { mean: vec![0.5, 0.5], cov: vec![1.0, 0.0, 0.0, 1.0], count: 100 };
+        let fid = moments.gaussian().unwrap().frechet_distance(&reference).unwrap();
+        let plain = quality(&moments, &reference, None).unwrap();
+        assert_eq!(plain, Quality { fid, accuracy: None });
+        let labelled = quality(&moments, &reference, Some((&[1, 2, 3, 4], &[1, 0, 3, 3]))).unwrap();
+        assert_eq!(labelled, Quality { fid, accuracy: Some(0.5) });
     }
 
     #[test]

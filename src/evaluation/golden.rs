@@ -230,6 +230,61 @@ fn check_vae(golden: &Golden, device: &Device) -> Result<Vec<Row>, Error> {
     Ok(rows)
 }
 
+/// The samplers from the same start z, with the manifest's parameterisation (Simple-EDM by
+/// default); conditional files sample their own labels, with and without guidance `w`.
+fn compare_samplers<N: Network>(golden: &Golden, eval: &N, (edm, fm): (&Precond, &Precond), guidance: Option<f64>, device: &Device) -> Result<Vec<Row>, Error> {
+    let mut rows = Vec::new();
+    let sampler_f = match golden.manifest["sampler_f_type"].as_str().unwrap_or("simple_edm") {
+        "euler_fm" => fm,
+        _ => edm,
+    };
+    let sample_labels = golden.labels("in.sample_labels")?;
+    let mut conditions = vec![(String::new(), Condition::labels(sample_labels.clone()))];
+    if let (Some(w), Some(_)) = (guidance, &sample_labels) {
+        conditions.push((format!("_cfg{w}"), Condition::guided(sample_labels.clone(), w)?));
+    }
+    let (eps, t_max) = (golden.number("eps")?, golden.number("T")?);
+    let z = golden.batch("in.z", None, device)?;
+    let grids = [
+        ("pushforward_1", Grid::Uniform, 1),
+        ("pushforward_2_eta1.4", Grid::Eta(vec![1.4]), 2),
+        ("pushforward_4_uniform", Grid::Uniform, 4),
+        ("pushforward_1_uniform", Grid::Uniform, 1),
+        ("pushforward_2_uniform", Grid::Uniform, 2),
+        ("pushforward_8_uniform", Grid::Uniform, 8),
+    ];
+    let restart_noise = golden.get("in.restart_noise")?;
+    let mut grids_checked = std::collections::BTreeSet::new();
+    for (suffix, condition) in &conditions {
+        let jump = |x: Tensor<2>, s: f64, t: f64| {
+            let n = x.dims()[0];
+            sampler_f.f(eval, x, &vec![s; n], &vec![t; n], condition)
+        };
+        for (key, grid, steps) in &grids {
+            let name = format!("out.sample_{key}{suffix}");
+            let Some(stored) = golden.tensors.get(&name) else { continue };
+            let ts = grid.timesteps(Schedule::OtFm, eps, t_max, *steps)?;
+            let listed: Vec<f64> = golden.manifest["ts"][key].as_array().map_or(Vec::new(), |a| a.iter().filter_map(Value::as_f64).collect());
+            let as_f32: Vec<f32> = listed.iter().map(|&v| v as f32).collect();
+            if grids_checked.insert(key) {
+                rows.push(compare(&format!("ts.{key}"), &ts, &as_f32, TOL_OUTPUT));
+            }
+            let out = pushforward(z.clone(), &ts, jump);
+            rows.push(compare(&name, &values(out), &stored.values, TOL_OUTPUT));
+        }
+        let ts = Grid::Uniform.timesteps(Schedule::OtFm, eps, t_max, 4)?;
+        if restart_noise.shape.first() != Some(&(ts.len() - 2)) {
+            return Err(Error::new(format!("in.restart_noise of {} needs one slice per intermediate time", golden.what)));
+        }
+        let name = format!("out.sample_restart_4_uniform{suffix}");
+        let out = restart(z.clone(), &ts, Schedule::OtFm, jump, |i| {
+            golden.batch("in.restart_noise", Some(i), device).expect("checked above")
+        });
+        rows.push(compare(&name, &values(out), &golden.get(&name)?.values, TOL_OUTPUT));
+    }
+    Ok(rows)
+}
+
 /// Every comparison of a golden file, for a network with its weights loaded on an autodiff device.
 fn compare_all<N: Network>(golden: &Golden, net: N, device: &Device) -> Result<Vec<Row>, Error> {
     let mut rows = Vec::new();
@@ -308,56 +363,7 @@ fn compare_all<N: Network>(golden: &Golden, net: N, device: &Device) -> Result<V
     let ours: Vec<f64> = s.iter().zip(&t).map(|(&s, &t)| times.r(s, t)).collect();
     rows.push(compare("in.r", &ours, &golden.get("in.r")?.values, TOL_OUTPUT));
 
-    // The samplers from the same start z, with the manifest's parameterisation (Simple-EDM by
-    // default); conditional files sample their own labels, with and without guidance.
-    let sampler_f = match golden.manifest["sampler_f_type"].as_str().unwrap_or("simple_edm") {
-        "euler_fm" => &fm,
-        _ => &edm,
-    };
-    let sample_labels = golden.labels("in.sample_labels")?;
-    let mut conditions = vec![(String::new(), Condition::labels(sample_labels.clone()))];
-    if let (Some(w), Some(_)) = (guidance, &sample_labels) {
-        conditions.push((format!("_cfg{w}"), Condition::guided(sample_labels.clone(), w)?));
-    }
-    let (eps, t_max) = (golden.number("eps")?, golden.number("T")?);
-    let z = golden.batch("in.z", None, device)?;
-    let grids = [
-        ("pushforward_1", Grid::Uniform, 1),
-        ("pushforward_2_eta1.4", Grid::Eta(vec![1.4]), 2),
-        ("pushforward_4_uniform", Grid::Uniform, 4),
-        ("pushforward_1_uniform", Grid::Uniform, 1),
-        ("pushforward_2_uniform", Grid::Uniform, 2),
-        ("pushforward_8_uniform", Grid::Uniform, 8),
-    ];
-    let restart_noise = golden.get("in.restart_noise")?;
-    let mut grids_checked = std::collections::BTreeSet::new();
-    for (suffix, condition) in &conditions {
-        let jump = |x: Tensor<2>, s: f64, t: f64| {
-            let n = x.dims()[0];
-            sampler_f.f(&eval, x, &vec![s; n], &vec![t; n], condition)
-        };
-        for (key, grid, steps) in &grids {
-            let name = format!("out.sample_{key}{suffix}");
-            let Some(stored) = golden.tensors.get(&name) else { continue };
-            let ts = grid.timesteps(Schedule::OtFm, eps, t_max, *steps)?;
-            let listed: Vec<f64> = golden.manifest["ts"][key].as_array().map_or(Vec::new(), |a| a.iter().filter_map(Value::as_f64).collect());
-            let as_f32: Vec<f32> = listed.iter().map(|&v| v as f32).collect();
-            if grids_checked.insert(key) {
-                rows.push(compare(&format!("ts.{key}"), &ts, &as_f32, TOL_OUTPUT));
-            }
-            let out = pushforward(z.clone(), &ts, jump);
-            rows.push(compare(&name, &values(out), &stored.values, TOL_OUTPUT));
-        }
-        let ts = Grid::Uniform.timesteps(Schedule::OtFm, eps, t_max, 4)?;
-        if restart_noise.shape.first() != Some(&(ts.len() - 2)) {
-            return Err(Error::new(format!("in.restart_noise of {} needs one slice per intermediate time", golden.what)));
-        }
-        let name = format!("out.sample_restart_4_uniform{suffix}");
-        let out = restart(z.clone(), &ts, Schedule::OtFm, jump, |i| {
-            golden.batch("in.restart_noise", Some(i), device).expect("checked above")
-        });
-        rows.push(compare(&name, &values(out), &golden.get(&name)?.values, TOL_OUTPUT));
-    }
+    rows.extend(compare_samplers(golden, &eval, (&edm, &fm), guidance, device)?);
     if golden.tensors.get("in.vae_moments").is_some() {
         rows.extend(compare_latent_norm(golden)?);
     }

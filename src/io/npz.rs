@@ -59,15 +59,25 @@ pub fn npz_u8(images: &[f32], n: usize, c: usize, side: usize) -> Result<Vec<u8>
 /// The float arrays `names` of the .npz at `path` (f32 or f64, C order), reading only those
 /// entries: ADM's reference batches also hold 10,000 images.
 pub fn read_floats(path: &Path, names: &[&str]) -> Result<Vec<Array>, Error> {
-    let what = path.display();
+    let what = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|e| Error::new(format!("cannot read {what}: {e}")))?;
-    let mut zip = ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| Error::new(format!("{what} is not an .npz (a zip archive): {e}")))?;
+    floats_from(std::io::BufReader::new(file), &what, names)
+}
+
+/// [`read_floats`] of an .npz in memory; `what` names it in errors.
+pub fn parse_floats(bytes: &[u8], what: &str, names: &[&str]) -> Result<Vec<Array>, Error> {
+    floats_from(Cursor::new(bytes), what, names)
+}
+
+fn floats_from<R: Read + Seek>(reader: R, what: &str, names: &[&str]) -> Result<Vec<Array>, Error> {
+    let mut zip = ZipArchive::new(reader).map_err(|e| Error::new(format!("{what} is not an .npz (a zip archive): {e}")))?;
     names.iter().map(|name| read_array(&mut zip, name).map_err(|e| Error::new(format!("{what}: {e}")))).collect()
 }
 
 fn read_array<R: Read + Seek>(zip: &mut ZipArchive<R>, name: &str) -> Result<Array, String> {
     let mut entry = zip.by_name(&format!("{name}.npy")).map_err(|_| format!("has no array '{name}'"))?;
-    let mut bytes = Vec::with_capacity(entry.size() as usize);
+    // No room reserved from the size the archive claims: a damaged one may claim any.
+    let mut bytes = Vec::new();
     entry.read_to_end(&mut bytes).map_err(|e| format!("reading '{name}': {e}"))?;
     let bad = |why: &str| format!("'{name}' is not an array this reads ({why})");
     if !bytes.starts_with(b"\x93NUMPY") || bytes.len() < 12 {
@@ -75,10 +85,10 @@ fn read_array<R: Read + Seek>(zip: &mut ZipArchive<R>, name: &str) -> Result<Arr
     }
     // Version 1 has a 2-byte header length; versions 2 and 3 a 4-byte one.
     let (len, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
         _ => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
     };
-    let header = std::str::from_utf8(bytes.get(start..start + len).ok_or_else(|| bad("truncated"))?).map_err(|_| bad("header"))?;
+    let header = std::str::from_utf8(bytes.get(start..start.saturating_add(len)).ok_or_else(|| bad("truncated"))?).map_err(|_| bad("header"))?;
     let field = |key: &str| header.split(&format!("'{key}':")).nth(1).map(str::trim_start);
     let descr = field("descr").and_then(|d| d.strip_prefix('\'')).and_then(|d| d.split('\'').next()).ok_or_else(|| bad("no dtype"))?;
     if field("fortran_order").is_some_and(|f| f.starts_with("True")) {
@@ -87,7 +97,8 @@ fn read_array<R: Read + Seek>(zip: &mut ZipArchive<R>, name: &str) -> Result<Arr
     let dims = field("shape").and_then(|s| s.strip_prefix('(')).and_then(|s| s.split(')').next()).ok_or_else(|| bad("no shape"))?;
     let shape: Vec<usize> = dims.split(',').map(str::trim).filter(|d| !d.is_empty()).map(|d| d.parse().map_err(|_| bad("shape"))).collect::<Result<_, _>>()?;
     let data = &bytes[start + len..];
-    let count: usize = shape.iter().product();
+    // A shape that claims more values than memory holds is refused before any is read.
+    let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or_else(|| bad("a shape beyond any memory"))?;
     let values: Vec<f64> = match descr {
         "<f8" => data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes"))).collect(),
         "<f4" => data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")) as f64).collect(),

@@ -261,6 +261,47 @@ fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     (0..cols).flat_map(|c| (0..rows).map(move |r| m[r * cols + c])).collect()
 }
 
+/// The backward pass of a 3x3 "same" convolution in the direct kernels: dx is the convolution of
+/// dY with the flipped, transposed weight, with the same padding.
+fn direct_backward(g: &Geometry, pg: Padded, (x, weight, grad): (&[f32], &[f32], &[f32])) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let (kk, og) = (g.k * g.k, Padded { c: g.o, ..pg });
+    let packed = conv_direct::pack(weight, g.o, g.c, kk, true);
+    let (rows, n, per) = (g.rows(), g.pixels(), images_per_task(g.batch));
+    let mut grad_x = vec![0f32; g.batch * g.image()];
+    // The weight gradient sums groups of images up to 512 outputs (single images from 16 px).
+    let group = (512 / pg.n_blocks()).clamp(1, per);
+    let partial = for_chunks(&mut grad_x, per * g.image(), |task, grad_x| {
+        let (mut grad_w, mut grad_b) = (vec![0f32; g.o * rows], vec![0f32; g.o]);
+        with_scratch(group * (pg.len() + og.len()) + pg.flat_len(g.c), |scratch| {
+            let (xp, rest) = scratch.split_at_mut(group * pg.len());
+            let (dyp, flat) = rest.split_at_mut(group * og.len());
+            for (first, grad_x) in grad_x.chunks_mut(group * g.image()).enumerate() {
+                let first = task * per + first * group;
+                let images = grad_x.len() / g.image();
+                for (b, grad_x) in grad_x.chunks_mut(g.image()).enumerate() {
+                    let (xp, dyp) = (&mut xp[b * pg.len()..][..pg.len()], &mut dyp[b * og.len()..][..og.len()]);
+                    let grad_out = &grad[(first + b) * g.o * n..][..g.o * n];
+                    pg.pad(&x[(first + b) * g.image()..][..g.image()], xp);
+                    og.pad(grad_out, dyp);
+                    conv_direct::conv(&og, dyp, &packed, flat);
+                    pg.crop(flat, None, grad_x);
+                    for (sum, line) in grad_b.iter_mut().zip(grad_out.chunks(n)) {
+                        *sum += sum_of(line, line, |v, _| v);
+                    }
+                }
+                conv_direct::weight_grad(&pg, xp, dyp, g.o, images, &mut grad_w);
+            }
+        });
+        (grad_w, grad_b)
+    });
+    let (grad_w, grad_b): (Vec<_>, Vec<_>) = partial.into_iter().unzip();
+    (
+        tensor(grad_x, [g.batch, g.c, g.h, g.w]),
+        tensor(sum_parts(grad_w, g.o * rows), [g.o, g.c, g.k, g.k]),
+        tensor(sum_parts(grad_b, g.o), [g.o]),
+    )
+}
+
 impl CpuConv for Flex {
     fn conv2d_cpu(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, padding: usize) -> FlexTensor {
         let g = Geometry::new(&x, &weight, padding);
@@ -317,41 +358,7 @@ impl CpuConv for Flex {
         let (rows, n, per) = (g.rows(), g.pixels(), images_per_task(g.batch));
         let mut grad_x = vec![0f32; g.batch * g.image()];
         if let Some(pg) = g.direct() {
-            // dx is the convolution of dY with the flipped, transposed weight, with the same padding.
-            let (kk, og) = (g.k * g.k, Padded { c: g.o, ..pg });
-            let packed = conv_direct::pack(weight, g.o, g.c, kk, true);
-            // The weight gradient sums groups of images up to 512 outputs (single images from 16 px).
-            let group = (512 / pg.n_blocks()).clamp(1, per);
-            let partial = for_chunks(&mut grad_x, per * g.image(), |task, grad_x| {
-                let (mut grad_w, mut grad_b) = (vec![0f32; g.o * rows], vec![0f32; g.o]);
-                with_scratch(group * (pg.len() + og.len()) + pg.flat_len(g.c), |scratch| {
-                    let (xp, rest) = scratch.split_at_mut(group * pg.len());
-                    let (dyp, flat) = rest.split_at_mut(group * og.len());
-                    for (first, grad_x) in grad_x.chunks_mut(group * g.image()).enumerate() {
-                        let first = task * per + first * group;
-                        let images = grad_x.len() / g.image();
-                        for (b, grad_x) in grad_x.chunks_mut(g.image()).enumerate() {
-                            let (xp, dyp) = (&mut xp[b * pg.len()..][..pg.len()], &mut dyp[b * og.len()..][..og.len()]);
-                            let grad_out = &grad[(first + b) * g.o * n..][..g.o * n];
-                            pg.pad(&x[(first + b) * g.image()..][..g.image()], xp);
-                            og.pad(grad_out, dyp);
-                            conv_direct::conv(&og, dyp, &packed, flat);
-                            pg.crop(flat, None, grad_x);
-                            for (sum, line) in grad_b.iter_mut().zip(grad_out.chunks(n)) {
-                                *sum += sum_of(line, line, |v, _| v);
-                            }
-                        }
-                        conv_direct::weight_grad(&pg, xp, dyp, g.o, images, &mut grad_w);
-                    }
-                });
-                (grad_w, grad_b)
-            });
-            let (grad_w, grad_b): (Vec<_>, Vec<_>) = partial.into_iter().unzip();
-            return (
-                tensor(grad_x, [g.batch, g.c, g.h, g.w]),
-                tensor(sum_parts(grad_w, g.o * rows), [g.o, g.c, g.k, g.k]),
-                tensor(sum_parts(grad_b, g.o), [g.o]),
-            );
+            return direct_backward(&g, pg, (x, weight, grad));
         }
         // dx is the convolution of dY with the flipped, transposed weight and padding k - 1 - p
         // (one im2col and one gemm of depth O k k), when that padding is not negative.

@@ -93,7 +93,13 @@ impl ImageModel {
         let settings = method["method_config"].clone();
         let sampling = match method["method"].as_str() {
             Some("fm") => Sampling::Fm(serde_json::from_value::<FlowMatching>(settings).map_err(bad)?),
-            _ => Sampling::Imm(serde_json::from_value::<Imm>(settings).map_err(bad)?),
+            Some("imm") => Sampling::Imm(serde_json::from_value::<Imm>(settings).map_err(bad)?),
+            other => {
+                return Err(Error::new(format!(
+                    "{what} was trained with the method {}, which this imm cannot sample (it knows imm and fm)",
+                    other.map_or_else(|| "that its card does not name".to_string(), |m| format!("'{m}'"))
+                )));
+            }
         };
         match &sampling {
             Sampling::Fm(fm) => fm.validate(),

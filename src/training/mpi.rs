@@ -1,5 +1,7 @@
 //! [`Ranks`] over MPI (`--features mpi`: rsmpi on the system's Open MPI), for processes started
-//! by `mpirun` or Slurm's `srun`.
+//! by `mpirun` or Slurm's `srun`; [`end`] ends it, and a failed rank the whole job.
+
+use std::sync::Mutex;
 
 use mpi::collective::SystemOperation;
 use mpi::Threading;
@@ -10,11 +12,19 @@ use mpi::traits::{Communicator, CommunicatorCollectives, Root};
 use crate::Error;
 use crate::training::ranks::Ranks;
 
-/// The world communicator; MPI ends when this is dropped.
+/// The world communicator of a process started with [`Mpi::start`]; MPI ends with [`end`].
 pub struct Mpi {
     world: SimpleCommunicator,
-    _universe: Universe,
 }
+
+/// MPI's environment, held from [`Mpi::start`] to [`end`]: dropping it finalizes MPI, which waits
+/// for every rank, so that a rank whose run failed must abort instead (see [`end`]).
+static UNIVERSE: Mutex<Option<Held>> = Mutex::new(None);
+
+struct Held(Universe);
+
+// MPI is started for serialized calls from any thread (see `Mpi::start`).
+unsafe impl Send for Held {}
 
 impl Mpi {
     /// Starts MPI for calls from any thread, one at a time (the trainer may run on a pool's thread).
@@ -24,7 +34,23 @@ impl Mpi {
         if !matches!(threading, Threading::Serialized | Threading::Multiple) {
             return Err(Error::new(format!("this MPI library offers only {threading:?} threading; imm needs Serialized")));
         }
-        Ok(Self { world: universe.world(), _universe: universe })
+        let world = universe.world();
+        *UNIVERSE.lock().unwrap_or_else(|e| e.into_inner()) = Some(Held(universe));
+        Ok(Self { world })
+    }
+}
+
+/// Ends MPI where it was started: finalizes it after a success; after an error, aborts the whole
+/// job at once, since the other ranks may be waiting for this one in a collective call that would
+/// never return (MPI_Abort: mpirun ends every rank with a non-zero exit).
+pub fn end(success: bool) {
+    let Some(Held(universe)) = UNIVERSE.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        return;
+    };
+    if success {
+        drop(universe);
+    } else {
+        universe.world().abort(1);
     }
 }
 

@@ -30,6 +30,11 @@ pub fn launched_ranks() -> Option<usize> {
     ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS"].iter().find_map(|k| std::env::var(k).ok()?.parse().ok())
 }
 
+/// This process's index among all those its launcher started.
+pub fn launched_rank() -> Option<usize> {
+    ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"].iter().find_map(|k| std::env::var(k).ok()?.parse().ok())
+}
+
 /// This process's index among those its launcher started on the same machine.
 pub fn launched_local_rank() -> Option<usize> {
     ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"].iter().find_map(|k| std::env::var(k).ok()?.parse().ok())

@@ -1,9 +1,14 @@
 //! The training loop. It knows a [`Method`] (a loss and a sampler), a [`Network`] and a
-//! [`Dataset`]; nothing here is specific to IMM. A step whose loss or gradients are not finite is
-//! skipped and counted; [`MAX_BAD_STEPS`] of them in a row stop [`fit`].
+//! [`Dataset`]; nothing here is specific to IMM. Steps run in chunks that never wait for the
+//! device: a chunk's losses and finiteness checks are read once, at its end
+//! ([`Trainer::train_chunk`]); a step whose loss or gradients were not finite is then undone
+//! (the chunk goes back to its start and runs again up to it), skipped and counted, and
+//! [`MAX_BAD_STEPS`] of them in a row stop training. [`fit`] (the command line, the tests) and the
+//! page run the same chunks.
 
 use std::borrow::BorrowMut;
 use std::collections::HashMap;
+use std::future::Future;
 
 use burn::module::{ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::{AdamConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer, MultiGradientsParams};
@@ -16,7 +21,7 @@ use crate::method::Method;
 use crate::networks::Network;
 use crate::training::radam::RAdam;
 use crate::training::ranks::{Ranks, check_same_weights, sum_gradients};
-use crate::{Error, Labels, Rng};
+use crate::{Error, ErrorKind, Labels, Rng};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -71,6 +76,7 @@ pub struct Metrics {
     pub nimg: u64,
     /// Mean loss of the steps taken since the previous record (NaN, written null, when every
     /// one was skipped).
+    #[serde(deserialize_with = "nan_if_null")]
     pub loss: f64,
     pub lr: f64,
     /// Wall-clock seconds per thousand training images since the previous record.
@@ -78,6 +84,11 @@ pub struct Metrics {
     /// Steps skipped since the previous record because their loss or gradients were not finite.
     #[serde(default)]
     pub skipped: u64,
+}
+
+/// A number, or NaN where JSON has null (how serde_json writes NaN).
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
 }
 
 /// Steps in a row with a non-finite loss or gradient after which [`fit`] stops.
@@ -112,7 +123,8 @@ enum Grads {
     Many(Vec<(GradientsParams, Device)>),
 }
 
-/// One batch's loss and gradients, not yet applied: [`Trainer::gradients`], then [`Trainer::apply`].
+/// One batch's loss and gradients, not yet applied: [`Trainer::gradients`], then [`Trainer::apply`]
+/// (the loop applies them before it reads their check).
 pub struct Gradients {
     /// The batch loss, detached: [1].
     pub loss: Tensor<1>,
@@ -130,6 +142,34 @@ pub struct Snapshot<N> {
     ema: N,
     optim: ModuleOptimizer,
     progress: Progress,
+    /// The skip counters: (in all, in a row).
+    skips: (u64, u32),
+}
+
+/// Steps applied without reading the device, to be read together: [`Trainer::launch`], one read
+/// of `values`, then [`Trainer::settle`].
+pub struct Chunk<N> {
+    /// Each step's loss, then each step's finiteness check, detached: [2 x steps].
+    pub values: Tensor<1>,
+    /// The state before the chunk and its batches, to run it again up to a step that failed.
+    start: Snapshot<N>,
+    batches: Vec<(Tensor<2>, Option<Labels>)>,
+    /// The stream after each step, where a skipped step leaves it.
+    streams: Vec<Rng>,
+}
+
+/// The most steps of one chunk: its batches stay in memory until it is read.
+pub const MAX_CHUNK: usize = 32;
+
+/// What the next metrics record sums: applied steps and their losses, skips, and where the
+/// previous record was.
+#[derive(Clone, Debug, Default)]
+struct Tally {
+    loss_sum: f64,
+    applied: u64,
+    skipped: u64,
+    nimg: u64,
+    time: f64,
 }
 
 /// Float parameters of a module, flattened, by id.
@@ -192,6 +232,24 @@ fn split(x: Tensor<2>, y: Option<&Labels>, parts: usize) -> Vec<(Tensor<2>, Opti
         .collect()
 }
 
+/// The streams a run draws from its seed, in this order: its initial weights', its data's seed,
+/// then the rest (what else it samples). The command line and the page start runs from it, so
+/// that the same seed trains the same weights.
+pub struct Seeds {
+    pub weights: Rng,
+    pub data: u64,
+    pub rest: Rng,
+}
+
+impl Seeds {
+    pub fn new(seed: u64) -> Self {
+        let mut rest = Rng::new(seed);
+        let weights = rest.fork();
+        let data = rest.next_u64();
+        Self { weights, data, rest }
+    }
+}
+
 /// What, besides weights and optimizer moments, a resumed run needs to continue exactly.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
@@ -219,6 +277,10 @@ pub struct Trainer<N: Network, M: Method> {
     /// Steps skipped for non-finite numbers: in all, and the latest run of them.
     skipped: u64,
     bad_in_a_row: u32,
+    /// Since the previous metrics record.
+    tally: Tally,
+    /// Reads of the device so far (one per chunk, one more after each step that was not finite).
+    reads: u64,
 }
 
 impl<N: Network, M: Method> Trainer<N, M> {
@@ -242,6 +304,8 @@ impl<N: Network, M: Method> Trainer<N, M> {
             ranks: None,
             skipped: 0,
             bad_in_a_row: 0,
+            tally: Tally::default(),
+            reads: 0,
         })
     }
 
@@ -279,18 +343,142 @@ impl<N: Network, M: Method> Trainer<N, M> {
         self.method.check_batch(self.config.batch / parts)
     }
 
-    /// One optimizer step on one batch; returns the batch loss, detached, still on the device, or
-    /// None when the step was skipped for a non-finite loss or gradient. Reads one number from the
-    /// device to decide (the page, which may only read asynchronously, applies steps unchecked
-    /// and reads their checks together, going back to a [`Trainer::snapshot`] if one failed).
+    /// One optimizer step on one batch, as a chunk of one: the loss, or None when the step was
+    /// skipped for a non-finite loss or gradient. Reads the device once.
     ///
     /// # Shapes
     /// - x: [B, D]; y: B labels, for a network with labels
-    /// - output: [1]
-    pub fn step(&mut self, x: Tensor<2>, y: Option<Labels>) -> Option<Tensor<1>> {
-        let gradients = self.gradients(x, y);
-        let finite = gradients.check.clone().into_scalar::<f32>().is_finite();
-        self.apply(gradients, finite)
+    pub fn step(&mut self, x: Tensor<2>, y: Option<Labels>) -> Result<Option<f32>, Error> {
+        let chunk = self.launch(vec![(x, y)]);
+        self.reads += 1;
+        let values = read_values(chunk.values.clone())?;
+        let loss = values[1].is_finite().then_some(values[0]);
+        let again = self.settle(chunk, &values);
+        debug_assert!(again.is_none(), "a chunk of one settles at once");
+        Ok(loss)
+    }
+
+    /// Applies a step per batch without reading the device (each step's finiteness is checked
+    /// when [`Trainer::settle`] reads the chunk's values).
+    ///
+    /// # Shapes
+    /// - batches: each [B, D] with B labels, for a network with labels
+    pub fn launch(&mut self, batches: Vec<(Tensor<2>, Option<Labels>)>) -> Chunk<N> {
+        let start = self.snapshot();
+        let (mut losses, mut checks, mut streams) = (Vec::new(), Vec::new(), Vec::new());
+        for (x, y) in &batches {
+            let gradients = self.gradients(x.clone(), y.clone());
+            streams.push(self.rng.clone());
+            checks.push(gradients.check.clone());
+            losses.push(self.apply(gradients));
+        }
+        losses.extend(checks);
+        Chunk { values: Tensor::cat(losses, 0), start, batches, streams }
+    }
+
+    /// Takes the chunk's values as read: when a step was not finite, goes back to the chunk's
+    /// start, applies the steps before it again, skips it and counts it, and returns the rest of
+    /// the chunk, launched, to be read and settled in turn (None once every step is settled, or
+    /// when [`MAX_BAD_STEPS`] in a row stop training).
+    pub fn settle(&mut self, chunk: Chunk<N>, values: &[f32]) -> Option<Chunk<N>> {
+        let steps = chunk.batches.len();
+        let (losses, checks) = values.split_at(steps);
+        let Some(bad) = checks.iter().position(|c| !c.is_finite()) else {
+            self.tally.loss_sum += losses.iter().map(|&l| l as f64).sum::<f64>();
+            self.tally.applied += steps as u64;
+            return None;
+        };
+        self.restore(chunk.start);
+        let mut batches = chunk.batches.into_iter();
+        // Steps are deterministic: applied again on the same batches from the same state, the
+        // steps before the bad one give the same weights without a check.
+        for (x, y) in batches.by_ref().take(bad) {
+            let gradients = self.gradients(x, y);
+            self.apply(gradients);
+        }
+        self.tally.loss_sum += losses[..bad].iter().map(|&l| l as f64).sum::<f64>();
+        self.tally.applied += bad as u64;
+        let (x, _) = batches.next().expect("the bad step is in the chunk");
+        // Skipped as a step checked alone is: its images count, the stream moves past its draws.
+        self.rng = chunk.streams[bad].clone();
+        self.skip(x.dims()[0]);
+        self.tally.skipped += 1;
+        let rest: Vec<_> = batches.collect();
+        (!rest.is_empty() && self.check_health().is_ok()).then(|| self.launch(rest))
+    }
+
+    /// Trains on `batches` as one chunk: launches it, reads its values once with `read` (a
+    /// blocking read natively, an asynchronous one on the page) and settles it, reading again
+    /// only after a step that was not finite.
+    pub async fn train_chunk<F>(&mut self, batches: Vec<(Tensor<2>, Option<Labels>)>, read: impl FnMut(Tensor<1>) -> F) -> Result<(), Error>
+    where
+        F: Future<Output = Result<Vec<f32>, Error>>,
+    {
+        let chunk = self.launch(batches);
+        self.finish_chunk(chunk, read).await
+    }
+
+    /// The rest of [`Trainer::train_chunk`] for a chunk already launched (the page launches inside
+    /// rayon's pool, then reads).
+    pub async fn finish_chunk<F>(&mut self, chunk: Chunk<N>, mut read: impl FnMut(Tensor<1>) -> F) -> Result<(), Error>
+    where
+        F: Future<Output = Result<Vec<f32>, Error>>,
+    {
+        let mut chunk = Some(chunk);
+        while let Some(pending) = chunk {
+            self.reads += 1;
+            let values = read(pending.values.clone()).await?;
+            chunk = self.settle(pending, &values);
+        }
+        Ok(())
+    }
+
+    /// [`Trainer::train_chunk`] with blocking reads.
+    #[cfg(not(target_family = "wasm"))]
+    pub fn run_chunk(&mut self, batches: Vec<(Tensor<2>, Option<Labels>)>) -> Result<(), Error> {
+        ready_now(self.train_chunk(batches, |values| std::future::ready(read_values(values))))
+    }
+
+    /// Steps to the next metrics record (at a multiple of the log interval, or the end of
+    /// training), at most [`MAX_CHUNK`]: the size of the next chunk.
+    pub fn steps_to_record(&self) -> usize {
+        let (batch, every, total) = (self.config.batch as u64, self.config.log_every_nimg, self.config.total_nimg);
+        let mut n = 1;
+        while n < MAX_CHUNK as u64 {
+            let at = self.nimg + n * batch;
+            if at >= total || at / every != (at - batch) / every {
+                break;
+            }
+            n += 1;
+        }
+        n as usize
+    }
+
+    /// Whether the next metrics record is due: a multiple of the log interval was passed since the
+    /// last one, training reached its end, or it must stop.
+    pub fn record_due(&self) -> bool {
+        let every = self.config.log_every_nimg;
+        self.nimg / every != self.tally.nimg / every || self.nimg >= self.config.total_nimg || self.check_health().is_err()
+    }
+
+    /// The metrics record of the steps since the previous one, at `now` seconds (a clock of the
+    /// caller's; [`Trainer::start_clock`] sets where it starts), and starts the next.
+    pub fn record(&mut self, now: f64) -> Metrics {
+        let t = std::mem::take(&mut self.tally);
+        self.tally = Tally { nimg: self.nimg, time: now, ..Tally::default() };
+        Metrics {
+            nimg: self.nimg,
+            loss: if t.applied > 0 { t.loss_sum / t.applied as f64 } else { f64::NAN },
+            lr: self.config.lr,
+            sec_per_kimg: (now - t.time) / ((self.nimg - t.nimg) as f64 / 1000.0),
+            skipped: t.skipped,
+        }
+    }
+
+    /// Starts the next metrics record's clock at `now` (the time between records that is not
+    /// training's, the page's drawing for one, is not counted).
+    pub fn start_clock(&mut self, now: f64) {
+        self.tally.time = now;
     }
 
     /// The loss and gradients of one batch, with their finiteness check, on the devices (summed
@@ -342,16 +530,9 @@ impl<N: Network, M: Method> Trainer<N, M> {
         Gradients { loss, check, grads, batch }
     }
 
-    /// Applies the update of `gradients` and the EMA, or, when `finite` is false (their check was
-    /// not finite), skips it and counts the skip. The images count as seen either way. Returns the
-    /// loss of an applied step.
-    pub fn apply(&mut self, gradients: Gradients, finite: bool) -> Option<Tensor<1>> {
+    /// Applies the update of `gradients` and the EMA; returns the batch loss.
+    pub fn apply(&mut self, gradients: Gradients) -> Tensor<1> {
         self.nimg += gradients.batch as u64;
-        if !finite {
-            self.skipped += 1;
-            self.bad_in_a_row += 1;
-            return None;
-        }
         self.bad_in_a_row = 0;
         let lr = self.config.lr;
         self.net = match gradients.grads {
@@ -368,19 +549,38 @@ impl<N: Network, M: Method> Trainer<N, M> {
         let mut current = Collect(HashMap::new());
         self.net.visit(&mut current);
         self.ema = self.ema.clone().map(&mut EmaUpdate { current: current.0, beta });
-        Some(gradients.loss)
+        gradients.loss
     }
 
-    /// The state now, to go back to with [`Trainer::restore`]: how the page undoes steps whose
-    /// numbers turn out not finite when it reads them, a few steps later.
+    /// Counts a skipped step of `batch` images.
+    fn skip(&mut self, batch: usize) {
+        self.nimg += batch as u64;
+        self.skipped += 1;
+        self.bad_in_a_row += 1;
+    }
+
+    /// The state now, to go back to with [`Trainer::restore`]: how a chunk undoes steps whose
+    /// numbers turn out not finite when it reads them.
     pub fn snapshot(&self) -> Snapshot<N> {
-        Snapshot { net: self.net.clone(), ema: self.ema.clone(), optim: self.optim.clone(), progress: self.progress() }
+        Snapshot {
+            net: self.net.clone(),
+            ema: self.ema.clone(),
+            optim: self.optim.clone(),
+            progress: self.progress(),
+            skips: (self.skipped, self.bad_in_a_row),
+        }
     }
 
     pub fn restore(&mut self, snapshot: Snapshot<N>) {
         (self.net, self.ema, self.optim) = (snapshot.net, snapshot.ema, snapshot.optim);
         let Progress { nimg, steps, rng } = snapshot.progress;
         (self.nimg, self.steps, self.rng) = (nimg, steps, rng);
+        (self.skipped, self.bad_in_a_row) = snapshot.skips;
+    }
+
+    /// How many times the loop has read the device so far (`imm bench` reports it per step).
+    pub fn device_reads(&self) -> u64 {
+        self.reads
     }
 
     /// Steps skipped so far in this session for non-finite numbers, and how many of the latest
@@ -394,11 +594,14 @@ impl<N: Network, M: Method> Trainer<N, M> {
         if self.bad_in_a_row < MAX_BAD_STEPS {
             return Ok(());
         }
-        Err(Error::new(format!(
-            "training stopped at {} images: the loss or a gradient was not finite in {} steps in a row \
-             (they were skipped, the weights are those of the last good step); a lower learning rate may help",
-            self.nimg, self.bad_in_a_row
-        )))
+        Err(Error::of_kind(
+            ErrorKind::Stopped,
+            format!(
+                "training stopped at {} images: the loss or a gradient was not finite in {} steps in a row \
+                 (they were skipped, the weights are those of the last good step); a lower learning rate may help",
+                self.nimg, self.bad_in_a_row
+            ),
+        ))
     }
 
     /// Forward and backward passes of a batch's parts over the devices, one thread each so that
@@ -468,13 +671,15 @@ impl<N: Network, M: Method> Trainer<N, M> {
             .map_err(|e| Error::new(format!("the saved optimizer state is damaged: {e:?}")))?;
         (self.net, self.ema) = (net, ema);
         (self.nimg, self.steps, self.rng) = (progress.nimg, progress.steps, progress.rng);
+        self.tally.nimg = self.nimg;
         Ok(())
     }
 }
 
 /// Receives progress from [`fit`]; an error stops training.
 pub trait Observer {
-    fn on_step<N: Network, M: Method>(&mut self, _trainer: &Trainer<N, M>) -> Result<(), Error> {
+    /// After each chunk of steps.
+    fn on_chunk<N: Network, M: Method>(&mut self, _trainer: &Trainer<N, M>) -> Result<(), Error> {
         Ok(())
     }
     fn on_log(&mut self, _record: &Metrics) -> Result<(), Error> {
@@ -482,10 +687,26 @@ pub trait Observer {
     }
 }
 
-/// Trains until `config.total_nimg` images, reading the loss from the device once per record (and
-/// checking there that every rank holds the same weights).
-/// `clock` gives seconds (the page and the terminal measure time differently). Stops with an error,
-/// after recording the metrics so far, when [`Trainer::check_health`] fails.
+/// A blocking read of the values of a chunk.
+pub fn read_values(values: Tensor<1>) -> Result<Vec<f32>, Error> {
+    let data = values.try_into_data().map_err(|e| crate::read_error(e, "the losses"))?;
+    data.convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::new(format!("reading the losses: {e:?}")))
+}
+
+#[cfg(not(target_family = "wasm"))]
+/// Runs a future that is ready when first polled: a chunk read natively, which blocks inside.
+fn ready_now<T>(future: impl Future<Output = T>) -> T {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::pin!(future).poll(&mut cx) {
+        std::task::Poll::Ready(value) => value,
+        std::task::Poll::Pending => unreachable!("a blocking read is ready when polled"),
+    }
+}
+
+/// Trains until `config.total_nimg` images in chunks that end at each metrics record (at most
+/// [`MAX_CHUNK`] steps), reading the device once per chunk (and checking at each record that every
+/// rank holds the same weights). `clock` gives seconds. Stops with an error, after recording the
+/// metrics so far, when [`Trainer::check_health`] fails.
 #[cfg(not(target_family = "wasm"))]
 pub fn fit<N: Network, M: Method>(
     trainer: &mut Trainer<N, M>,
@@ -501,34 +722,35 @@ pub fn fit<N: Network, M: Method>(
             trainer.net.label_dim()
         )));
     }
-    let (batch, total, every) = (trainer.config.batch, trainer.config.total_nimg, trainer.config.log_every_nimg);
-    let (mut loss_sum, mut count, mut since_nimg, mut since_time) = (None::<Tensor<1>>, 0u64, trainer.nimg, clock());
-    let mut since_skipped = trainer.skipped;
-    while trainer.nimg < total {
-        let (x, y) = data.batch(batch, &device);
-        if let Some(loss) = trainer.step(x, y) {
-            loss_sum = Some(match loss_sum {
-                Some(sum) => sum + loss,
-                None => loss,
-            });
-            count += 1;
-        }
-        observer.on_step(trainer)?;
+    trainer.start_clock(clock());
+    while trainer.nimg < trainer.config.total_nimg {
+        let batch = trainer.config.batch;
+        let batches = (0..trainer.steps_to_record()).map(|_| data.batch(batch, &device)).collect();
+        trainer.run_chunk(batches)?;
+        observer.on_chunk(trainer)?;
         let health = trainer.check_health();
-        if trainer.nimg / every != (trainer.nimg - batch as u64) / every || trainer.nimg >= total || health.is_err() {
+        if trainer.record_due() {
             trainer.check_ranks()?;
-            let loss = loss_sum.take().map_or(f64::NAN, |s| s.into_scalar::<f32>() as f64) / count as f64;
-            let now = clock();
-            observer.on_log(&Metrics {
-                nimg: trainer.nimg,
-                loss,
-                lr: trainer.config.lr,
-                sec_per_kimg: (now - since_time) / ((trainer.nimg - since_nimg) as f64 / 1000.0),
-                skipped: trainer.skipped - since_skipped,
-            })?;
-            (count, since_nimg, since_time, since_skipped) = (0, trainer.nimg, now, trainer.skipped);
+            observer.on_log(&trainer.record(clock()))?;
         }
         health?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record whose steps were all skipped has a NaN loss, written as null; it reads back (a
+    /// resumed run keeps the records up to its state).
+    #[test]
+    fn a_record_without_a_loss_reads_back() {
+        let record = Metrics { nimg: 64, loss: f64::NAN, lr: 1e-3, sec_per_kimg: 2.0, skipped: 4 };
+        let line = serde_json::to_string(&record).unwrap();
+        assert!(line.contains("\"loss\":null"), "{line}");
+        let back: Metrics = serde_json::from_str(&line).unwrap();
+        assert!(back.loss.is_nan() && back.skipped == 4 && back.nimg == 64);
+        assert_eq!(serde_json::from_str::<Metrics>(&serde_json::to_string(&Metrics { loss: 0.5, ..record }).unwrap()).unwrap().loss, 0.5);
+    }
 }

@@ -7,6 +7,7 @@ use burn::tensor::Device;
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
+use super::fail;
 use crate::kernels::Kernels;
 use crate::kernels::mmd::{comparison, relative_error, test_shapes};
 
@@ -16,14 +17,14 @@ thread_local! {
 }
 
 /// The WebGPU device, initialised on the first call.
-pub(super) async fn webgpu() -> Result<Device, JsError> {
+pub(super) async fn webgpu() -> Result<Device, JsValue> {
     if let Some(device) = WEBGPU.with(|d| d.borrow().clone()) {
         return Ok(device);
     }
     let device = Device::wgpu_options()
         .init_async()
         .await
-        .map_err(|e| JsError::new(&format!("no usable WebGPU adapter: {e}")))?;
+        .map_err(|e| fail(format!("no usable WebGPU adapter: {e}")))?;
     WEBGPU.with(|d| *d.borrow_mut() = Some(device.clone()));
     Ok(device)
 }
@@ -40,7 +41,7 @@ struct Check {
 /// over `cases` random shapes; returns JSON rows `{kernels, shape, value_error, gradient_error}`
 /// (relative errors).
 #[wasm_bindgen(js_name = checkFusedMmd)]
-pub async fn check_fused_mmd(seed: u32, cases: usize, max_dim: usize) -> Result<String, JsError> {
+pub async fn check_fused_mmd(seed: u32, cases: usize, max_dim: usize) -> Result<String, JsValue> {
     let device = webgpu().await?;
     let mut rows = Vec::new();
     let shapes = test_shapes(seed.into(), cases, max_dim);
@@ -50,5 +51,5 @@ pub async fn check_fused_mmd(seed: u32, cases: usize, max_dim: usize) -> Result<
         let gradient_error = relative_error(&super::read(c.fused.1).await?, &super::read(c.reference.1).await?);
         rows.push(Check { kernels: format!("{kernels:?}"), shape, value_error, gradient_error });
     }
-    serde_json::to_string(&rows).map_err(|e| JsError::new(&e.to_string()))
+    serde_json::to_string(&rows).map_err(|e| fail(e.to_string()))
 }

@@ -12,7 +12,7 @@ use crate::data::images::{ImageData, gunzip_if_needed, quantize, read_cifar, rea
 use crate::data::toy::{DrawnData, Toy, ToyData};
 use crate::evaluation::classifier::Classifier;
 use crate::evaluation::energy::energy_distance;
-use crate::evaluation::fid::{Gaussian, Moments};
+use crate::evaluation::fid::{Gaussian, Moments, Quality, quality};
 use crate::io::safetensors::Tensors;
 use crate::io::weights::{load_named, named_params_async};
 use crate::method::Method;
@@ -23,8 +23,8 @@ use crate::networks::mlp::Mlp;
 use crate::networks::image::ImageNet;
 use crate::training::image_model::{ImageModel, Sampling};
 use crate::training::presets::{IMAGE_PRESETS, ImagePreset, Preset, image_preset, preset};
-use crate::training::trainer::{Metrics, Trainer};
-use crate::{Error, Labels, Rng};
+use crate::training::trainer::{MAX_BAD_STEPS, MAX_CHUNK, Seeds, Trainer};
+use crate::{Error, ErrorKind, Labels, Rng};
 
 #[wasm_bindgen]
 extern "C" {
@@ -53,44 +53,91 @@ pub fn cpu_threads() -> usize {
     rayon::current_num_threads()
 }
 
-fn js(e: Error) -> JsError {
-    JsError::new(&e.to_string())
+/// An error for JavaScript: an `Error` with the message and a `kind` the worker acts on
+/// (`device-lost`, `stopped` or `other`), never a message it has to parse.
+fn js(e: Error) -> JsValue {
+    let kind = match e.1 {
+        ErrorKind::DeviceLost => "device-lost",
+        ErrorKind::Stopped => "stopped",
+        ErrorKind::Other => "other",
+    };
+    let error = js_sys::Error::new(&e.0);
+    js_sys::Reflect::set(&error, &"kind".into(), &kind.into()).expect("an Error takes properties");
+    error.into()
+}
+
+fn fail(message: impl Into<String>) -> JsValue {
+    js(Error::new(message))
 }
 
 /// The device for `backend`: "webgpu" (initialised once) or "cpu" (burn's Flex, inside wasm).
-async fn device(backend: &str) -> Result<Device, JsError> {
+async fn device(backend: &str) -> Result<Device, JsValue> {
     match backend {
         "cpu" => Ok(Device::flex()),
         #[cfg(feature = "gpu")]
         "webgpu" => gpu::webgpu().await,
         #[cfg(not(feature = "gpu"))]
-        "webgpu" => Err(JsError::new("this build of the page has no WebGPU (it is the threaded CPU build)")),
-        other => Err(JsError::new(&format!("unknown backend '{other}' (webgpu or cpu)"))),
+        "webgpu" => Err(fail("this build of the page has no WebGPU (it is the threaded CPU build)")),
+        other => Err(fail(format!("unknown backend '{other}' (webgpu or cpu)"))),
     }
 }
 
-async fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, JsError> {
+async fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, JsValue> {
     let data = t.into_data_async().await.map_err(|e| js(crate::read_error(e, "a tensor")))?;
-    data.try_into_vec::<f32>().map_err(|e| JsError::new(&format!("{e:?}")))
+    data.try_into_vec::<f32>().map_err(|e| fail(format!("{e:?}")))
 }
 
-/// One training step, decided on its finiteness check by an asynchronous read (the only kind
-/// WebGPU allows); the loss of an applied step, None for a skipped one.
-/// One training step applied without waiting for its finiteness check: the loss and the check,
-/// still on the device (the caller reads them with the others and undoes the steps if needed).
-fn unchecked_step<N: Network, M: Method>(trainer: &mut Trainer<N, M>, x: Tensor<2>, y: Option<Labels>) -> (Tensor<1>, Tensor<1>) {
-    let gradients = trainer.gradients(x, y);
-    let check = gradients.check.clone();
-    (trainer.apply(gradients, true).expect("an applied step has a loss"), check)
+/// The values of a chunk of training steps, read asynchronously (the only read WebGPU allows).
+async fn read_chunk(values: Tensor<1>) -> Result<Vec<f32>, Error> {
+    let data = values.into_data_async().await.map_err(|e| crate::read_error(e, "the losses"))?;
+    data.try_into_vec::<f32>().map_err(|e| Error::new(format!("reading the losses: {e:?}")))
 }
 
-/// Why the page stops training and undoes the last steps (the worker recognises the start).
-fn paused(method: &str, steps: u32) -> JsError {
-    let (which, them) = if steps == 1 { ("the last step".to_string(), "it") } else { (format!("one of the last {steps} steps"), "them") };
-    JsError::new(&format!(
-        "Training paused: {method}'s loss or a gradient was not finite in {which}, so the weights went back to those \
-         before {them}. Lower the learning rate and press Train to continue (or Reset to start again)."
-    ))
+/// Seconds, for the metrics records' timing.
+fn now() -> f64 {
+    js_sys::Date::now() / 1000.0
+}
+
+/// Fails, once `trainer`'s numbers were not finite in [`MAX_BAD_STEPS`] steps in a row (which
+/// were skipped), with why the page stops training.
+fn paused<N: Network, M: Method>(method: &str, trainer: &Trainer<N, M>) -> Result<(), JsValue> {
+    match trainer.check_health() {
+        Ok(()) => Ok(()),
+        Err(_) => Err(js(Error::of_kind(
+            ErrorKind::Stopped,
+            format!(
+                "Training paused: {method}'s loss or a gradient was not finite in {MAX_BAD_STEPS} steps in a row; they \
+                 were skipped, so the weights are those of the last good step. Lower the learning rate and press Train \
+                 to continue (or Reset to start again)."
+            ),
+        ))),
+    }
+}
+
+/// How many training steps fit in a time budget, from the pace of the last call: the page asks
+/// for about a quarter of a second at a time, so that Pause answers quickly.
+#[derive(Default)]
+struct Pace {
+    ms_per_step: Option<f64>,
+}
+
+impl Pace {
+    /// `steps`, or for 0 those that fit in `budget_ms` (one while the pace is unknown), at most
+    /// [`MAX_CHUNK`].
+    fn steps(&self, steps: u32, budget_ms: f64) -> usize {
+        match (steps, self.ms_per_step) {
+            (0, None) => 1,
+            (0, Some(per)) => (budget_ms / per.max(1e-3)).round().clamp(1.0, MAX_CHUNK as f64) as usize,
+            (n, _) => n as usize,
+        }
+    }
+
+    /// Takes the pace of `steps` that took `seconds`; returns it in milliseconds per step.
+    fn took(&mut self, steps: usize, seconds: f64) -> f64 {
+        let per = seconds * 1000.0 / steps as f64;
+        self.ms_per_step = Some(per);
+        per
+    }
 }
 
 /// Energy distance between two 2D point sets (x, y pairs), the page's quality number.
@@ -112,6 +159,40 @@ impl PlayData {
             PlayData::Drawn(d) => d.sample(n),
         }
     }
+}
+
+/// What the playground accepts, each as [least, most]: the page's inputs take their bounds from
+/// here, and larger counts than a page can hold are refused with a message.
+#[derive(Serialize)]
+struct Limits {
+    particles: [usize; 2],
+    batch: [usize; 2],
+    lr: [f64; 2],
+    k: [u32; 2],
+    hidden: [usize; 2],
+    blocks: [usize; 2],
+    /// Points per sampling call, and its steps.
+    samples: [usize; 2],
+    steps: [usize; 2],
+}
+
+const LIMITS: Limits = Limits {
+    particles: [1, 16],
+    batch: [1, 1 << 16],
+    lr: [1e-5, 0.1],
+    k: [0, 30],
+    hidden: [1, 1024],
+    blocks: [1, 8],
+    samples: [1, 1 << 20],
+    steps: [1, 1024],
+};
+
+/// Fails unless `value` is within `[least, most]`.
+fn within<T: PartialOrd + std::fmt::Display>(what: &str, value: T, [least, most]: [T; 2]) -> Result<(), Error> {
+    if value >= least && value <= most {
+        return Ok(());
+    }
+    Err(Error::new(format!("{what} must be from {least} to {most}, not {value}")))
 }
 
 /// The settings a person can change while training.
@@ -136,33 +217,36 @@ pub struct Playground {
     imm: Trainer<Mlp, Imm>,
     fm: Trainer<Mlp, FlowMatching>,
     steps: u64,
+    pace: Pace,
 }
 
 const WEIGHTS_KIND: &str = "imm-playground-2d";
 
+/// Both methods' trainers from `seed`'s weights stream ([`Seeds`], as the command line's).
 fn trainers(preset: &Preset, seed: u64, device: &Device) -> Result<(Trainer<Mlp, Imm>, Trainer<Mlp, FlowMatching>), Error> {
     let mut config = preset.train.clone();
     config.seed = seed;
     // Same initial weights for both methods: the difference is the method alone.
-    let net = || preset.net.init(&mut Rng::new(seed), &device.clone().autodiff());
+    let net = || preset.net.init(&mut Seeds::new(seed).weights, &device.clone().autodiff());
     Ok((Trainer::new(net(), preset.imm.clone(), config.clone())?, Trainer::new(net(), preset.fm.clone(), config)?))
 }
 
 #[wasm_bindgen]
 impl Playground {
     /// A playground on `toy` (a 2D preset name) on `backend` ("webgpu" or "cpu"), with an MLP of
-    /// `blocks` residual blocks of width `hidden` (the preset's: 3 of 128).
-    pub async fn create(toy: String, backend: String, seed: u32, hidden: usize, blocks: usize) -> Result<Playground, JsError> {
-        if !(1..=1024).contains(&hidden) || !(1..=8).contains(&blocks) {
-            return Err(JsError::new("the network needs a width of 1 to 1024 and 1 to 8 blocks"));
-        }
-        let device = device(&backend).await?;
+    /// `blocks` residual blocks of width `hidden` (0: the preset's).
+    pub async fn create(toy: String, backend: String, seed: u32, hidden: usize, blocks: usize) -> Result<Playground, JsValue> {
         let mut preset = preset(&toy).map_err(js)?;
+        let hidden = if hidden == 0 { preset.net.hidden } else { hidden };
+        let blocks = if blocks == 0 { preset.net.blocks } else { blocks };
+        within("the network's width", hidden, LIMITS.hidden).map_err(js)?;
+        within("the network's blocks", blocks, LIMITS.blocks).map_err(js)?;
+        let device = device(&backend).await?;
         preset.net = preset.net.with_hidden(hidden).with_blocks(blocks);
         let seed = seed as u64;
         let (imm, fm) = trainers(&preset, seed, &device).map_err(js)?;
-        let data = PlayData::Toy(ToyData::new(preset.toy, seed));
-        Ok(Playground { device, preset, data, seed, imm, fm, steps: 0 })
+        let data = PlayData::Toy(ToyData::new(preset.toy, Seeds::new(seed).data));
+        Ok(Playground { device, preset, data, seed, imm, fm, steps: 0, pace: Pace::default() })
     }
 
     /// Names of the toy distributions.
@@ -172,13 +256,13 @@ impl Playground {
 
     /// Trains from scratch on the points a person drew (x, y pairs, any units).
     #[wasm_bindgen(js_name = useDrawn)]
-    pub fn use_drawn(&mut self, points: &[f32]) -> Result<(), JsError> {
+    pub fn use_drawn(&mut self, points: &[f32]) -> Result<(), JsValue> {
         self.data = PlayData::Drawn(DrawnData::new(points, self.seed).map_err(js)?);
         self.reset()
     }
 
     /// Fresh weights and optimizers, keeping the data and the settings.
-    pub fn reset(&mut self) -> Result<(), JsError> {
+    pub fn reset(&mut self) -> Result<(), JsValue> {
         let hyper = self.hyper();
         (self.imm, self.fm) = trainers(&self.preset, self.seed, &self.device).map_err(js)?;
         self.steps = 0;
@@ -191,10 +275,28 @@ impl Playground {
         serde_json::to_string(&self.hyper()).expect("settings serialise")
     }
 
-    /// Changes the settings from JSON `{particles, batch, lr, k}`; training continues with them.
+    /// The network's size, as JSON `{hidden, blocks}`.
+    #[wasm_bindgen(js_name = getNet)]
+    pub fn get_net(&self) -> String {
+        serde_json::json!({ "hidden": self.preset.net.hidden, "blocks": self.preset.net.blocks }).to_string()
+    }
+
+    /// What the settings, the network and sampling accept, as JSON of [least, most] pairs.
+    pub fn limits() -> String {
+        serde_json::to_string(&LIMITS).expect("limits serialise")
+    }
+
+    /// Changes some or all of the settings from JSON `{particles, batch, lr, k}` (a missing one
+    /// keeps its value); training continues with them.
     #[wasm_bindgen(js_name = setHyper)]
-    pub fn set_hyper(&mut self, json: &str) -> Result<(), JsError> {
-        let hyper: Hyper = serde_json::from_str(json).map_err(|e| JsError::new(&format!("bad settings: {e}")))?;
+    pub fn set_hyper(&mut self, json: &str) -> Result<(), JsValue> {
+        let bad = |e: serde_json::Error| fail(format!("bad settings: {e}"));
+        let mut merged = serde_json::to_value(self.hyper()).expect("settings serialise");
+        let changes: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json).map_err(bad)?;
+        for (key, value) in changes {
+            merged[key] = value;
+        }
+        let hyper: Hyper = serde_json::from_value(merged).map_err(bad)?;
         self.apply(&hyper).map_err(js)
     }
 
@@ -204,9 +306,10 @@ impl Playground {
     }
 
     fn apply(&mut self, h: &Hyper) -> Result<(), Error> {
-        if h.particles == 0 || h.batch == 0 || !(h.lr > 0.0 && h.lr < 1.0) || h.k > 30 {
-            return Err(Error::new("M and the batch must be positive, the learning rate in (0, 1), k at most 30"));
-        }
+        within("IMM's particles M", h.particles, LIMITS.particles)?;
+        within("the batch", h.batch, LIMITS.batch)?;
+        within("the learning rate", h.lr, LIMITS.lr)?;
+        within("IMM's k", h.k, LIMITS.k)?;
         let mut imm = self.imm.method.clone();
         (imm.particles, imm.times.k) = (h.particles, h.k);
         imm.check_batch(h.batch)?;
@@ -217,55 +320,49 @@ impl Playground {
         Ok(())
     }
 
-    /// `steps` optimizer steps of each method on the same batches; returns JSON
-    /// `{steps, imm, fm}` with one metrics record per method (the mean loss of these steps; the
-    /// time is both methods').
-    pub async fn train(&mut self, steps: u32) -> Result<String, JsError> {
-        let start = js_sys::Date::now();
-        let steps = steps.max(1);
+    /// `steps` optimizer steps of each method on the same batches (0: as many as fit in about
+    /// `budget_ms`), in chunks of the training loop; returns JSON `{steps, imm, fm, ms_per_step}`
+    /// with one metrics record per method (the time is both methods').
+    pub async fn train(&mut self, steps: u32, budget_ms: f64) -> Result<String, JsValue> {
         let device = self.device.clone().autodiff();
-        let good = (self.imm.snapshot(), self.fm.snapshot(), self.steps);
-        // Sums of the IMM loss, the FM loss and each method's finiteness check: one read at the end.
-        let mut sums: Option<[Tensor<1>; 4]> = None;
-        for _ in 0..steps {
-            let batch = self.imm.config.batch;
-            let x = Tensor::<2>::from_data(TensorData::new(self.data.sample(batch), [batch, 2]), &device);
-            let (imm, imm_check) = unchecked_step(&mut self.imm, x.clone(), None);
-            let (fm, fm_check) = unchecked_step(&mut self.fm, x, None);
-            let step = [imm, fm, imm_check, fm_check];
-            sums = Some(match sums {
-                Some(sums) => std::array::from_fn(|i| sums[i].clone() + step[i].clone()),
-                None => step,
-            });
-            self.steps += 1;
+        let start = now();
+        self.imm.start_clock(start);
+        self.fm.start_clock(start);
+        let steps = self.pace.steps(steps, budget_ms);
+        let mut left = steps;
+        while left > 0 {
+            let (n, batch) = (left.min(MAX_CHUNK), self.imm.config.batch);
+            let batches: Vec<_> =
+                (0..n).map(|_| (Tensor::<2>::from_data(TensorData::new(self.data.sample(batch), [batch, 2]), &device), None)).collect();
+            self.imm.train_chunk(batches.clone(), read_chunk).await.map_err(js)?;
+            self.fm.train_chunk(batches, read_chunk).await.map_err(js)?;
+            self.steps += n as u64;
+            left -= n;
+            paused("IMM", &self.imm)?;
+            paused("flow matching", &self.fm)?;
         }
-        let values = read(Tensor::cat(sums.expect("at least one step").to_vec(), 0)).await?;
-        if let Some(bad) = [(2, "IMM"), (3, "flow matching")].iter().find(|(i, _)| !values[*i].is_finite()) {
-            self.imm.restore(good.0);
-            self.fm.restore(good.1);
-            self.steps = good.2;
-            return Err(paused(bad.1, steps));
-        }
-        let (imm, fm) = (values[0] as f64 / steps as f64, values[1] as f64 / steps as f64);
-        let kimg = (steps as usize * self.imm.config.batch) as f64 / 1000.0;
-        let sec_per_kimg = (js_sys::Date::now() - start) / 1000.0 / kimg;
-        let record = |loss| Metrics { nimg: self.imm.nimg, loss, lr: self.imm.config.lr, sec_per_kimg, skipped: 0 };
-        Ok(serde_json::json!({ "steps": self.steps, "imm": record(imm), "fm": record(fm) }).to_string())
+        let end = now();
+        let ms_per_step = self.pace.took(steps, end - start);
+        Ok(serde_json::json!({ "steps": self.steps, "imm": self.imm.record(end), "fm": self.fm.record(end), "ms_per_step": ms_per_step })
+            .to_string())
     }
 
     /// `n` data points (x, y pairs) drawn with `seed`, to draw under the samples.
-    pub fn data(&self, n: usize, seed: u32) -> Vec<f32> {
+    pub fn data(&self, n: usize, seed: u32) -> Result<Vec<f32>, JsValue> {
+        within("the number of points", n, LIMITS.samples).map_err(js)?;
         let mut data = match &self.data {
             PlayData::Toy(d) => PlayData::Toy(ToyData::new(d.toy, seed.into())),
             PlayData::Drawn(d) => PlayData::Drawn(d.clone()),
         };
-        data.sample(n)
+        Ok(data.sample(n))
     }
 
     /// The sampling paths of both methods' EMA weights from the same `n` noise points (`seed`):
     /// IMM's `steps + 1` states (noise first, samples last), then flow matching's, each state `n`
     /// x, y pairs.
-    pub async fn sample(&self, steps: usize, n: usize, seed: u32) -> Result<Vec<f32>, JsError> {
+    pub async fn sample(&self, steps: usize, n: usize, seed: u32) -> Result<Vec<f32>, JsValue> {
+        within("the number of points", n, LIMITS.samples).map_err(js)?;
+        within("the sampling steps", steps, LIMITS.steps).map_err(js)?;
         let mut rng = Rng::new(seed.into());
         let z = rng.normal_vec(n * 2, self.imm.method.sigma_data());
         let z = || Tensor::<2>::from_data(TensorData::new(z.clone(), [n, 2]), &self.device);
@@ -281,7 +378,7 @@ impl Playground {
 
     /// Both EMA networks as a safetensors file (`imm.*`, `fm.*`), with what they were trained on.
     #[wasm_bindgen(js_name = saveWeights)]
-    pub async fn save_weights(&self) -> Result<Vec<u8>, JsError> {
+    pub async fn save_weights(&self) -> Result<Vec<u8>, JsValue> {
         let mut tensors = BTreeMap::new();
         for (prefix, net) in [("imm.", &self.imm.ema), ("fm.", &self.fm.ema)] {
             for (name, t) in named_params_async(net).await.map_err(js)? {
@@ -296,10 +393,10 @@ impl Playground {
     /// Loads a file of [`Playground::save_weights`] into both methods (training continues from
     /// them with fresh optimizer moments); a wrong or damaged file is refused with the reason.
     #[wasm_bindgen(js_name = loadWeights)]
-    pub fn load_weights(&mut self, bytes: &[u8]) -> Result<(), JsError> {
+    pub fn load_weights(&mut self, bytes: &[u8]) -> Result<(), JsValue> {
         let file = Tensors::parse(bytes, "the weights file").map_err(js)?;
         if file.metadata.get("kind").map(String::as_str) != Some(WEIGHTS_KIND) {
-            return Err(JsError::new("this is not a weights file of the 2D playground (saved with Save weights)"));
+            return Err(fail("this is not a weights file of the 2D playground (saved with Save weights)"));
         }
         let imm = load_named(self.imm.ema.clone(), &file, "imm.", "the weights file", None).map_err(js)?;
         let fm = load_named(self.fm.ema.clone(), &file, "fm.", "the weights file", None).map_err(js)?;
@@ -327,13 +424,13 @@ pub struct PageImageModel {
 impl PageImageModel {
     /// Reads `bytes` on `backend` ("webgpu" or "cpu"); `preset` names the network of a file
     /// without a card ("" when it has one).
-    pub async fn load(bytes: Vec<u8>, preset: String, backend: String) -> Result<PageImageModel, JsError> {
+    pub async fn load(bytes: Vec<u8>, preset: String, backend: String) -> Result<PageImageModel, JsValue> {
         let device = device(&backend).await?;
         let file = Tensors::parse(&bytes, "the model file").map_err(js)?;
         let preset = match preset.as_str() {
             "" => None,
             name => Some(image_preset(name).ok_or_else(|| {
-                JsError::new(&format!("unknown image preset '{name}'; available: {}", IMAGE_PRESETS.join(", ")))
+                fail(format!("unknown image preset '{name}'; available: {}", IMAGE_PRESETS.join(", ")))
             })?),
         };
         let model = ImageModel::load(&file, "the model file", preset.as_ref(), &device).map_err(js)?;
@@ -360,7 +457,7 @@ impl PageImageModel {
     /// FID against the training split, with what as many real images score, and for a
     /// conditional model the share the classifier puts in the class asked for. `classifier` and
     /// `reference` are the files of `imm classifier`. JSON `{n, fid, real, accuracy}`.
-    pub async fn quality(&self, classifier: Vec<u8>, reference: Vec<u8>) -> Result<String, JsError> {
+    pub async fn quality(&self, classifier: Vec<u8>, reference: Vec<u8>) -> Result<String, JsValue> {
         let (net, _) = Classifier::from_tensors(&Tensors::parse(&classifier, "the classifier").map_err(js)?, "the classifier", &self.device)
             .map_err(js)?;
         let reference = Tensors::parse(&reference, "the classifier reference").map_err(js)?;
@@ -370,21 +467,18 @@ impl PageImageModel {
         let (c, side) = (self.model.config.in_channels(), self.model.config.img_resolution());
         let n = samples.len() / (c * side * side);
         if c != 1 || side < crate::evaluation::classifier::SIDE || n < 2 {
-            return Err(JsError::new("the classifier measures grids of 28 px or larger grey images"));
+            return Err(fail("the classifier measures grids of 28 px or larger grey images"));
         }
         let x = Tensor::<4>::from_data(TensorData::new(samples, [n, c, side, side]), &self.device);
         let mut moments = Moments::new(crate::evaluation::classifier::FEATURES);
         let features = net.features(x);
         moments.add(&read(features.clone()).await?);
-        let fid = moments.gaussian().map_err(js)?.frechet_distance(&gaussian).map_err(js)?;
-        let accuracy = match &labels {
-            Some(labels) => {
-                let predicted = read(net.head(features).argmax(1).float()).await?;
-                let right = predicted.iter().zip(labels.index()).filter(|&(&p, &l)| p as usize == l).count();
-                Some(right as f64 / n as f64)
-            }
+        let predicted: Option<Vec<usize>> = match &labels {
+            Some(_) => Some(read(net.head(features).argmax(1).float()).await?.into_iter().map(|p| p as usize).collect()),
             None => None,
         };
+        let pairs = labels.as_ref().zip(predicted.as_ref()).map(|(l, p)| (l.index(), p.as_slice()));
+        let Quality { fid, accuracy } = quality(&moments, &gaussian, pairs).map_err(js)?;
         let floors: serde_json::Value = reference.metadata.get("floors").and_then(|f| serde_json::from_str(f).ok()).unwrap_or_default();
         Ok(serde_json::json!({ "n": n, "fid": fid, "real": floors[n.to_string()], "accuracy": accuracy }).to_string())
     }
@@ -393,7 +487,9 @@ impl PageImageModel {
     /// 1-pixel gaps. `class`: "" or "all" (one row per class), a class index or name, for a
     /// conditional model; `guidance`: the classifier-free guidance scale (1 = none). The same noise
     /// serves every step count, class and guidance ([`ImageModel::grid`]).
-    pub async fn sample(&self, steps: usize, n: usize, seed: u32, class: String, guidance: f64) -> Result<Grid, JsError> {
+    pub async fn sample(&self, steps: usize, n: usize, seed: u32, class: String, guidance: f64) -> Result<Grid, JsValue> {
+        within("the number of images", n, [1, MAX_GRID]).map_err(js)?;
+        within("the sampling steps", steps, LIMITS.steps).map_err(js)?;
         let class = (!class.is_empty()).then_some(class.as_str());
         // Inside rayon's pool, as `ImageTrainer::train`'s steps.
         let (model, device) = (&self.model, &self.device);
@@ -406,6 +502,10 @@ impl PageImageModel {
         Ok(Grid { width: grid.columns * (side + 1) + 1, n, rgba })
     }
 }
+
+/// The most images of one grid, and of one training batch on the page.
+const MAX_GRID: usize = 1024;
+const MAX_IMAGE_BATCH: usize = 1024;
 
 /// A sampled grid for the page to draw.
 #[wasm_bindgen]
@@ -437,6 +537,7 @@ pub struct ImageTrainer {
     preset: ImagePreset,
     trainer: Trainer<ImageNet, Imm>,
     data: ImageData,
+    pace: Pace,
 }
 
 #[wasm_bindgen]
@@ -445,11 +546,13 @@ impl ImageTrainer {
     /// `labels`: the IDX label file of the images, for a conditional preset (CIFAR-10 records
     /// carry their own; empty otherwise);
     /// `preset`: the network and method settings;
-    /// `batch`: images per step (a multiple of M).
-    pub async fn create(images: Vec<u8>, labels: Vec<u8>, preset: String, backend: String, batch: usize, seed: u32) -> Result<ImageTrainer, JsError> {
+    /// `batch`: images per step (a multiple of M; 0: the preset's).
+    pub async fn create(images: Vec<u8>, labels: Vec<u8>, preset: String, backend: String, batch: usize, seed: u32) -> Result<ImageTrainer, JsValue> {
         let device = device(&backend).await?;
         let mut preset = image_preset(&preset)
-            .ok_or_else(|| JsError::new(&format!("unknown image preset '{preset}'; available: {}", IMAGE_PRESETS.join(", "))))?;
+            .ok_or_else(|| fail(format!("unknown image preset '{preset}'; available: {}", IMAGE_PRESETS.join(", "))))?;
+        let batch = if batch == 0 { preset.train.batch } else { batch };
+        within("the batch", batch, [1, MAX_IMAGE_BATCH]).map_err(js)?;
         preset.train.batch = batch;
         preset.train.seed = seed.into();
         let bytes = gunzip_if_needed(images, "the training images").map_err(js)?;
@@ -460,49 +563,53 @@ impl ImageTrainer {
             read_cifar(&bytes, "the chosen CIFAR-10 data")
         }
         .map_err(js)?;
-        let set = preset.data.images().ok_or_else(|| JsError::new(&format!("{} trains on VAE latents, which the page does not make", preset.name)))?;
+        let set = preset.data.images().ok_or_else(|| fail(format!("{} trains on VAE latents, which the page does not make", preset.name)))?;
         let (channels, side) = set.shape();
         if (images.channels, images.side) != (channels, side) {
-            return Err(JsError::new(&format!("{} trains on {channels} x {side} x {side} images", preset.name)));
+            return Err(fail(format!("{} trains on {channels} x {side} x {side} images", preset.name)));
         }
         if !labels.is_empty() {
             let labels = read_idx_labels(&gunzip_if_needed(labels, "the training labels").map_err(js)?, "the training labels").map_err(js)?;
             images = images.with_labels(labels).map_err(js)?;
         }
-        let data = preset.batches(images, seed.into(), preset.imm.group()).map_err(|e| JsError::new(&format!("{}: {e}", preset.name)))?;
-        let net = preset.net.init(&mut Rng::new(seed.into()), &device.clone().autodiff()).map_err(js)?;
+        let Seeds { mut weights, data, .. } = Seeds::new(seed.into());
+        let data = preset.batches(images, data, preset.imm.group()).map_err(|e| fail(format!("{}: {e}", preset.name)))?;
+        let net = preset.net.init(&mut weights, &device.clone().autodiff()).map_err(js)?;
         let trainer = Trainer::new(net, preset.imm.clone(), preset.train.clone()).map_err(js)?;
-        Ok(ImageTrainer { device, preset, trainer, data })
+        Ok(ImageTrainer { device, preset, trainer, data, pace: Pace::default() })
     }
 
-    /// `steps` optimizer steps; returns the metrics record (JSON) with the mean loss.
-    pub async fn train(&mut self, steps: u32) -> Result<String, JsError> {
-        let start = js_sys::Date::now();
-        let (steps, batch, dim) = (steps.max(1), self.trainer.config.batch, self.data.dim());
+    /// `steps` optimizer steps (0: as many as fit in about `budget_ms`) in chunks of the training
+    /// loop; returns the metrics record (JSON) with `ms_per_step`.
+    pub async fn train(&mut self, steps: u32, budget_ms: f64) -> Result<String, JsValue> {
+        let (batch, dim) = (self.trainer.config.batch, self.data.dim());
         let device = self.device.clone().autodiff();
-        let good = self.trainer.snapshot();
-        let (trainer, data) = (&mut self.trainer, &mut self.data);
-        // The steps run inside rayon's pool: its threads then share each parallel loop among
-        // themselves, instead of waking this thread after every one (slow across web workers).
-        let sums = rayon::scope(|_| {
-            let mut sums: Option<[Tensor<1>; 2]> = None;
-            for _ in 0..steps {
-                let (x, y) = data.sample_labelled(batch);
-                let x = Tensor::<2>::from_data(TensorData::new(x, [batch, dim]), &device);
-                let (loss, check) = unchecked_step(trainer, x, y);
-                sums = Some(sums.map_or([loss.clone(), check.clone()], |[l, c]| [l + loss, c + check]));
-            }
-            sums.expect("at least one step")
-        });
-        let values = read(Tensor::cat(sums.to_vec(), 0)).await?;
-        if !values[1].is_finite() {
-            self.trainer.restore(good);
-            return Err(paused("IMM", steps));
+        let start = now();
+        self.trainer.start_clock(start);
+        let steps = self.pace.steps(steps, budget_ms);
+        let mut left = steps;
+        while left > 0 {
+            let n = left.min(MAX_CHUNK);
+            let (trainer, data) = (&mut self.trainer, &mut self.data);
+            // The steps run inside rayon's pool: its threads then share each parallel loop among
+            // themselves, instead of waking this thread after every one (slow across web workers).
+            let chunk = rayon::scope(|_| {
+                let batches = (0..n)
+                    .map(|_| {
+                        let (x, y) = data.sample_labelled(batch);
+                        (Tensor::<2>::from_data(TensorData::new(x, [batch, dim]), &device), y)
+                    })
+                    .collect();
+                trainer.launch(batches)
+            });
+            trainer.finish_chunk(chunk, read_chunk).await.map_err(js)?;
+            left -= n;
+            paused("IMM", &self.trainer)?;
         }
-        let loss = values[0] as f64 / steps as f64;
-        let sec_per_kimg = (js_sys::Date::now() - start) / 1000.0 / ((steps as usize * batch) as f64 / 1000.0);
-        let record = Metrics { nimg: self.trainer.nimg, loss, lr: self.trainer.config.lr, sec_per_kimg, skipped: 0 };
-        Ok(serde_json::to_string(&record).expect("metrics serialise"))
+        let end = now();
+        let mut record = serde_json::to_value(self.trainer.record(end)).expect("metrics serialise");
+        record["ms_per_step"] = self.pace.took(steps, end - start).into();
+        Ok(record.to_string())
     }
 
     /// The EMA weights so far, as a model to sample.

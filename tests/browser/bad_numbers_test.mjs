@@ -1,7 +1,7 @@
 // Bad numbers on the page, in headless Chromium on the page's CPU backend: weights that are finite
-// but absurd (±1e30, in a valid weights file of the 2D playground) make the first step's loss
-// non-finite; training pauses at the skipped step and says why, and stays paused; after Reset it
-// trains on with finite losses. Any console error or Rust panic fails it.
+// but absurd (±1e30, in a valid weights file of the 2D playground) make every step's loss
+// non-finite; the steps are skipped, and after five in a row training pauses, says why and stays
+// paused; after Reset it trains on with finite losses. Any console error or Rust panic fails it.
 import { readFileSync } from 'node:fs';
 import { checks, withPage } from './harness.mjs';
 
@@ -56,5 +56,27 @@ await withPage('index.html?toy=moons&steps=1&seed=0&backend=cpu', async (page, p
   check(losses.length > 0 && losses.every(Number.isFinite), `finite losses after Reset: ${losses.slice(-4).join(', ')}`);
   failIf(problems);
 });
+
+// Counts beyond what the page takes, from the URL: refused by Rust with its bounds, and the page
+// goes on with the preset's settings; a network too wide to create, with the preset's network.
+for (const [query, refused, what] of [
+  ['batch=100000000', /the batch must be from 1 to 65536, not 100000000/, 'an oversized batch'],
+  ['hidden=100000', /the network's width must be from 1 to 1024, not 100000/, 'a network too wide to create'],
+]) {
+  await withPage(`index.html?toy=moons&steps=1&seed=0&backend=cpu&${query}`, async (page, problems) => {
+    const timeout = 300_000;
+    await page.waitForFunction(() => window.__imm.ready, null, { timeout });
+    await page.waitForFunction(() => document.getElementById('error').textContent !== '', null, { timeout });
+    const message = await page.locator('#error').textContent();
+    check(refused.test(message), `${what} is refused: "${message}"`);
+    check(Number(await page.locator('#batch').inputValue()) === 512 && (await page.locator('#batch').getAttribute('max')) === '65536',
+      'the preset\'s batch stays, and the input takes its bound from Rust');
+    const net = await page.evaluate(() => window.__imm.net);
+    check(net.hidden === 128 && net.blocks === 3, `the preset's network: ${JSON.stringify(net)}`);
+    await page.getByRole('button', { name: 'Step', exact: true }).click();
+    await page.waitForFunction(() => window.__imm.records.length >= 1, null, { timeout });
+    failIf(problems);
+  });
+}
 
 finish();

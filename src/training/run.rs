@@ -1,4 +1,4 @@
-//! The native image trainer and sampler. A run directory holds `config.json`, `metrics.jsonl`,
+//! An image training run on disk. A run directory holds `config.json`, `metrics.jsonl`,
 //! sample grids (`samples.png`, `samples/`), small EMA snapshots for sampling and the page
 //! (`snapshots/`), and the resumable training state (`checkpoints/state-NIMG/`: weights, EMA,
 //! optimizer moments, RNG and image count), each written to a temporary name and then renamed.
@@ -13,31 +13,27 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::cli::device::DeviceChoice;
-use crate::cli::run_dir::{Terminal, create_dir, io_error, latest_state, prepare_dir, states, tidy_interrupted, write_atomic, write_json};
-use crate::data::folder::read_image_folder;
-use crate::cli::encode::open_vae;
+use crate::DeviceChoice;
 use crate::data::Dataset;
+use crate::data::folder::read_image_folder;
 use crate::data::images::{CIFAR10_MD5, CIFAR10_URL, ImageSet, Images, LabelDraw, Split, unpack_cifar10};
-use crate::data::latents::{LatentData, LatentManifest, LatentNorm};
-use crate::io::npz::npz_u8;
+use crate::data::latents::{LatentData, LatentManifest};
 use crate::io::plot::image_grid;
 use crate::io::safetensors::Tensors;
 use crate::io::weights::{load_named, named_params, param_ids};
 use crate::method::Method;
 use crate::method::precond::Condition;
-use crate::method::sampler::{Grid, Sampler};
 use crate::networks::Network;
 use crate::networks::image::{ImageNet, ImageNetConfig};
-use crate::training::image_model::{Classes, ImageModel};
-use crate::networks::vae::{Vae, VaeConfig};
+use crate::training::decoder::Decoder;
+use crate::training::image_model::Classes;
 use crate::training::presets::{Data, ImagePreset};
+use crate::training::run_dir::{Terminal, create_dir, io_error, latest_state, prepare_dir, states, tidy_interrupted, write_atomic, write_json};
+use crate::training::sample::GRID_COLUMNS;
 use crate::training::ranks::{Ranks, check_same_config};
-use crate::training::trainer::{Metrics, Observer, Progress, Trainer, fit};
+use crate::training::trainer::{Metrics, Observer, Progress, Seeds, Trainer, fit};
 use crate::{Error, Rng};
 
-/// Images per row of a sample grid.
-const GRID_COLUMNS: usize = 10;
 /// Training states kept on disk (the newest ones).
 const KEEP_STATES: usize = 2;
 
@@ -115,59 +111,6 @@ fn training_data(preset: &ImagePreset, run: &ImageRun, writer: bool) -> Result<(
     Ok((ImagePreset { net, ..preset.clone() }, Source::Images(images), names))
 }
 
-/// Turns a latent model's samples into images: the VAE its latents came from, and their
-/// normalisation undone.
-pub(crate) struct Decoder {
-    vae: Vae,
-    config: VaeConfig,
-    norm: LatentNorm,
-    /// [L, h, w] of one latent.
-    shape: [usize; 3],
-}
-
-/// Some for a latent model, with its VAE's fingerprint where the model says it: its card says it
-/// works on latents, or a cardless export (the official checkpoint) says so by its --preset.
-pub(crate) fn latent_vae<'a>(model: &'a ImageModel, preset: Option<&ImagePreset>) -> Option<Option<&'a str>> {
-    let vae = model.card.as_ref().and_then(|card| card["latents"]["vae"].as_str());
-    (vae.is_some() || (model.card.is_none() && preset.is_some_and(|p| p.data == Data::Latents))).then_some(vae)
-}
-
-impl Decoder {
-    /// The VAE at `path`, which must be the one whose fingerprint is `vae` where that is known.
-    pub(crate) fn open(path: Option<&Path>, vae: Option<&str>, shape: [usize; 3], device: &Device) -> Result<Decoder, Error> {
-        let path = path.ok_or_else(|| Error::new("this model works on VAE latents: pass --vae with the VAE they were encoded with, to decode them"))?;
-        let (model, config, print) = open_vae(path, device)?;
-        if vae.is_some_and(|vae| vae != print) {
-            return Err(Error::new(format!("{} is not the VAE these latents were encoded with", path.display())));
-        }
-        Ok(Decoder { vae: model, config, norm: LatentNorm::default(), shape })
-    }
-
-    /// (channels, side) of the decoded images.
-    pub(crate) fn image_shape(&self) -> (usize, usize) {
-        (self.config.channels, self.shape[1] * self.config.downscale())
-    }
-
-    /// Images from `n` normalised latents, in batches.
-    ///
-    /// # Shapes
-    /// - latents: n x [L, h, w] values
-    /// - output: n x [C, H, W] values, about [-1, 1]
-    pub(crate) fn decode(&self, latents: &[f32], device: &Device) -> Result<Vec<f32>, Error> {
-        const BATCH: usize = 16;
-        let [l, h, w] = self.shape;
-        let mut out = Vec::new();
-        for chunk in latents.chunks(BATCH * l * h * w) {
-            let n = chunk.len() / (l * h * w);
-            let raw = self.norm.raw(chunk, h * w);
-            let images = self.vae.decode(Tensor::from_data(TensorData::new(raw, [n, l, h, w]), device));
-            let data = images.try_into_data().map_err(|e| crate::read_error(e, "decoded images"))?;
-            out.extend(data.convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::new(format!("{e:?}")))?);
-        }
-        Ok(out)
-    }
-}
-
 struct Saver<'a> {
     /// None on ranks other than 0, which neither print nor write.
     terminal: Option<Terminal>,
@@ -182,7 +125,7 @@ struct Saver<'a> {
     z: Vec<f32>,
     saved_at: u64,
     /// A latent model's decoder, and the fingerprint of its VAE for the cards.
-    decoder: Option<(Decoder, String)>,
+    decoder: Option<LatentDecoder>,
 }
 
 impl Saver<'_> {
@@ -257,8 +200,8 @@ impl Saver<'_> {
 }
 
 impl Observer for Saver<'_> {
-    fn on_step<N: Network, M: Method>(&mut self, trainer: &Trainer<N, M>) -> Result<(), Error> {
-        self.terminal.as_mut().map_or(Ok(()), |t| t.on_step(trainer))
+    fn on_chunk<N: Network, M: Method>(&mut self, trainer: &Trainer<N, M>) -> Result<(), Error> {
+        self.terminal.as_mut().map_or(Ok(()), |t| t.on_chunk(trainer))
     }
 
     fn on_log(&mut self, record: &Metrics) -> Result<(), Error> {
@@ -322,6 +265,109 @@ fn differences(saved: &Value, current: &Value) -> Vec<String> {
     keys(&saved).union(&keys(&current)).filter(|&k| saved.get(k) != current.get(k)).cloned().collect()
 }
 
+/// A fresh run's configuration written (by the `writer`) with an empty metrics file; a resumed
+/// run's compared with the one it was started with. Fails where a fresh run would overwrite a run,
+/// or there is nothing to resume. `latest`: the run's newest saved state.
+fn start_or_check_config(run: &ImageRun, config: &Value, latest: Option<&Path>, (choice, ranks): (DeviceChoice, usize), writer: bool) -> Result<(), Error> {
+    let out = &run.out;
+    let config_path = out.join("config.json");
+    match (run.resume, latest) {
+        (false, Some(dir)) => Err(Error::new(format!(
+            "{} already holds a run (newest state {}); pass --resume to continue it, or choose another --out",
+            out.display(),
+            dir.display()
+        ))),
+        (true, None) => Err(Error::new(format!("nothing to resume in {}: it has no checkpoints/state-*", out.display()))),
+        (true, Some(_)) => {
+            let text = std::fs::read_to_string(&config_path).map_err(|e| io_error(&config_path, e))?;
+            let saved: Value = serde_json::from_str(&text).map_err(|e| Error::new(format!("{} is damaged: {e}", config_path.display())))?;
+            let differ = differences(&saved, config);
+            if differ.is_empty() {
+                return Ok(());
+            }
+            Err(Error::new(format!(
+                "the run in {} was started with a different {}; resume it with the options it was started with",
+                out.display(),
+                differ.join(", ")
+            )))
+        }
+        (false, None) if writer => {
+            let mut with_device = config.clone();
+            with_device["device"] = json!(choice);
+            with_device["devices"] = json!(run.devices.len().max(1));
+            with_device["ranks"] = json!(ranks);
+            write_json(&config_path, &with_device)?;
+            std::fs::write(out.join("metrics.jsonl"), "").map_err(|e| io_error(&out.join("metrics.jsonl"), e))?;
+            // A session killed before its first state may have left writes half done.
+            tidy_interrupted(out, 0)
+        }
+        (false, None) => Ok(()),
+    }
+}
+
+/// Continues `trainer` from the saved state in `dir`.
+fn load_state<M: Method>(trainer: &mut Trainer<ImageNet, M>, dir: &Path) -> Result<(), Error> {
+    let what = dir.display().to_string();
+    let net_file = Tensors::read(&dir.join("net.safetensors"))?;
+    let ids: BTreeMap<String, u64> = net_file
+        .metadata
+        .get("param_ids")
+        .and_then(|t| serde_json::from_str(t).ok())
+        .ok_or_else(|| Error::new(format!("{what}/net.safetensors has no parameter ids")))?;
+    let net = load_named(trainer.net.clone(), &net_file, "", &what, Some(&ids))?;
+    let ema = load_named(trainer.ema.clone(), &Tensors::read(&dir.join("ema.safetensors"))?, "", &what, Some(&ids))?;
+    let progress_path = dir.join("progress.json");
+    let progress: Progress = std::fs::read_to_string(&progress_path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .ok_or_else(|| Error::new(format!("{} is missing or damaged", progress_path.display())))?;
+    let optimizer = std::fs::read(dir.join("optimizer.bpk")).map_err(|e| io_error(&dir.join("optimizer.bpk"), e))?;
+    trainer.resume(net, ema, progress, optimizer)
+}
+
+/// A latent model's decoder, with the fingerprint of its VAE for the cards.
+type LatentDecoder = (Decoder, String);
+
+/// The run's data, read by every rank (rank 0 first), with the preset it makes (an image folder's
+/// classes, the latents' shape), the run's configuration and, for latents, the decoder of its grids.
+fn open_data<M: Method + Serialize>(
+    preset: &ImagePreset,
+    method: &M,
+    run: &ImageRun,
+    ranks: Option<&dyn Ranks>,
+    device: &Device,
+    writer: bool,
+) -> Result<(ImagePreset, Source, Vec<String>, Value, Option<LatentDecoder>), Error> {
+    if let Some(ranks) = ranks {
+        // Before anything is read or written: every rank runs the same command.
+        let launch = json!({"run": run_config(preset, method), "image_folder": run.image_folder, "data_dir": run.data_dir,
+            "out": run.out, "resume": run.resume, "devices": run.devices.len().max(1), "eval_steps": run.steps});
+        check_same_config(ranks, &launch)?;
+    }
+    // Rank 0 reads first: it may download the dataset that the other ranks then read.
+    let wait_for_rank_0 = || ranks.map(|r| r.broadcast(&[]));
+    if !writer {
+        wait_for_rank_0();
+    }
+    let (preset, source, class_names) = training_data(preset, run, writer)?;
+    if writer {
+        wait_for_rank_0();
+    }
+    let mut config = run_config(&preset, method);
+    if let Some(dir) = &run.image_folder {
+        config["image_folder"] = json!(dir);
+        config["classes"] = json!(class_names);
+    }
+    let decoder = match &source {
+        Source::Latents(_, manifest) => {
+            config["latents"] = json!({"vae": manifest.vae, "latent_shape": manifest.latent_shape, "classes": manifest.classes});
+            Some((Decoder::open(run.vae.as_deref(), Some(&manifest.vae), manifest.latent_shape, device)?, manifest.vae.clone()))
+        }
+        Source::Images(_) => None,
+    };
+    Ok((preset, source, class_names, config, decoder))
+}
+
 /// Trains `method` on the preset's images, saving grids, snapshots and states every
 /// `snapshot_every_nimg` images and at the end. With `ranks`, this is one of several processes
 /// that train together: each reads the data and the run directory, rank 0 alone writes.
@@ -345,76 +391,15 @@ pub fn train_images<M: Method + Serialize + Clone>(
     for &k in &run.steps {
         method.check_steps(k)?;
     }
-    if let Some(ranks) = &ranks {
-        // Before anything is read or written: every rank runs the same command.
-        let launch = json!({"run": run_config(preset, &method), "image_folder": run.image_folder, "data_dir": run.data_dir,
-            "out": out, "resume": run.resume, "devices": run.devices.len().max(1), "eval_steps": run.steps});
-        check_same_config(ranks.as_ref(), &launch)?;
-    }
-    // Rank 0 reads first: it may download the dataset that the other ranks then read.
-    let wait_for_rank_0 = || ranks.as_ref().map(|r| r.broadcast(&[]));
-    if !writer {
-        wait_for_rank_0();
-    }
-    let (preset, source, class_names) = training_data(preset, run, writer)?;
-    if writer {
-        wait_for_rank_0();
-    }
+    let (preset, source, class_names, config, decoder) = open_data(preset, &method, run, ranks.as_deref(), device, writer)?;
     let preset = &preset;
-    let mut config = run_config(preset, &method);
-    if let Some(dir) = &run.image_folder {
-        config["image_folder"] = json!(dir);
-        config["classes"] = json!(class_names);
-    }
-    let decoder = match &source {
-        Source::Latents(_, manifest) => {
-            config["latents"] = json!({"vae": manifest.vae, "latent_shape": manifest.latent_shape, "classes": manifest.classes});
-            Some((Decoder::open(run.vae.as_deref(), Some(&manifest.vae), manifest.latent_shape, device)?, manifest.vae.clone()))
-        }
-        Source::Images(_) => None,
-    };
-    let config_path = out.join("config.json");
     let latest = latest_state(&out.join("checkpoints"));
-    match (run.resume, &latest) {
-        (false, Some((_, dir))) => {
-            return Err(Error::new(format!(
-                "{} already holds a run (newest state {}); pass --resume to continue it, or choose another --out",
-                out.display(),
-                dir.display()
-            )));
-        }
-        (true, None) => {
-            return Err(Error::new(format!("nothing to resume in {}: it has no checkpoints/state-*", out.display())));
-        }
-        (true, Some(_)) => {
-            let text = std::fs::read_to_string(&config_path).map_err(|e| io_error(&config_path, e))?;
-            let saved: Value = serde_json::from_str(&text).map_err(|e| Error::new(format!("{} is damaged: {e}", config_path.display())))?;
-            let differ = differences(&saved, &config);
-            if !differ.is_empty() {
-                return Err(Error::new(format!(
-                    "the run in {} was started with a different {}; resume it with the options it was started with",
-                    out.display(),
-                    differ.join(", ")
-                )));
-            }
-        }
-        (false, None) if writer => {
-            let mut with_device = config.clone();
-            with_device["device"] = json!(choice);
-            with_device["devices"] = json!(run.devices.len().max(1));
-            with_device["ranks"] = json!(ranks.as_ref().map_or(1, |r| r.count()));
-            write_json(&config_path, &with_device)?;
-            std::fs::write(out.join("metrics.jsonl"), "").map_err(|e| io_error(&out.join("metrics.jsonl"), e))?;
-            // A session killed before its first state may have left writes half done.
-            tidy_interrupted(out, 0)?;
-        }
-        (false, None) => {}
-    }
-
+    let rank_count = ranks.as_ref().map_or(1, |r| r.count());
+    start_or_check_config(run, &config, latest.as_ref().map(|(_, dir)| dir.as_path()), (choice, rank_count), writer)?;
     let train = preset.train.clone();
-    let mut seeds = Rng::new(train.seed);
-    let net = preset.net.init(&mut seeds.fork(), &device.clone().autodiff())?;
-    let (seed, group) = (seeds.next_u64(), method.group());
+    let Seeds { mut weights, data: seed, .. } = Seeds::new(train.seed);
+    let net = preset.net.init(&mut weights, &device.clone().autodiff())?;
+    let group = method.group();
     let mut data: Box<dyn Dataset> = match source {
         Source::Images(images) => Box::new(preset.batches(images, seed, group)?),
         Source::Latents(dir, _) => Box::new(preset.latent_batches(LatentData::open(&dir, seed)?.0, group)?),
@@ -423,27 +408,11 @@ pub fn train_images<M: Method + Serialize + Clone>(
     if run.devices.len() > 1 {
         trainer = trainer.with_devices(run.devices.iter().map(|d| d.clone().autodiff()).collect())?;
     }
-    let rank_count = ranks.as_ref().map(|r| r.count());
     if let Some(ranks) = ranks {
         trainer = trainer.with_ranks(ranks)?;
     }
     if let Some((_, dir)) = latest.filter(|_| run.resume) {
-        let what = dir.display().to_string();
-        let net_file = Tensors::read(&dir.join("net.safetensors"))?;
-        let ids: BTreeMap<String, u64> = net_file
-            .metadata
-            .get("param_ids")
-            .and_then(|t| serde_json::from_str(t).ok())
-            .ok_or_else(|| Error::new(format!("{what}/net.safetensors has no parameter ids")))?;
-        let net = load_named(trainer.net.clone(), &net_file, "", &what, Some(&ids))?;
-        let ema = load_named(trainer.ema.clone(), &Tensors::read(&dir.join("ema.safetensors"))?, "", &what, Some(&ids))?;
-        let progress_path = dir.join("progress.json");
-        let progress: Progress = std::fs::read_to_string(&progress_path)
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .ok_or_else(|| Error::new(format!("{} is missing or damaged", progress_path.display())))?;
-        let optimizer = std::fs::read(dir.join("optimizer.bpk")).map_err(|e| io_error(&dir.join("optimizer.bpk"), e))?;
-        trainer.resume(net, ema, progress, optimizer)?;
+        load_state(&mut trainer, &dir)?;
         data.skip_to(trainer.nimg);
         if writer {
             tidy_interrupted(out, trainer.nimg)?;
@@ -468,7 +437,7 @@ pub fn train_images<M: Method + Serialize + Clone>(
         saved_at: trainer.nimg,
         decoder,
     };
-    let over_ranks = rank_count.map_or(String::new(), |n| format!(" over {n} processes"));
+    let over_ranks = if rank_count > 1 { format!(" over {rank_count} processes") } else { String::new() };
     say(format!(
         "Training {} on {} ({} parameters) for {} images, batch {}, on {:?}{over_ranks}.",
         label,
@@ -542,97 +511,6 @@ fn fit_saving<M: Method + Serialize + Clone>(
     if saver.saved_at != trainer.nimg {
         saver.save(trainer)?;
     }
-    Ok(())
-}
-
-/// What `imm sample` makes.
-pub struct SampleRequest {
-    pub weights: PathBuf,
-    /// Used when the weights file does not say how it was trained (e.g. an export of the official checkpoint).
-    pub preset: Option<ImagePreset>,
-    pub steps: usize,
-    pub sampler: Option<Sampler>,
-    pub grid: Option<Grid>,
-    pub seed: u64,
-    pub count: usize,
-    /// Class of a conditional model: `all` (one grid row per class; the default), an index or a name.
-    pub class: Option<String>,
-    /// Classifier-free guidance scale w (1: none).
-    pub cfg: f64,
-    /// A .png grid or an .npz of uint8 images [N, H, W, C] under `arr_0`.
-    pub out: PathBuf,
-    /// A latent model's VAE, which decodes its samples.
-    pub vae: Option<PathBuf>,
-}
-
-/// Samples a weights file into a PNG grid or an .npz for FID tools.
-pub fn sample(request: &SampleRequest, device: &Device) -> Result<(), Error> {
-    let file = Tensors::read(&request.weights)?;
-    let what = request.weights.display().to_string();
-    if !file.metadata.contains_key("imm") && request.preset.is_none() {
-        return Err(Error::new(format!("{what} does not say which network it holds; pass --preset")));
-    }
-    let mut model = ImageModel::load(&file, &what, request.preset.as_ref(), device)?;
-    model.choose_sampling(request.grid.clone(), request.sampler);
-    model.check_steps(request.steps)?;
-    let classes = model.classes(request.class.as_deref(), GRID_COLUMNS)?;
-    // Guidance on a model without labels fails here, before any sampling.
-    model.condition(classes, request.cfg, 0, 0)?;
-    let (mut c, mut side) = (model.config.in_channels(), model.config.img_resolution());
-    let decoder = latent_vae(&model, request.preset.as_ref()).map(|vae| Decoder::open(request.vae.as_deref(), vae, [c, side, side], device)).transpose()?;
-    let mut images = Vec::new();
-    generate(&model, (classes, request.cfg), request.steps, request.count, request.seed, device, |batch, _| {
-        images.extend(match &decoder {
-            Some(decoder) => decoder.decode(&batch, device)?,
-            None => batch,
-        });
-        Ok(())
-    })?;
-    if let Some(decoder) = &decoder {
-        (c, side) = decoder.image_shape();
-    }
-    let is_npz = request.out.extension().is_some_and(|e| e == "npz");
-    if is_npz {
-        write_atomic(&request.out, &npz_u8(&images, request.count, c, side)?)?;
-    } else {
-        let per_row = GRID_COLUMNS * c * side * side;
-        let rows: Vec<(String, Vec<f32>)> = images.chunks(per_row).map(|r| (String::new(), r.to_vec())).collect();
-        image_grid(&rows, c, side, 2, &request.out)?;
-    }
-    println!("Wrote {} samples ({} step{}) to {}.", request.count, request.steps, if request.steps == 1 { "" } else { "s" }, request.out.display());
-    Ok(())
-}
-
-/// `count` samples in batches, all from one seeded stream of prior noise, of the given classes
-/// with guidance scale w; `each` receives every batch (n x dim values) and the number done.
-pub(crate) fn generate(
-    model: &ImageModel,
-    (classes, guidance): (Option<Classes>, f64),
-    steps: usize,
-    count: usize,
-    seed: u64,
-    device: &Device,
-    mut each: impl FnMut(Vec<f32>, usize) -> Result<(), Error>,
-) -> Result<(), Error> {
-    const BATCH: usize = 256;
-    let dim = model.dim();
-    let mut rng = Rng::new(seed);
-    let mut done = 0;
-    while done < count {
-        let n = BATCH.min(count - done);
-        let z = Tensor::<2>::from_data(TensorData::new(rng.normal_vec(n * dim, model.sigma_data()), [n, dim]), device);
-        let x = model.sample(z, &model.condition(classes, guidance, done, n)?, steps, &mut rng)?;
-        done += n;
-        each(x.into_data().try_into_vec::<f32>().map_err(|e| Error::new(format!("reading samples: {e:?}")))?, done)?;
-    }
-    Ok(())
-}
-
-/// `imm export`: a weights file rewritten in f16 with its card (half the size, for the page).
-pub fn export(weights: &Path, out: &Path) -> Result<(), Error> {
-    let bytes = Tensors::read(weights)?.to_bytes_as(true);
-    write_atomic(out, &bytes)?;
-    println!("Wrote {} ({:.2} MB, f16).", out.display(), bytes.len() as f64 / 1e6);
     Ok(())
 }
 

@@ -10,9 +10,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
 use crate::Error;
-use crate::cli::run_dir::{create_dir, write_atomic, write_json};
+use crate::training::run_dir::{create_dir, write_atomic, write_json};
 use crate::data::folder::{list_image_folder, square};
-use crate::data::latents::{LatentManifest, fingerprint};
+use crate::data::latents::{LatentManifest, LatentNorm, fingerprint};
 use crate::io::safetensors::{Stored, Tensors};
 use crate::networks::Precision;
 use crate::networks::vae::{Vae, VaeConfig};
@@ -36,19 +36,34 @@ pub struct EncodeRequest {
 
 /// A VAE file: diffusers' `AutoencoderKL` weights (the keys at the top level, or under `vae.` or
 /// `param.` as in a golden file), its GroupNorm group count from a `config.json` beside it or the
-/// golden manifest (default 32, Stable Diffusion's), and the file's fingerprint.
+/// golden manifest (the weights do not show it), and the file's fingerprint. Only 4 latent
+/// channels are taken: the latents are normalised with Stable Diffusion's statistics.
 pub fn open_vae(path: &Path, device: &Device) -> Result<(Vae, VaeConfig, String), Error> {
     let what = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| Error::new(format!("cannot read the VAE {what}: {e}")))?;
     let file = Tensors::parse(&bytes, &what)?;
-    let prefix = ["", "vae.", "param."].into_iter().find(|p| file.get(&format!("{p}encoder.conv_in.weight")).is_some()).unwrap_or("");
+    let prefix = ["", "vae.", "param."].into_iter().find(|p| file.get(&format!("{p}encoder.conv_in.weight")).is_some()).ok_or_else(|| {
+        Error::new(format!("{what} is not a diffusers AutoencoderKL file (no encoder.conv_in.weight)"))
+    })?;
     let beside = [path.with_file_name("config.json"), path.with_extension("json")];
     let groups = beside
         .iter()
         .filter_map(|p| serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(p).ok()?).ok())
         .find_map(|v| v["norm_num_groups"].as_u64().or_else(|| v["config"]["norm_num_groups"].as_u64()))
-        .unwrap_or(32) as usize;
+        .ok_or_else(|| {
+            Error::new(format!(
+                "{what}: no config.json beside it gives the VAE's GroupNorm group count (norm_num_groups); \
+                 put the config.json that comes with these weights next to them"
+            ))
+        })? as usize;
     let (vae, config) = Vae::load(&file, prefix, groups, &what, device)?;
+    let channels = LatentNorm::default().scale.len();
+    if config.latent_channels != channels {
+        return Err(Error::new(format!(
+            "{what} has {} latent channels; the latents here are normalised with Stable Diffusion's statistics, for {channels}",
+            config.latent_channels
+        )));
+    }
     Ok((vae, config, fingerprint(bytes)))
 }
 

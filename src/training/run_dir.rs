@@ -124,7 +124,7 @@ impl Terminal {
 }
 
 impl Observer for Terminal {
-    fn on_step<N: Network, M: Method>(&mut self, trainer: &Trainer<N, M>) -> Result<(), Error> {
+    fn on_chunk<N: Network, M: Method>(&mut self, trainer: &Trainer<N, M>) -> Result<(), Error> {
         self.bar.set_position(trainer.nimg);
         Ok(())
     }

@@ -11,8 +11,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::cli::device::DeviceChoice;
-use crate::cli::run_dir::{Terminal, io_error, prepare_dir, write_atomic, write_json};
+use crate::DeviceChoice;
+use crate::training::run_dir::{Terminal, io_error, prepare_dir, write_atomic, write_json};
 use crate::data::Dataset;
 use crate::data::toy::ToyData;
 use crate::evaluation::energy::energy_distance;
@@ -23,7 +23,7 @@ use crate::method::Method;
 use crate::method::precond::Condition;
 use crate::networks::Network;
 use crate::training::presets::Preset;
-use crate::training::trainer::{Trainer, fit};
+use crate::training::trainer::{Seeds, Trainer, fit};
 use crate::{Error, Rng};
 
 /// What to evaluate after training.
@@ -100,10 +100,9 @@ pub fn train_and_evaluate<M: Method + Serialize + Clone + Send>(
     write_json(&out.join("config.json"), &config)?;
 
     let train = preset.train.clone();
-    // Independent streams for the initial weights and the data, both from the run's seed.
-    let mut seeds = Rng::new(train.seed);
-    let net = preset.net.init(&mut seeds.fork(), &device.clone().autodiff());
-    let mut data = ToyData::new(preset.toy, seeds.next_u64());
+    let Seeds { mut weights, data, rest: mut seeds } = Seeds::new(train.seed);
+    let net = preset.net.init(&mut weights, &device.clone().autodiff());
+    let mut data = ToyData::new(preset.toy, data);
     let label = method.name();
     let mut trainer = Trainer::new(net, method.clone(), train.clone())?;
 

@@ -16,15 +16,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::cli::images::{Decoder, generate, latent_vae};
-use crate::cli::run_dir::{write_atomic, write_json};
-use crate::cli::toy::{held_out, sample_steps};
+use crate::evaluation::toy::{held_out, sample_steps};
+use crate::training::decoder::{Decoder, latent_vae};
+use crate::training::run_dir::{write_atomic, write_json};
+use crate::training::sample::generate;
 use crate::data::folder::{list_image_folder, square};
 use crate::data::images::{ImageData, ImageSet, quantize};
 use crate::data::latents::fingerprint;
 use crate::evaluation::classifier::Classifier;
 use crate::evaluation::energy::energy_distance;
-use crate::evaluation::fid::{Gaussian, Moments};
+use crate::evaluation::fid::{Gaussian, Moments, Quality, quality};
 use crate::evaluation::inception::{self, Inception};
 use crate::io::npz::read_floats;
 use crate::io::safetensors::Tensors;
@@ -449,16 +450,10 @@ fn evaluate_images(file: &Tensors, what: String, request: &EvalRequest, device: 
             Ok(())
         })?;
         progress.finish_and_clear();
-        let fid = moments.gaussian()?.frechet_distance(&gaussian)?;
-        let class_accuracy = match (classes, predicted) {
-            (Some(classes), Some(predicted)) => {
-                let wanted = classes.labels(0, request.count, model.label_dim());
-                let right = wanted.index().iter().zip(&predicted).filter(|(w, p)| w == p).count();
-                Some(right as f64 / request.count as f64)
-            }
-            _ => None,
-        };
-        rows.push(EvalRow { steps, value: fid, seconds: start.elapsed().as_secs_f64(), class_accuracy });
+        let wanted = classes.map(|classes| classes.labels(0, request.count, model.label_dim()));
+        let pairs = wanted.as_ref().zip(predicted.as_ref()).map(|(w, p)| (w.index(), p.as_slice()));
+        let Quality { fid, accuracy } = quality(&moments, &gaussian, pairs)?;
+        rows.push(EvalRow { steps, value: fid, seconds: start.elapsed().as_secs_f64(), class_accuracy: accuracy });
     }
     Ok(EvalReport {
         weights: what,

@@ -1,4 +1,7 @@
 //! Benchmarks that print figures (`imm bench ...`); speed targets are checked here, never in tests.
+//! [`counts`]: what a step costs a GPU device, counted by its runtime.
+
+pub mod counts;
 
 use std::time::Instant;
 
@@ -7,7 +10,7 @@ use burn::tensor::{DType, Device, Distribution, Tensor, TensorData};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::cli::counts::{self, Counts};
+use crate::bench::counts::Counts;
 use crate::kernels::mmd::{REFERENCE_CHUNK_BYTES, comparison, mmd_reference_chunked, mmd_with, relative_error};
 use crate::kernels::{Kernels, kernels_for};
 use crate::labels::Labels;
@@ -144,14 +147,21 @@ pub fn train<M: Method + Clone>(preset: &ImagePreset, method: M, batch: usize, i
     let x = Tensor::<2>::random([batch, dim], Distribution::Uniform(-1.0, 1.0), &ad);
     let classes = preset.net.classes();
     let y = (classes > 0).then(|| Classes::All { row: 1 }.labels(0, batch, classes));
-    let mut last = None;
-    let ms = time_ms(device, iters, || last = trainer.step(x.clone(), y.clone()))?;
-    if last.is_none() {
-        return Err(Error::new("the last step's loss was not finite: the benchmark did not train"));
+    // As the training loop runs them: one chunk of steps, one read at its end.
+    let batches = |n: usize| vec![(x.clone(), y.clone()); n];
+    trainer.run_chunk(batches(2))?;
+    sync(device)?;
+    let (reads, start) = (trainer.device_reads(), Instant::now());
+    trainer.run_chunk(batches(iters))?;
+    sync(device)?;
+    let ms = start.elapsed().as_secs_f64() * 1e3 / iters as f64;
+    let reads = (trainer.device_reads() - reads) as f64 / iters as f64;
+    if trainer.skipped().0 > 0 {
+        return Err(Error::new("a step's loss was not finite: the benchmark did not train"));
     }
     let images_per_s = batch as f64 / (ms / 1e3);
     println!(
-        "{} {} ({params} parameters, {}), batch {batch} (accumulate {}, {} device{}): {ms:.1} ms per step, {images_per_s:.1} images/s",
+        "{} {} ({params} parameters, {}), batch {batch} (accumulate {}, {} device{}): {ms:.1} ms per step, {images_per_s:.1} images/s, {reads:.3} device reads per step",
         preset.name,
         method.name(),
         preset.net.precision().name(),
@@ -162,7 +172,7 @@ pub fn train<M: Method + Clone>(preset: &ImagePreset, method: M, batch: usize, i
     Ok(json!({"bench": "train", "preset": preset.name, "method": method.name(), "params": params,
               "precision": preset.net.precision(), "batch": batch,
               "accumulate": preset.train.accumulate, "devices": devices.len(), "iters": iters, "ms_per_step": ms,
-              "images_per_s": images_per_s}))
+              "images_per_s": images_per_s, "reads_per_step": reads}))
 }
 
 /// `imm bench sample`: latency and throughput of sampling a preset's network (random weights
@@ -203,6 +213,8 @@ pub struct LaunchRow {
     pub row: String,
     pub batch: usize,
     pub train: Counts,
+    /// Reads from the device to the host per training step of the training loop, over a chunk.
+    pub reads_per_step: f64,
     pub sample: Counts,
 }
 
@@ -224,12 +236,17 @@ fn launch_row<N: Network, M: Method + Clone>(
     // The page's path: no read of the step's finiteness check.
     let mut step = || {
         let gradients = trainer.gradients(x.clone(), labels.clone());
-        drop(trainer.apply(gradients, true));
+        drop(trainer.apply(gradients));
         Ok(())
     };
     step()?;
     step()?;
     let train = counts::count(device, step)?;
+    // A chunk of the loop at the configuration's log interval (it ends at a record).
+    let steps = trainer.steps_to_record();
+    let reads = trainer.device_reads();
+    trainer.run_chunk(vec![(x.clone(), labels.clone()); steps])?;
+    let reads_per_step = (trainer.device_reads() - reads) as f64 / steps as f64;
     let z = Tensor::<2>::random([batch, dim], Distribution::Normal(0.0, method.sigma_data()), device);
     let condition = Condition { labels, ..Condition::none() };
     let ema = &trainer.ema;
@@ -238,7 +255,7 @@ fn launch_row<N: Network, M: Method + Clone>(
     let mut sample = || Ok(kept.push(method.sample(ema, z.clone(), &condition, 1, &mut Rng::new(0))?));
     sample()?;
     let sample = counts::count(device, sample)?;
-    Ok(LaunchRow { row, batch, train, sample })
+    Ok(LaunchRow { row, batch, train, reads_per_step, sample })
 }
 
 /// `imm bench launches`: kernel launches and buffer reservations of a training step and a sampling
@@ -259,12 +276,13 @@ pub fn launches(device: &Device, images: &[(ImagePreset, usize)], top: usize) ->
         let labels = (classes > 0).then(|| Classes::All { row: 1 }.labels(0, *batch, classes));
         rows.push(launch_row(format!("{}, {}", preset.name, preset.imm.name()), net, preset.imm.clone(), config, dim, labels, device)?);
     }
-    println!("{:<28} {:>6} | {:>9} {:>8} {:>8} {:>10} | {:>9} {:>8} {:>8} {:>10}", "per step", "batch", "launches", "kernels", "buffers", "MB", "launches", "kernels", "buffers", "MB");
-    println!("{:<28} {:>6} | {:^39} | {:^39}", "", "", "training", "sampling (1 step)");
+    println!("{:<28} {:>6} | {:>9} {:>8} {:>8} {:>10} {:>6} | {:>9} {:>8} {:>8} {:>10}", "per step", "batch", "launches", "kernels", "buffers", "MB", "reads", "launches", "kernels", "buffers", "MB");
+    println!("{:<28} {:>6} | {:^46} | {:^39}", "", "", "training", "sampling (1 step)");
     for r in &rows {
         let cells = |c: &Counts| format!("{:>9} {:>8} {:>8} {:>10.2}", c.launches, c.kernels, c.buffers, c.buffer_bytes as f64 / 1e6);
-        println!("{:<28} {:>6} | {} | {}", r.row, r.batch, cells(&r.train), cells(&r.sample));
+        println!("{:<28} {:>6} | {} {:>6.3} | {}", r.row, r.batch, cells(&r.train), r.reads_per_step, cells(&r.sample));
     }
+    println!("reads: the training loop's reads from the device to the host per step, over one chunk of steps");
     for r in rows.iter().filter(|_| top > 0) {
         for (what, c) in [("training", &r.train), ("sampling", &r.sample)] {
             println!("\n{}, {what}: the {top} most launched of {} kernels", r.row, c.kernels);
