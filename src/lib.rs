@@ -102,6 +102,22 @@ pub fn read_error(e: ExecutionError, what: &str) -> Error {
     }
 }
 
+/// The values of `t` as f32, read from its device (blocking); `what` names them in an error.
+pub fn floats<const D: usize>(t: Tensor<D>, what: &str) -> Result<Vec<f32>, Error> {
+    let data = t.try_into_data().map_err(|e| read_error(e, what))?;
+    f32_values(data, what)
+}
+
+/// [`floats`], read asynchronously (the only read WebGPU allows).
+pub async fn floats_async<const D: usize>(t: Tensor<D>, what: &str) -> Result<Vec<f32>, Error> {
+    let data = t.into_data_async().await.map_err(|e| read_error(e, what))?;
+    f32_values(data, what)
+}
+
+fn f32_values(data: TensorData, what: &str) -> Result<Vec<f32>, Error> {
+    data.convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::new(format!("reading {what}: {e:?}")))
+}
+
 /// Per-row f64 values as an f32 tensor of shape [B].
 pub(crate) fn row(values: &[f64], device: &Device) -> Tensor<1> {
     let v: Vec<f32> = values.iter().map(|&v| v as f32).collect();

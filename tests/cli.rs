@@ -90,6 +90,27 @@ fn a_short_run_writes_config_metrics_eval_and_plot() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `--method meanflow` trains through the same run, and its card tells `imm eval` how to sample.
+#[test]
+fn meanflow_runs_and_evaluates_from_its_card() {
+    let dir = scratch("meanflow");
+    let args = ["train", "--preset", "moons", "--method", "meanflow", "--kimg", "2", "--batch", "128", "--eval-samples", "200", "--eval-steps", "1,2"];
+    let out = imm(&args, &dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = dir.join("runs/moons-meanflow");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!((config["method"].as_str(), config["method_config"]["fd_step"].as_f64()), (Some("meanflow"), Some(3e-3)));
+    let out = imm(&["eval", "--weights", "runs/moons-meanflow/ema.safetensors", "--steps", "1,2", "--n", "200", "--json", "e.json", "--device", "cpu"], &dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("e.json")).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.iter().map(|r| r["steps"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2]);
+    assert!(rows.iter().all(|r| r["value"].as_f64().unwrap() > 0.0 && r["value"].as_f64().unwrap() < 1.0), "{rows:?}");
+    let weights = run.join("ema.safetensors").to_string_lossy().into_owned();
+    assert_clean_failure(&["eval", "--weights", &weights, "--sampler", "heun", "--device", "cpu"], "MeanFlow samples with its own uniform steps");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// `--device cuda` says what it lacks: the `cuda` feature in a build without it, else (on a machine
 /// without the toolkit) the CUDA headers it needs.
 #[test]

@@ -187,9 +187,14 @@ fn safetensors_and_snapshot_cards_refuse_damage() {
     });
     // A card of a method this build does not know is refused, not sampled as IMM.
     let mut unknown = valid.clone();
-    unknown.metadata.insert("imm".into(), unknown.metadata["imm"].replace("\"method\":\"imm\"", "\"method\":\"meanflow\""));
+    unknown.metadata.insert("imm".into(), unknown.metadata["imm"].replace("\"method\":\"imm\"", "\"method\":\"shortcut\""));
     let refused = ImageModel::load(&unknown, "file", None, &device).err().expect("refused");
-    assert!(refused.0.contains("trained with the method 'meanflow'"), "{refused}");
+    assert!(refused.0.contains("trained with the method 'shortcut'"), "{refused}");
+    // A known method with another method's settings is refused too.
+    let mut mixed = valid.clone();
+    mixed.metadata.insert("imm".into(), mixed.metadata["imm"].replace("\"method\":\"imm\"", "\"method\":\"meanflow\""));
+    let refused = ImageModel::load(&mixed, "file", None, &device).err().expect("refused");
+    assert!(refused.0.contains("bad method config"), "{refused}");
     // A card that claims a far larger network than the file holds is refused before it is built.
     let mut huge = valid.clone();
     let card = huge.metadata["imm"].replace("\"model_channels\":8", "\"model_channels\":4000000");

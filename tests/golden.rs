@@ -23,6 +23,10 @@ fn cond_path() -> PathBuf {
     path_from("IMM_GOLDEN_COND", "golden_songunet_cond.safetensors")
 }
 
+fn meanflow_path() -> PathBuf {
+    path_from("IMM_GOLDEN_MEANFLOW", "golden_meanflow_small.safetensors")
+}
+
 fn dit_path() -> PathBuf {
     path_from("IMM_GOLDEN_DIT", "golden_dit_small.safetensors")
 }
@@ -257,4 +261,46 @@ fn the_vae_matches_diffusers() {
     assert!(err.0.contains("not a diffusers AutoencoderKL file"), "{err}");
     let err = check_changed_file(&vae_path(), |t| t.tensors.retain(|k, _| !k.contains("decoder.up_blocks.1.resnets.1."))).unwrap_err();
     assert!(err.0.contains("does not fit this network") && err.0.contains("up_blocks.1.resnets.1"), "{err}");
+}
+
+/// MeanFlow on the IMM network: u and the Euler-FM map, the loss and every gradient with the
+/// stored target, du/dt and the target by our central difference against the exact float64
+/// derivative (at time scales 1000 and 1, with r or t - r as the second input), the adaptive weight
+/// and the samplers.
+#[test]
+fn meanflow_matches_the_official_definitions() {
+    let rows = check(&meanflow_path(), &Device::flex()).unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    for key in [
+        "out.u",
+        "out.f_euler_fm",
+        "out.dudt (difference, r < t)",
+        "out.u_tgt_stride (difference)",
+        "out.u_tgt_fd32_ts1",
+        "out.loss_ts1 (difference)",
+        "out.weight_p1_c0.01",
+        "out.sample_4",
+    ] {
+        assert!(names.contains(&key), "{key} was not checked");
+    }
+    let gradients = |prefix: &str, note: &str| rows.iter().filter(|r| r.name.starts_with(prefix) && r.name.ends_with(note)).count();
+    assert!(gradients("grad.", ")") > 50 && gradients("grad_ts1.", "(difference)") > 50, "every gradient is checked");
+    assert_eq!(failures(&rows), Vec::<String>::new());
+}
+
+/// A wrong derivative, or weights that are not the file's, fail the MeanFlow check.
+#[test]
+fn meanflow_catches_a_wrong_derivative_and_changed_weights() {
+    let failed = check_changed(&meanflow_path(), |tensors| {
+        let dudt = tensors.tensors.get_mut("out.dudt_ts1").expect("the derivative at time scale 1");
+        dudt.values.iter_mut().for_each(|v| *v *= 1.01);
+    });
+    assert_eq!(failed.len(), 1, "only du/dt itself: {failed:?}");
+    assert!(failed[0].starts_with("out.dudt_ts1 (difference"), "{failed:?}");
+    let failed = check_changed(&meanflow_path(), |tensors| {
+        tensors.tensors.get_mut("param.dec.32x32_aux_conv.bias").expect("the output conv bias").values[0] += 0.05;
+    });
+    for key in ["out.u ", "out.f_euler_fm", "out.loss_ts1", "out.sample_1"] {
+        assert!(failed.iter().any(|f| f.starts_with(key)), "{key} should fail: {failed:?}");
+    }
 }

@@ -16,6 +16,7 @@ const state = {
   drawn: [],
   models: [], // the pretrained image models' cards
   toys: [], // the pretrained 2D networks' cards
+  trainPresets: [], // the networks the tab trains, with their settings (Rust's ImageTrainer.presets)
   imageTrainer: null, // the preset of the worker's image trainer, if it holds one
   imageRecords: [], // its metrics records
   model: null, // the pretrained model shown, by file name
@@ -211,6 +212,12 @@ worker.onmessage = ({ data: msg }) => {
       showHyper(msg.hyper);
       state.net = msg.net;
       $('image-preset').append(...msg.imagePresets.map((p) => new Option(p, p)));
+      // The networks the tab trains, and how, are Rust's (ImageTrainer.presets).
+      state.trainPresets = msg.trainPresets;
+      $('image-train-preset').replaceChildren(
+        ...msg.trainPresets.map((p) => new Option(`${p.name} (${p.conditional ? 'class-conditional' : 'unconditional'})`, p.name)),
+      );
+      describeTraining();
       state.ready = true;
       document.body.classList.add('ready');
       loadModels();
@@ -474,7 +481,7 @@ $('image-train').onclick = async () => {
     return;
   }
   try {
-    const withLabels = preset === 'mnist-cond-tiny';
+    const withLabels = trainPreset().conditional;
     const [images, labels] = await Promise.all([download(TRAIN_IMAGES), withLabels ? download(TRAIN_LABELS) : null]);
     startImageTraining(images, preset, labels);
   } catch (e) {
@@ -482,10 +489,15 @@ $('image-train').onclick = async () => {
   }
 };
 
+function trainPreset() {
+  return state.trainPresets.find((p) => p.name === $('image-train-preset').value);
+}
+
 function describeTraining() {
-  const preset = $('image-train-preset').value;
-  const labels = preset === 'mnist-cond-tiny' ? ' and their labels' : '';
-  $('image-train-status').textContent = `${preset}'s network, IMM with M = 4, batch 16, on 4,096 MNIST images${labels}, in this tab`;
+  const p = trainPreset();
+  const labels = p.conditional ? ' and their labels' : '';
+  $('image-train-status').textContent =
+    `${p.name}'s network, ${p.method} with M = ${p.particles}, k = ${p.k}, batch ${p.batch}, on 4,096 MNIST images${labels}, in this tab`;
 }
 $('image-train-preset').onchange = () => {
   if (!state.imageTrainer) describeTraining();

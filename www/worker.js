@@ -171,7 +171,8 @@ self.onmessage = ({ data: msg }) => {
         }
         view = { ...view, ...msg.view };
         const limits = JSON.parse(wasm.Playground.limits());
-        post({ type: 'ready', toys: wasm.Playground.toys(), imagePresets: wasm.ImageModel.presets(), hyper: JSON.parse(playground.getHyper()), net, limits });
+        const trainPresets = JSON.parse(wasm.ImageTrainer.presets());
+        post({ type: 'ready', toys: wasm.Playground.toys(), imagePresets: wasm.ImageModel.presets(), trainPresets, hyper: JSON.parse(playground.getHyper()), net, limits });
         await sample();
       });
       break;

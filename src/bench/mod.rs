@@ -30,11 +30,6 @@ fn sync(device: &Device) -> Result<(), Error> {
     device.sync().map_err(|e| Error::new(format!("device error: {e}")))
 }
 
-fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, Error> {
-    let data = t.try_into_data().map_err(|e| crate::read_error(e, "a result"))?;
-    data.convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::new(format!("{e:?}")))
-}
-
 /// Mean milliseconds of `run` over `iters` calls after two warm-up calls, the device drained.
 fn time_ms(device: &Device, iters: usize, mut run: impl FnMut()) -> Result<f64, Error> {
     for _ in 0..2 {
@@ -87,8 +82,8 @@ pub fn mmd(device: &Device, shape: [usize; 3], iters: usize) -> Result<serde_jso
     let mut checks = Vec::new();
     for &kernels in &implementations {
         let c = comparison(device, shape, 0, kernels);
-        let e_value = relative_error(&read(c.fused.0)?, &read(c.reference.0)?);
-        let e_grad = relative_error(&read(c.fused.1)?, &read(c.reference.1)?);
+        let e_value = relative_error(&crate::floats(c.fused.0, "the fused MMD")?, &crate::floats(c.reference.0, "the reference MMD")?);
+        let e_grad = relative_error(&crate::floats(c.fused.1, "the fused MMD's gradient")?, &crate::floats(c.reference.1, "the reference MMD's gradient")?);
         println!("check of {kernels:?} against the reference: relative error {e_value:.2e} (values), {e_grad:.2e} (gradients)");
         checks.push(json!({"kernels": format!("{kernels:?}"), "error_values": e_value, "error_gradients": e_grad}));
         if e_value > MMD_TOLERANCE || e_grad > MMD_TOLERANCE {

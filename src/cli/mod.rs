@@ -16,12 +16,14 @@ use crate::training::run_dir::write_json;
 use crate::training::sample::{SampleRequest, export, sample};
 use crate::{DeviceChoice, Error};
 use crate::io::safetensors::Tensors;
-use crate::method::Method;
+use crate::method::consistency::Consistency;
+use crate::method::meanflow::MeanFlow;
+use crate::method::shortcut::Shortcut;
 use crate::method::precond::TimeInput;
 use crate::method::sampler::{Grid, Sampler};
-use crate::method::{flow_matching::FlowMatching, imm::Imm};
+use crate::method::{AnyMethod, Method, flow_matching::FlowMatching, imm::Imm};
 use crate::networks::Precision;
-use crate::training::image_model::{ImageModel, Sampling};
+use crate::training::image_model::ImageModel;
 use crate::training::presets::{IMAGE_PRESETS, ImagePreset, Preset, image_preset, names, preset};
 use crate::training::ranks::{Ranks, launched_local_rank, launched_rank, launched_ranks};
 use crate::training::trainer::TrainConfig;
@@ -105,7 +107,8 @@ enum Command {
         /// Sampling steps.
         #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = positive_usize)]
         steps: usize,
-        /// IMM sampler [default: the one the model was trained with].
+        /// Sampler: pushforward or restart (IMM), euler or heun (flow matching) [default: the one the
+        /// model was trained with].
         #[arg(long, value_enum)]
         sampler: Option<Sampler>,
         /// Sampling times: uniform, edm, or eta:V1,... (the paper's CIFAR-10 2 steps: eta:1.4).
@@ -141,7 +144,8 @@ enum Command {
         /// Sampling step counts, comma-separated.
         #[arg(long, default_value = "1,2,4,8", allow_hyphen_values = true, value_parser = step_list)]
         steps: StepList,
-        /// IMM sampler [default: the one the model was trained with].
+        /// Sampler: pushforward or restart (IMM), euler or heun (flow matching) [default: the one the
+        /// model was trained with].
         #[arg(long, value_enum)]
         sampler: Option<Sampler>,
         /// Sampling times: uniform, edm, or eta:V1,... (the paper's CIFAR-10 2 steps: eta:1.4).
@@ -387,8 +391,28 @@ enum DataName {
 enum MethodName {
     /// Inductive Moment Matching.
     Imm,
-    /// Conditional flow matching with an Euler sampler (the baseline).
+    /// Conditional flow matching (the baseline), sampled with Euler steps or `--sampler heun`.
     Fm,
+    /// MeanFlow (Geng et al. 2025) on the same network: the mean velocity over [r, t].
+    Meanflow,
+    /// Consistency training (ECT / iCT) on the same network: the one-step map at two times.
+    Ct,
+    /// Shortcut models (Frans et al. 2024) on the same network: the step size as an input.
+    Shortcut,
+}
+
+impl MethodName {
+    /// The method with a preset's settings (the other methods' from their papers, on flow
+    /// matching's network and times) for a run of `total_nimg` images.
+    fn with(self, imm: &Imm, fm: &FlowMatching, total_nimg: u64) -> AnyMethod {
+        match self {
+            MethodName::Imm => AnyMethod::Imm(imm.clone()),
+            MethodName::Fm => AnyMethod::Fm(fm.clone()),
+            MethodName::Meanflow => AnyMethod::MeanFlow(MeanFlow::on(&fm.precond)),
+            MethodName::Ct => AnyMethod::Consistency(Consistency::on(&fm.precond, fm.t_max, fm.grid.clone(), total_nimg)),
+            MethodName::Shortcut => AnyMethod::Shortcut(Shortcut::on(&fm.precond)),
+        }
+    }
 }
 
 /// Overrides of the preset, and evaluation settings.
@@ -424,7 +448,8 @@ struct Options {
     /// Largest time T (below 1).
     #[arg(long = "t-max", allow_negative_numbers = true)]
     t_max: Option<f64>,
-    /// IMM sampler used in the evaluation.
+    /// Sampler of the evaluation: pushforward or restart (IMM), heun (flow matching; euler is its
+    /// pushforward).
     #[arg(long, value_enum)]
     sampler: Option<Sampler>,
     /// Sampling times: uniform, edm, or eta:V1,V2,... (explicit intermediate etas, one fewer than steps).
@@ -516,7 +541,11 @@ impl Options {
         imm.times.eps = self.eps.unwrap_or(imm.times.eps);
         imm.times.t_max = self.t_max.unwrap_or(imm.times.t_max);
         (fm.eps, fm.t_max) = (imm.times.eps, imm.times.t_max);
-        imm.sampler = self.sampler.unwrap_or(imm.sampler);
+        match self.sampler {
+            Some(Sampler::Heun) => fm.sampler = Sampler::Heun,
+            Some(sampler) => imm.sampler = sampler,
+            None => {}
+        }
         if let Some(grid) = &self.grid {
             (imm.grid, fm.grid) = (grid.clone(), grid.clone());
         }
@@ -623,10 +652,7 @@ fn train(command: Command) -> Result<(), Error> {
     let Command::Train { preset: name, method, out, data_dir, vae, image_folder, labels, resume, accumulate, devices, precision, snapshot_kimg, options } = command else {
         unreachable!("called for train")
     };
-    let method_name = match method {
-        MethodName::Imm => "imm",
-        MethodName::Fm => "fm",
-    };
+    let method_name = method.to_possible_value().expect("every method has a name").get_name().to_string();
     let default_out = || PathBuf::from(format!("runs/{name}-{method_name}"));
     if let Some(p) = image_preset(&name) {
         let mut p = options.apply_image(p, accumulate, precision)?;
@@ -647,10 +673,7 @@ fn train(command: Command) -> Result<(), Error> {
         let steps = options.eval_steps.0.clone();
         let run = ImageRun { out: out.unwrap_or_else(default_out), data_dir, image_folder, resume, steps, devices: all.clone(), vae };
         let ranks = start_ranks()?;
-        return match method {
-            MethodName::Imm => train_images(&p, p.imm.clone(), device, &run, ranks),
-            MethodName::Fm => train_images(&p, p.fm.clone(), device, &run, ranks),
-        };
+        return train_images(&p, method.with(&p.imm, &p.fm, p.train.total_nimg), device, &run, ranks);
     }
     if launched_ranks().is_some_and(|n| n > 1) {
         return Err(Error::new("training across processes (mpirun, srun) applies to image presets only"));
@@ -666,10 +689,7 @@ fn train(command: Command) -> Result<(), Error> {
     let choice = options.device.unwrap_or(DeviceChoice::Cpu);
     let (device, choice) = choice.device()?;
     let device = (&device, choice);
-    let outcome = match method {
-        MethodName::Imm => train_and_evaluate(&p, p.imm.clone(), device, &eval, &out)?,
-        MethodName::Fm => train_and_evaluate(&p, p.fm.clone(), device, &eval, &out)?,
-    };
+    let outcome = train_and_evaluate(&p, method.with(&p.imm, &p.fm, p.train.total_nimg), device, &eval, &out)?;
     println!("Energy distance to held-out data (floor {:.5}):", outcome.floor);
     for (k, e) in &outcome.energy {
         println!("{k:>3} step{}  {e:.5}", if *k == 1 { " " } else { "s" });
@@ -720,10 +740,7 @@ fn bench(what: Bench) -> Result<(), Error> {
             p.net = p.net.with_precision(precision);
             let batch = batch.unwrap_or(p.train.batch);
             let devices = device.devices(0, devices)?.0;
-            let figures = match method {
-                MethodName::Imm => bench::train(&p, p.imm.clone(), batch, iters, &devices)?,
-                MethodName::Fm => bench::train(&p, p.fm.clone(), batch, iters, &devices)?,
-            };
+            let figures = bench::train(&p, method.with(&p.imm, &p.fm, p.train.total_nimg), batch, iters, &devices)?;
             json.map_or(Ok(()), |path| write_json(&path, &figures))
         }
         Bench::Sample { preset: name, weights, batches, steps, timing: Timing { precision, iters, json, device } } => {
@@ -733,7 +750,7 @@ fn bench(what: Bench) -> Result<(), Error> {
                 Some(path) => ImageModel::load(&Tensors::read(&path)?, &path.display().to_string(), None, &device)?,
                 None => {
                     let p = named_image_preset(&name)?;
-                    ImageModel::untrained(&p, Sampling::Imm(p.imm.clone()), &device)?
+                    ImageModel::untrained(&p, AnyMethod::Imm(p.imm.clone()), &device)?
                 }
             }
             .with_precision(precision);

@@ -12,6 +12,8 @@ use crate::data::latents::LatentNorm;
 use crate::io::safetensors::{Stored, Tensors};
 use crate::io::weights::{load_named, named_grads};
 use crate::method::loss::{GroupTimes, imm_loss};
+use crate::method::meanflow::{MeanFlow, mean_velocity, meanflow_loss, meanflow_target};
+use crate::method::Method;
 use crate::method::precond::{Condition, Parameterization, Precond, TimeInput};
 use crate::method::sampler::{Grid, pushforward, restart};
 use crate::method::schedule::{Schedule, Times};
@@ -196,9 +198,12 @@ pub fn check(path: &Path, device: &Device) -> Result<Vec<Row>, Error> {
         return Err(Error::new(format!("golden schedule '{schedule_name}' is not supported (OT-FM only)")));
     }
     match golden.manifest["network"].as_str().unwrap_or("SongUNet") {
-        "SongUNet" => {
+        network if network.starts_with("SongUNet") => {
             let net = golden.config()?.init(&mut Rng::new(0), &device.clone().autodiff())?;
             let net: SongUNet = load_named(net, &golden.tensors, "param.", &golden.what, None)?;
+            if golden.tensors.get("out.u_tgt").is_some() {
+                return compare_meanflow(&golden, net, device);
+            }
             compare_all(&golden, net, device)
         }
         "DiT" => {
@@ -341,13 +346,7 @@ fn compare_all<N: Network>(golden: &Golden, net: N, device: &Device) -> Result<V
         }
         if p == &edm {
             rows.push(compare("out.w", &terms.weight, &golden.get("out.w")?.values, TOL_OUTPUT));
-            let grads = GradientsParams::from_grads(terms.loss.backward(), &net);
-            let ours = named_grads(&net, &grads);
-            for (key, stored) in golden.tensors.tensors.range("grad.".to_string()..) {
-                let Some(param) = key.strip_prefix("grad.") else { break };
-                let ours: Vec<f64> = ours.get(param).map_or(Vec::new(), |g| g.values.iter().map(|&v| v as f64).collect());
-                rows.push(compare(key, &ours, &stored.values, TOL_GRAD));
-            }
+            rows.extend(compare_grads(golden, &net, terms.loss, "grad.", "", TOL_GRAD));
         }
     }
 
@@ -368,6 +367,113 @@ fn compare_all<N: Network>(golden: &Golden, net: N, device: &Device) -> Result<V
         rows.extend(compare_latent_norm(golden)?);
     }
     Ok(rows)
+}
+
+/// d loss / d params against the stored `<prefix><name>` tensors; `note` tells rows apart.
+fn compare_grads<N: Network>(golden: &Golden, net: &N, loss: Tensor<1>, prefix: &str, note: &str, tol: f64) -> Vec<Row> {
+    let grads = GradientsParams::from_grads(loss.backward(), net);
+    let ours = named_grads(net, &grads);
+    let mut rows = Vec::new();
+    for (key, stored) in golden.tensors.tensors.range(prefix.to_string()..) {
+        let Some(param) = key.strip_prefix(prefix) else { break };
+        let ours: Vec<f64> = ours.get(param).map_or(Vec::new(), |g| g.values.iter().map(|&v| v as f64).collect());
+        rows.push(compare(&format!("{key}{note}"), &ours, &stored.values, tol));
+    }
+    rows
+}
+
+/// MeanFlow on the IMM network (golden README, "MeanFlow"): the interpolant, u and the Euler-FM
+/// map, each time variant's loss (with the stored target and with our difference) and its
+/// gradients, the adaptive weight with the ImageNet constants, and the samplers.
+fn compare_meanflow<N: Network>(golden: &Golden, net: N, device: &Device) -> Result<Vec<Row>, Error> {
+    let eval = net.valid();
+    let (t, r) = (golden.f64s("in.t")?, golden.f64s("in.r")?);
+    let (x, eps) = (golden.batch("in.x", None, device)?, golden.batch("in.eps", None, device)?);
+    let z_t = Schedule::OtFm.interpolate(x.clone(), eps.clone(), &t);
+    let v = eps - x;
+    let mut rows = vec![
+        compare("out.z_t", &values(z_t.clone()), &golden.get("out.z_t")?.values, TOL_OUTPUT),
+        compare("out.v", &values(v.clone()), &golden.get("out.v")?.values, TOL_OUTPUT),
+    ];
+    let base = golden.precond(Parameterization::EulerFm)?;
+    let f = base.f(&eval, z_t.clone(), &r, &t, &Condition::none());
+    rows.push(compare("out.f_euler_fm", &values(f), &golden.get("out.f_euler_fm")?.values, TOL_OUTPUT));
+    // The steps with which a float32 difference is closest to the exact du/dt, and the README's
+    // tolerances for them (du/dt, the target, the gradients through it).
+    let variants = [
+        ("", base.clone(), 3e-5, [5e-3, 2e-3, 3e-2]),
+        ("_stride", Precond { time_input: TimeInput::Stride, ..base.clone() }, 3e-5, [5e-3, 2e-3, 3e-2]),
+        ("_ts1", Precond { time_scale: 1.0, ..base.clone() }, 3e-3, [5e-4, 1e-4, 1e-3]),
+    ];
+    for (suffix, precond, h, tols) in variants {
+        if golden.tensors.get(&format!("out.u{suffix}")).is_some() {
+            rows.extend(compare_meanflow_variant(golden, &net, &precond, suffix, h, tols)?);
+        }
+    }
+    let method = MeanFlow { precond: base.clone(), ..MeanFlow::on(&base) };
+    let z = golden.batch("in.z", None, device)?;
+    for steps in [1, 2, 4] {
+        let key = format!("out.sample_{steps}");
+        let Some(stored) = golden.tensors.get(&key) else { continue };
+        let sample = method.sample(&eval, z.clone(), &Condition::none(), steps, &mut Rng::new(0))?;
+        rows.push(compare(&key, &values(sample), &stored.values, TOL_OUTPUT));
+    }
+    Ok(rows)
+}
+
+/// One time variant of MeanFlow's golden values (`suffix`: none, `_stride`, `_ts1`): u, du/dt and
+/// the target by a central difference with step `h` (`tols`: du/dt over the r < t samples, the
+/// target, the gradients through it), and the loss and gradients with the stored target.
+fn compare_meanflow_variant<N: Network>(golden: &Golden, net: &N, precond: &Precond, suffix: &str, h: f64, tols: [f64; 3]) -> Result<Vec<Row>, Error> {
+    let ad = net.devices()[0].clone();
+    let eval = net.valid();
+    let (t, r) = (golden.f64s("in.t")?, golden.f64s("in.r")?);
+    let (x, eps) = (golden.batch("in.x", None, &ad)?, golden.batch("in.eps", None, &ad)?);
+    let z_t = Schedule::OtFm.interpolate(x.clone(), eps.clone(), &t);
+    let get = |key: &str| golden.get(&format!("out.{key}{suffix}"));
+    let mut rows = Vec::new();
+    let u = mean_velocity(&eval, precond, z_t.clone().inner(), &r, &t, None);
+    rows.push(compare(&format!("out.u{suffix}"), &values(u), &get("u")?.values, TOL_OUTPUT));
+
+    let (dudt, u_tgt) = meanflow_target(&eval, precond, z_t.clone().inner(), (eps - x).inner(), &r, &t, None, h);
+    let d = z_t.dims()[1];
+    let moving = |all: Vec<f64>| -> Vec<f64> { (0..t.len()).filter(|&i| r[i] < t[i]).flat_map(|i| all[i * d..(i + 1) * d].to_vec()).collect() };
+    let stored_dudt: Vec<f64> = get("dudt")?.values.iter().map(|&v| v as f64).collect();
+    let stored_dudt: Vec<f32> = moving(stored_dudt).into_iter().map(|v| v as f32).collect();
+    rows.push(compare(&format!("out.dudt{suffix} (difference, r < t)"), &moving(values(dudt)), &stored_dudt, tols[0]));
+    rows.push(compare(&format!("out.u_tgt{suffix} (difference)"), &values(u_tgt.clone()), &get("u_tgt")?.values, tols[1]));
+    if let Ok(fd32) = get("u_tgt_fd32") {
+        rows.push(compare(&format!("out.u_tgt_fd32{suffix}"), &values(u_tgt.clone()), &fd32.values, tols[1]));
+    }
+    let (p, c) = (golden.number("norm_p")?, golden.number("norm_eps")?);
+    let grads_key = format!("grad{suffix}.");
+    let with_difference = meanflow_loss(net, precond, z_t.clone(), &r, &t, None, u_tgt, (p, c)).loss;
+    rows.push(compare(&format!("out.loss{suffix} (difference)"), &[scalar(&with_difference)], &get("loss")?.values, TOL_OUTPUT));
+    rows.extend(compare_grads(golden, net, with_difference, &grads_key, " (difference)", tols[2]));
+
+    let stored = golden.batch(&format!("out.u_tgt{suffix}"), None, &eval.devices()[0])?;
+    let terms = meanflow_loss(net, precond, z_t.clone(), &r, &t, None, stored.clone(), (p, c));
+    rows.push(compare(&format!("out.loss{suffix}"), &[scalar(&terms.loss)], &get("loss")?.values, TOL_OUTPUT));
+    if let (Ok(per_sample), Ok(weight)) = (get("loss_per_sample"), get("weight")) {
+        rows.push(compare(&format!("out.loss_per_sample{suffix}"), &vector(terms.per_sample.clone()), &per_sample.values, TOL_OUTPUT));
+        rows.push(compare(&format!("out.weight{suffix}"), &vector(terms.weight.clone()), &weight.values, TOL_OUTPUT));
+    }
+    rows.extend(compare_grads(golden, net, terms.loss, &grads_key, "", TOL_GRAD));
+    if suffix.is_empty() {
+        let terms = meanflow_loss(net, precond, z_t, &r, &t, None, stored, (1.0, 0.01));
+        rows.push(compare("out.weight_p1_c0.01", &vector(terms.weight), &golden.get("out.weight_p1_c0.01")?.values, TOL_OUTPUT));
+        rows.push(compare("out.loss_p1_c0.01", &[scalar(&terms.loss)], &golden.get("out.loss_p1_c0.01")?.values, TOL_OUTPUT));
+    }
+    Ok(rows)
+}
+
+fn scalar(t: &Tensor<1>) -> f64 {
+    t.clone().inner().into_scalar::<f32>() as f64
+}
+
+fn vector(t: Tensor<1>) -> Vec<f64> {
+    let n = t.dims()[0];
+    values(t.inner().reshape([1, n]))
 }
 
 /// The official encoder wrapper's latents from stored posteriors and noise, and back.

@@ -32,7 +32,7 @@ use crate::io::safetensors::Tensors;
 use crate::io::weights::load_named;
 use crate::method::Method;
 use crate::method::sampler::{Grid, Sampler};
-use crate::method::{flow_matching::FlowMatching, imm::Imm};
+use crate::method::AnyMethod;
 use crate::networks::mlp::{Mlp, MlpConfig};
 use crate::training::image_model::ImageModel;
 use crate::training::presets::{ImagePreset, Preset, image_preset, preset};
@@ -163,7 +163,7 @@ impl Extractor {
                 Self::Inception(net) => net.features(x),
                 Self::Classifier(net, _) => net.features(x),
             };
-            out.extend(f.into_data().try_into_vec::<f32>().map_err(|e| Error::new(format!("reading features: {e:?}")))?);
+            out.extend(crate::floats(f, "features")?);
         }
         Ok(out)
     }
@@ -330,20 +330,9 @@ fn evaluate_2d(file: &Tensors, what: &str, card: &Value, p: &Preset, request: &E
     let bad = |e: serde_json::Error| Error::new(format!("{what}: bad card: {e}"));
     let config: MlpConfig = serde_json::from_value(card["net"].clone()).map_err(bad)?;
     let net = load_named(config.init(&mut Rng::new(0), device), file, "", what, None)?;
-    let settings = card["method_config"].clone();
-    let samples = match card["method"].as_str() {
-        Some("fm") => {
-            let mut fm: FlowMatching = serde_json::from_value(settings).map_err(bad)?;
-            fm.grid = request.grid.clone().unwrap_or(fm.grid);
-            timed_samples(&fm, &net, request, device)?
-        }
-        _ => {
-            let mut imm: Imm = serde_json::from_value(settings).map_err(bad)?;
-            imm.grid = request.grid.clone().unwrap_or(imm.grid);
-            imm.sampler = request.sampler.unwrap_or(imm.sampler);
-            timed_samples(&imm, &net, request, device)?
-        }
-    };
+    let mut method = AnyMethod::from_card(card["method"].as_str(), card["method_config"].clone(), what)?;
+    method.choose_sampling(request.grid.clone(), request.sampler)?;
+    let samples = timed_samples(&method, &net, request, device)?;
     let (held_out, floor) = held_out(p, request.count);
     let rows = samples
         .into_iter()
@@ -378,7 +367,7 @@ fn timed_samples<M: Method>(method: &M, net: &Mlp, request: &EvalRequest, device
 
 fn evaluate_images(file: &Tensors, what: String, request: &EvalRequest, device: &Device) -> Result<EvalReport, Error> {
     let mut model = ImageModel::load(file, &what, request.preset.as_ref(), device)?;
-    model.choose_sampling(request.grid.clone(), request.sampler);
+    model.method.choose_sampling(request.grid.clone(), request.sampler)?;
     let data = match (&model.card, &request.preset) {
         (Some(card), _) => card["preset"].as_str().and_then(image_preset).map(|p| p.data),
         (None, Some(p)) => Some(p.data),

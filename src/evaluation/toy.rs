@@ -72,7 +72,7 @@ pub fn sample_steps<N: Network, M: Method>(
     for &k in steps {
         let z = Tensor::<2>::from_data(TensorData::new(z.clone(), [n, 2]), device);
         let x = method.sample(net, z, &Condition::none(), k, &mut rng)?;
-        let values = x.into_data().try_into_vec::<f32>().map_err(|e| Error::new(format!("reading samples: {e:?}")))?;
+        let values = crate::floats(x, "samples")?;
         out.insert(k, values);
     }
     Ok(out)

@@ -36,6 +36,9 @@ impl Imm {
         if !(self.a.is_finite() && self.b.is_finite()) {
             return Err(Error::new(format!("the weighting's a and b must be finite, got a = {} and b = {}", self.a, self.b)));
         }
+        if self.sampler == Sampler::Heun {
+            return Err(Error::new("IMM samples with pushforward or restart jumps; heun is flow matching's"));
+        }
         Ok(())
     }
 
@@ -101,7 +104,7 @@ impl Method for Imm {
             y
         };
         match self.sampler {
-            Sampler::Pushforward => drop(pushforward(z, &ts, jump)),
+            Sampler::Pushforward | Sampler::Heun => drop(pushforward(z, &ts, jump)),
             Sampler::Restart => {
                 let like = z.clone();
                 drop(restart(z, &ts, self.precond.schedule, jump, |_| gaussian(&like, self.precond.sigma_data, rng)));

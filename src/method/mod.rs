@@ -1,19 +1,29 @@
-//! The method: how IMM (and the flow-matching baseline) train and sample, in the paper's symbols.
-//! [`schedule`] (interpolants and time maths), [`precond`] (the parameterisation of f_{s,t}),
-//! [`loss`] (IMM's MMD loss, flow matching's regression), [`sampler`] (pushforward, restart,
-//! grids), and the two [`Method`]s the trainer runs: [`imm::Imm`] and
-//! [`flow_matching::FlowMatching`].
+//! The method: how IMM and the few-step methods it is compared with train and sample, in the
+//! papers' symbols. [`schedule`] (interpolants and time maths), [`precond`] (the parameterisation
+//! of f_{s,t}), [`loss`] (IMM's MMD loss, flow matching's regression), [`sampler`] (pushforward,
+//! restart, grids), and the [`Method`]s the trainer runs: [`imm::Imm`],
+//! [`flow_matching::FlowMatching`] and [`meanflow::MeanFlow`].
 
 use burn::tensor::{Tensor, TensorData};
+use serde::Serialize;
 
-use crate::networks::Network;
+use crate::method::consistency::Consistency;
+use crate::method::flow_matching::FlowMatching;
+use crate::method::imm::Imm;
+use crate::method::meanflow::MeanFlow;
 use crate::method::precond::Condition;
+use crate::method::sampler::{Grid, Sampler};
+use crate::method::shortcut::Shortcut;
+use crate::networks::Network;
 use crate::{Error, Labels, Rng};
 
+pub mod consistency;
 pub mod flow_matching;
 pub mod imm;
 pub mod loss;
+pub mod meanflow;
 pub mod precond;
+pub mod shortcut;
 pub mod sampler;
 pub mod schedule;
 
@@ -37,6 +47,10 @@ pub trait Method: Sync {
     fn group(&self) -> usize {
         1
     }
+
+    /// Called before each step with the images trained so far, for a method whose loss follows
+    /// a schedule over training (consistency training's shrinking gap).
+    fn at_nimg(&mut self, _nimg: u64) {}
 
     /// One stochastic estimate of the loss on a batch of data with class labels y, drawing times
     /// and noise from `rng`.
@@ -71,3 +85,118 @@ pub(crate) fn gaussian(like: &Tensor<2>, std: f64, rng: &mut Rng) -> Tensor<2> {
     Tensor::from_data(TensorData::new(rng.normal_vec(b * d, std), [b, d]), &like.device())
 }
 
+
+/// One of the methods, as a card or the command line names it: what a model trains and samples
+/// with. Serialises as the method's own settings (a card's `method_config`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum AnyMethod {
+    Imm(Imm),
+    Fm(FlowMatching),
+    MeanFlow(MeanFlow),
+    Consistency(Consistency),
+    Shortcut(Shortcut),
+}
+
+/// `$body` with `$m` bound to the method inside `$any`.
+macro_rules! each {
+    ($any:expr, $m:ident => $body:expr) => {
+        match $any {
+            AnyMethod::Imm($m) => $body,
+            AnyMethod::Fm($m) => $body,
+            AnyMethod::MeanFlow($m) => $body,
+            AnyMethod::Consistency($m) => $body,
+            AnyMethod::Shortcut($m) => $body,
+        }
+    };
+}
+
+impl AnyMethod {
+    /// The names [`AnyMethod::from_card`] knows.
+    pub const NAMES: [&str; 5] = ["imm", "fm", "meanflow", "ct", "shortcut"];
+
+    /// The method a card names (`method`) with its settings (`method_config`); `what` names the
+    /// file in errors.
+    pub fn from_card(name: Option<&str>, settings: serde_json::Value, what: &str) -> Result<Self, Error> {
+        let bad = |e: serde_json::Error| Error::new(format!("{what}: bad method config: {e}"));
+        let method = match name {
+            Some("imm") => AnyMethod::Imm(serde_json::from_value(settings).map_err(bad)?),
+            Some("fm") => AnyMethod::Fm(serde_json::from_value(settings).map_err(bad)?),
+            Some("meanflow") => AnyMethod::MeanFlow(serde_json::from_value(settings).map_err(bad)?),
+            Some("ct") => AnyMethod::Consistency(serde_json::from_value(settings).map_err(bad)?),
+            Some("shortcut") => AnyMethod::Shortcut(serde_json::from_value(settings).map_err(bad)?),
+            other => {
+                return Err(Error::new(format!(
+                    "{what} was trained with the method {}, which this imm cannot sample (it knows {})",
+                    other.map_or_else(|| "that its card does not name".to_string(), |m| format!("'{m}'")),
+                    Self::NAMES.join(", ")
+                )));
+            }
+        };
+        method.validate().map_err(|e| Error::new(format!("{what}: bad method config: {e}")))?;
+        Ok(method)
+    }
+
+    pub fn validate(&self) -> Result<(), Error> {
+        each!(self, m => m.validate())
+    }
+
+    /// Replaces the sampling times and the sampler by the given ones; fails for a sampler the
+    /// method does not have. MeanFlow's and shortcut models' uniform steps from 1 to 0 are part
+    /// of their definitions; consistency models jump to the data and re-noise.
+    pub fn choose_sampling(&mut self, grid: Option<Grid>, sampler: Option<Sampler>) -> Result<(), Error> {
+        match self {
+            AnyMethod::Imm(imm) => {
+                imm.grid = grid.unwrap_or(imm.grid.clone());
+                imm.sampler = sampler.unwrap_or(imm.sampler);
+            }
+            AnyMethod::Fm(fm) => {
+                fm.grid = grid.unwrap_or(fm.grid.clone());
+                fm.sampler = sampler.unwrap_or(fm.sampler);
+            }
+            AnyMethod::MeanFlow(_) | AnyMethod::Shortcut(_) if sampler.is_some_and(|s| s != Sampler::Pushforward) => {
+                return Err(Error::new(format!("{} samples with its own uniform steps (pushforward) only", self.name())));
+            }
+            AnyMethod::Consistency(_) if sampler.is_some_and(|s| s != Sampler::Restart) => {
+                return Err(Error::new("consistency models sample by jumping to the data and re-noising (restart) only"));
+            }
+            AnyMethod::Consistency(ct) => ct.grid = grid.unwrap_or(ct.grid.clone()),
+            AnyMethod::MeanFlow(_) | AnyMethod::Shortcut(_) => {}
+        }
+        self.validate()
+    }
+}
+
+impl Method for AnyMethod {
+    fn name(&self) -> &'static str {
+        each!(self, m => m.name())
+    }
+
+    fn check_batch(&self, batch: usize) -> Result<(), Error> {
+        each!(self, m => m.check_batch(batch))
+    }
+
+    fn check_steps(&self, steps: usize) -> Result<(), Error> {
+        each!(self, m => m.check_steps(steps))
+    }
+
+    fn sigma_data(&self) -> f64 {
+        each!(self, m => m.sigma_data())
+    }
+
+    fn group(&self) -> usize {
+        each!(self, m => m.group())
+    }
+
+    fn at_nimg(&mut self, nimg: u64) {
+        each!(self, m => m.at_nimg(nimg))
+    }
+
+    fn loss<N: Network>(&self, net: &N, x: Tensor<2>, y: Option<&Labels>, rng: &mut Rng) -> Tensor<1> {
+        each!(self, m => m.loss(net, x, y, rng))
+    }
+
+    fn sample_path<N: Network>(&self, net: &N, z: Tensor<2>, condition: &Condition, steps: usize, rng: &mut Rng) -> Result<Vec<Tensor<2>>, Error> {
+        each!(self, m => m.sample_path(net, z, condition, steps, rng))
+    }
+}

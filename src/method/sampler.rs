@@ -11,10 +11,14 @@ use crate::method::schedule::Schedule;
 #[cfg_attr(not(target_family = "wasm"), derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum Sampler {
-    /// Deterministic chain of jumps t_i -> t_{i+1} ([P] Alg. 2).
+    /// Deterministic chain of jumps t_i -> t_{i+1} ([P] Alg. 2); for flow matching, Euler steps.
+    #[cfg_attr(not(target_family = "wasm"), value(alias = "euler"))]
+    #[serde(alias = "euler")]
     Pushforward,
-    /// Jump to the end, re-noise to the next time ([P] Alg. 5).
+    /// IMM: jump to the end, re-noise to the next time ([P] Alg. 5).
     Restart,
+    /// Flow matching: Heun's second-order steps, two network evaluations per step.
+    Heun,
 }
 
 /// How the sampling times between T and eps are spaced.

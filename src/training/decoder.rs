@@ -57,8 +57,7 @@ impl Decoder {
             let n = chunk.len() / (l * h * w);
             let raw = self.norm.raw(chunk, h * w);
             let images = self.vae.decode(Tensor::from_data(TensorData::new(raw, [n, l, h, w]), device));
-            let data = images.try_into_data().map_err(|e| crate::read_error(e, "decoded images"))?;
-            out.extend(data.convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::new(format!("{e:?}")))?);
+            out.extend(crate::floats(images, "decoded images")?);
         }
         Ok(out)
     }

@@ -175,6 +175,5 @@ pub fn encode(request: &EncodeRequest, device: &Device) -> Result<(), Error> {
 fn posterior(vae: &Vae, x: Tensor<4>) -> Result<Vec<f32>, Error> {
     let posterior = vae.encode(x);
     let both = Tensor::cat(vec![posterior.mean, posterior.std], 1);
-    let data = both.try_into_data().map_err(|e| crate::read_error(e, "the latents"))?;
-    data.convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::new(format!("{e:?}")))
+    crate::floats(both, "the latents")
 }

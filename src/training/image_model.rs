@@ -7,21 +7,12 @@ use serde_json::{Value, json};
 
 use crate::io::safetensors::Tensors;
 use crate::io::weights::{detect_prefix, load_named};
-use crate::method::Method;
 use crate::method::precond::Condition;
-use crate::method::sampler::{Grid, Sampler};
-use crate::method::{flow_matching::FlowMatching, imm::Imm};
+use crate::method::{AnyMethod, Method};
 use crate::networks::image::{ImageNet, ImageNetConfig};
 use crate::networks::Precision;
 use crate::training::presets::{ImagePreset, image_preset};
 use crate::{Error, Labels, Rng};
-
-/// The method a model was trained with, which is how it samples.
-#[derive(Clone, Debug)]
-pub enum Sampling {
-    Imm(Imm),
-    Fm(FlowMatching),
-}
 
 /// Samples laid out as a grid ([`ImageModel::grid`]).
 pub struct SampleGrid {
@@ -56,7 +47,8 @@ impl Classes {
 pub struct ImageModel {
     pub config: ImageNetConfig,
     pub net: ImageNet,
-    pub sampling: Sampling,
+    /// The method the model was trained with, which is how it samples.
+    pub method: AnyMethod,
     /// The `imm` card of the file, when it has one.
     pub card: Option<Value>,
 }
@@ -89,47 +81,20 @@ impl ImageModel {
         let net = config.init(&mut Rng::new(0), device)?;
         let prefix = detect_prefix(&net, file);
         let net = load_named(net, file, prefix, what, None)?;
-        let bad = |e: serde_json::Error| Error::new(format!("{what}: bad method config: {e}"));
-        let settings = method["method_config"].clone();
-        let sampling = match method["method"].as_str() {
-            Some("fm") => Sampling::Fm(serde_json::from_value::<FlowMatching>(settings).map_err(bad)?),
-            Some("imm") => Sampling::Imm(serde_json::from_value::<Imm>(settings).map_err(bad)?),
-            other => {
-                return Err(Error::new(format!(
-                    "{what} was trained with the method {}, which this imm cannot sample (it knows imm and fm)",
-                    other.map_or_else(|| "that its card does not name".to_string(), |m| format!("'{m}'"))
-                )));
-            }
-        };
-        match &sampling {
-            Sampling::Fm(fm) => fm.validate(),
-            Sampling::Imm(imm) => imm.validate(),
-        }
-        .map_err(|e| Error::new(format!("{what}: bad method config: {e}")))?;
-        Ok(Self { config, net, sampling, card })
+        let method = AnyMethod::from_card(method["method"].as_str(), method["method_config"].clone(), what)?;
+        Ok(Self { config, net, method, card })
     }
 
     /// A preset's network with fresh weights: what speed measurements need.
-    pub fn untrained(preset: &ImagePreset, sampling: Sampling, device: &Device) -> Result<Self, Error> {
+    pub fn untrained(preset: &ImagePreset, method: AnyMethod, device: &Device) -> Result<Self, Error> {
         let net = preset.net.init(&mut Rng::new(0), device)?;
-        Ok(Self { config: preset.net.clone(), net, sampling, card: None })
+        Ok(Self { config: preset.net.clone(), net, method, card: None })
     }
 
     /// The same weights computing in another dtype.
     pub fn with_precision(self, precision: Precision) -> Self {
         let config = self.config.clone().with_precision(precision);
         Self { net: self.net.with_precision(precision), config, ..self }
-    }
-
-    /// Replaces the trained-with sampling times and IMM sampler by the given ones.
-    pub fn choose_sampling(&mut self, grid: Option<Grid>, sampler: Option<Sampler>) {
-        match &mut self.sampling {
-            Sampling::Fm(fm) => fm.grid = grid.unwrap_or(fm.grid.clone()),
-            Sampling::Imm(imm) => {
-                imm.grid = grid.unwrap_or(imm.grid.clone());
-                imm.sampler = sampler.unwrap_or(imm.sampler);
-            }
-        }
     }
 
     /// The number of classes the network is conditioned on; 0 for none.
@@ -188,17 +153,11 @@ impl ImageModel {
     }
 
     pub fn sigma_data(&self) -> f64 {
-        match &self.sampling {
-            Sampling::Imm(m) => m.sigma_data(),
-            Sampling::Fm(m) => m.sigma_data(),
-        }
+        self.method.sigma_data()
     }
 
     pub fn check_steps(&self, steps: usize) -> Result<(), Error> {
-        match &self.sampling {
-            Sampling::Imm(m) => m.check_steps(steps),
-            Sampling::Fm(m) => m.check_steps(steps),
-        }
+        self.method.check_steps(steps)
     }
 
     /// A grid of about `n` samples in `steps` steps from the prior noise of `seed`, of `class`
@@ -232,10 +191,7 @@ impl ImageModel {
     /// - z: [B, C * H * W]; condition: B labels or none
     /// - output: [B, C * H * W]
     pub fn sample(&self, z: Tensor<2>, condition: &Condition, steps: usize, rng: &mut Rng) -> Result<Tensor<2>, Error> {
-        match &self.sampling {
-            Sampling::Imm(m) => m.sample(&self.net, z, condition, steps, rng),
-            Sampling::Fm(m) => m.sample(&self.net, z, condition, steps, rng),
-        }
+        self.method.sample(&self.net, z, condition, steps, rng)
     }
 }
 
@@ -249,7 +205,7 @@ mod tests {
     fn grids_share_their_noise_across_classes() {
         let device = Device::flex();
         let preset = image_preset("mnist-cond-tiny").unwrap();
-        let model = ImageModel::untrained(&preset, Sampling::Imm(preset.imm.clone()), &device).unwrap();
+        let model = ImageModel::untrained(&preset, AnyMethod::Imm(preset.imm.clone()), &device).unwrap();
         let values = |t: Tensor<2>| t.into_data().try_into_vec::<f32>().unwrap();
         let all = model.grid(16, Some("all"), 2.0, 1, 5, &device).unwrap();
         assert_eq!((all.columns, all.x.dims()[0]), (2, 20), "16 images over 10 classes: 2 per row");
@@ -267,7 +223,7 @@ mod tests {
         }
         assert!(model.grid(4, Some("eleven"), 1.0, 1, 5, &device).is_err());
         let unconditional = image_preset("mnist-tiny").unwrap();
-        let model = ImageModel::untrained(&unconditional, Sampling::Imm(unconditional.imm.clone()), &device).unwrap();
+        let model = ImageModel::untrained(&unconditional, AnyMethod::Imm(unconditional.imm.clone()), &device).unwrap();
         let grid = model.grid(10, None, 1.0, 1, 5, &device).unwrap();
         assert_eq!((grid.columns, grid.x.dims()[0], grid.labels.is_none()), (4, 10, true));
         assert!(model.grid(10, None, 2.0, 1, 5, &device).is_err(), "no guidance without labels");

@@ -60,7 +60,7 @@ pub fn preset(name: &str) -> Result<Preset, Error> {
             sampler: Sampler::Pushforward,
             grid: Grid::Uniform,
         },
-        fm: FlowMatching { precond, eps, t_max, grid: Grid::Uniform },
+        fm: FlowMatching { precond, eps, t_max, grid: Grid::Uniform, sampler: Sampler::Pushforward },
         train: TrainConfig {
             batch: 512,
             total_nimg: 1_000_000,
@@ -177,7 +177,7 @@ pub fn image_preset(name: &str) -> Option<ImagePreset> {
         sampler: Sampler::Pushforward,
         grid: Grid::Uniform,
     };
-    let fm = FlowMatching { precond: precond.clone(), eps, t_max, grid: Grid::Uniform };
+    let fm = FlowMatching { precond: precond.clone(), eps, t_max, grid: Grid::Uniform, sampler: Sampler::Pushforward };
     let train = |batch: usize, total_nimg: u64, lr: f64, optimizer: OptimizerKind, ema: f64, log_every_nimg: u64| TrainConfig {
         batch,
         total_nimg,
@@ -238,7 +238,7 @@ pub fn image_preset(name: &str) -> Option<ImagePreset> {
                 label_dropout: 0.1,
                 labels: LabelDraw::Particle,
                 imm: Imm { precond: precond.clone(), times, b: 4.0, ..imm(12) },
-                fm: FlowMatching { precond, eps: 0.0, t_max, grid: Grid::Uniform },
+                fm: FlowMatching { precond, eps: 0.0, t_max, grid: Grid::Uniform, sampler: Sampler::Pushforward },
                 ..image_preset("mnist-tiny")?
             }
         }
@@ -310,7 +310,7 @@ pub fn image_preset(name: &str) -> Option<ImagePreset> {
                 label_dropout: 0.1,
                 labels: LabelDraw::Particle,
                 imm: Imm { precond: precond.clone(), times, b: 4.0, ..imm(12) },
-                fm: FlowMatching { precond, eps: 0.0, t_max, grid: Grid::Uniform },
+                fm: FlowMatching { precond, eps: 0.0, t_max, grid: Grid::Uniform, sampler: Sampler::Pushforward },
                 train: train(256, 4_000_000, 1e-4, OptimizerKind::Adam, 0.9995, 51_200),
                 snapshot_every_nimg: 512_000,
             }

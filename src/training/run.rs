@@ -149,7 +149,7 @@ impl Saver<'_> {
         for &k in self.steps {
             let z = Tensor::<2>::from_data(TensorData::new(self.z.clone(), [GRID_COLUMNS, channels * side * side]), &device);
             let x = trainer.method.sample(&trainer.ema, z, &condition, k, &mut Rng::new(nimg))?;
-            let mut values = x.into_data().try_into_vec::<f32>().map_err(|e| Error::new(format!("reading samples: {e:?}")))?;
+            let mut values = crate::floats(x, "samples")?;
             if let Some((decoder, _)) = &self.decoder {
                 values = decoder.decode(&values, &device)?;
             }

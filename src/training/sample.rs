@@ -46,7 +46,7 @@ pub fn sample(request: &SampleRequest, device: &Device) -> Result<(), Error> {
         return Err(Error::new(format!("{what} does not say which network it holds; pass --preset")));
     }
     let mut model = ImageModel::load(&file, &what, request.preset.as_ref(), device)?;
-    model.choose_sampling(request.grid.clone(), request.sampler);
+    model.method.choose_sampling(request.grid.clone(), request.sampler)?;
     model.check_steps(request.steps)?;
     let classes = model.classes(request.class.as_deref(), GRID_COLUMNS)?;
     // Guidance on a model without labels fails here, before any sampling.
@@ -96,7 +96,7 @@ pub fn generate(
         let z = Tensor::<2>::from_data(TensorData::new(rng.normal_vec(n * dim, model.sigma_data()), [n, dim]), device);
         let x = model.sample(z, &model.condition(classes, guidance, done, n)?, steps, &mut rng)?;
         done += n;
-        each(x.into_data().try_into_vec::<f32>().map_err(|e| Error::new(format!("reading samples: {e:?}")))?, done)?;
+        each(crate::floats(x, "samples")?, done)?;
     }
     Ok(())
 }

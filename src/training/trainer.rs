@@ -1,7 +1,7 @@
 //! The training loop. It knows a [`Method`] (a loss and a sampler), a [`Network`] and a
 //! [`Dataset`]; nothing here is specific to IMM. Steps run in chunks that never wait for the
 //! device: a chunk's losses and finiteness checks are read once, at its end
-//! ([`Trainer::train_chunk`]); a step whose loss or gradients were not finite is then undone
+//! ([`Trainer::finish_chunk`]); a step whose loss or gradients were not finite is then undone
 //! (the chunk goes back to its start and runs again up to it), skipped and counted, and
 //! [`MAX_BAD_STEPS`] of them in a row stop training. [`fit`] (the command line, the tests) and the
 //! page run the same chunks.
@@ -161,6 +161,9 @@ pub struct Chunk<N> {
 /// The most steps of one chunk: its batches stay in memory until it is read.
 pub const MAX_CHUNK: usize = 32;
 
+/// What a chunk's values are called in a failed read.
+pub const LOSSES: &str = "the losses";
+
 /// What the next metrics record sums: applied steps and their losses, skips, and where the
 /// previous record was.
 #[derive(Clone, Debug, Default)]
@@ -279,7 +282,8 @@ pub struct Trainer<N: Network, M: Method> {
     bad_in_a_row: u32,
     /// Since the previous metrics record.
     tally: Tally,
-    /// Reads of the device so far (one per chunk, one more after each step that was not finite).
+    /// Chunks settled so far: reads of the device (one per chunk, one more after each step that
+    /// was not finite).
     reads: u64,
 }
 
@@ -350,8 +354,7 @@ impl<N: Network, M: Method> Trainer<N, M> {
     /// - x: [B, D]; y: B labels, for a network with labels
     pub fn step(&mut self, x: Tensor<2>, y: Option<Labels>) -> Result<Option<f32>, Error> {
         let chunk = self.launch(vec![(x, y)]);
-        self.reads += 1;
-        let values = read_values(chunk.values.clone())?;
+        let values = crate::floats(chunk.values.clone(), LOSSES)?;
         let loss = values[1].is_finite().then_some(values[0]);
         let again = self.settle(chunk, &values);
         debug_assert!(again.is_none(), "a chunk of one settles at once");
@@ -381,6 +384,7 @@ impl<N: Network, M: Method> Trainer<N, M> {
     /// the chunk, launched, to be read and settled in turn (None once every step is settled, or
     /// when [`MAX_BAD_STEPS`] in a row stop training).
     pub fn settle(&mut self, chunk: Chunk<N>, values: &[f32]) -> Option<Chunk<N>> {
+        self.reads += 1;
         let steps = chunk.batches.len();
         let (losses, checks) = values.split_at(steps);
         let Some(bad) = checks.iter().position(|c| !c.is_finite()) else {
@@ -407,36 +411,26 @@ impl<N: Network, M: Method> Trainer<N, M> {
         (!rest.is_empty() && self.check_health().is_ok()).then(|| self.launch(rest))
     }
 
-    /// Trains on `batches` as one chunk: launches it, reads its values once with `read` (a
-    /// blocking read natively, an asynchronous one on the page) and settles it, reading again
-    /// only after a step that was not finite.
-    pub async fn train_chunk<F>(&mut self, batches: Vec<(Tensor<2>, Option<Labels>)>, read: impl FnMut(Tensor<1>) -> F) -> Result<(), Error>
-    where
-        F: Future<Output = Result<Vec<f32>, Error>>,
-    {
-        let chunk = self.launch(batches);
-        self.finish_chunk(chunk, read).await
-    }
-
-    /// The rest of [`Trainer::train_chunk`] for a chunk already launched (the page launches inside
-    /// rayon's pool, then reads).
+    /// Settles a launched chunk (see [`Trainer::launch`]): reads its values once with `read` (a
+    /// blocking read natively, an asynchronous one on the page), reading again only after a step
+    /// that was not finite.
     pub async fn finish_chunk<F>(&mut self, chunk: Chunk<N>, mut read: impl FnMut(Tensor<1>) -> F) -> Result<(), Error>
     where
         F: Future<Output = Result<Vec<f32>, Error>>,
     {
         let mut chunk = Some(chunk);
         while let Some(pending) = chunk {
-            self.reads += 1;
             let values = read(pending.values.clone()).await?;
             chunk = self.settle(pending, &values);
         }
         Ok(())
     }
 
-    /// [`Trainer::train_chunk`] with blocking reads.
+    /// Trains on `batches` as one chunk, with blocking reads.
     #[cfg(not(target_family = "wasm"))]
     pub fn run_chunk(&mut self, batches: Vec<(Tensor<2>, Option<Labels>)>) -> Result<(), Error> {
-        ready_now(self.train_chunk(batches, |values| std::future::ready(read_values(values))))
+        let chunk = self.launch(batches);
+        ready_now(self.finish_chunk(chunk, |values| std::future::ready(crate::floats(values, LOSSES))))
     }
 
     /// Steps to the next metrics record (at a multiple of the log interval, or the end of
@@ -487,6 +481,7 @@ impl<N: Network, M: Method> Trainer<N, M> {
     /// # Shapes
     /// - x: [B, D]; y: B labels, for a network with labels
     pub fn gradients(&mut self, x: Tensor<2>, y: Option<Labels>) -> Gradients {
+        self.method.at_nimg(self.nimg);
         let [batch, _] = x.dims();
         let home = x.device();
         let devices = self.devices.len().max(1);
@@ -685,12 +680,6 @@ pub trait Observer {
     fn on_log(&mut self, _record: &Metrics) -> Result<(), Error> {
         Ok(())
     }
-}
-
-/// A blocking read of the values of a chunk.
-pub fn read_values(values: Tensor<1>) -> Result<Vec<f32>, Error> {
-    let data = values.try_into_data().map_err(|e| crate::read_error(e, "the losses"))?;
-    data.convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::new(format!("reading the losses: {e:?}")))
 }
 
 #[cfg(not(target_family = "wasm"))]

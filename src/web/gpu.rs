@@ -47,8 +47,8 @@ pub async fn check_fused_mmd(seed: u32, cases: usize, max_dim: usize) -> Result<
     let shapes = test_shapes(seed.into(), cases, max_dim);
     for (i, (shape, kernels)) in shapes.iter().flat_map(|&s| [(s, Kernels::Wgsl), (s, Kernels::CubeCl)]).enumerate() {
         let c = comparison(&device, shape, seed as u64 + i as u64, kernels);
-        let value_error = relative_error(&super::read(c.fused.0).await?, &super::read(c.reference.0).await?);
-        let gradient_error = relative_error(&super::read(c.fused.1).await?, &super::read(c.reference.1).await?);
+        let value_error = relative_error(&super::read(c.fused.0, "the fused MMD").await?, &super::read(c.reference.0, "the reference MMD").await?);
+        let gradient_error = relative_error(&super::read(c.fused.1, "the fused MMD's gradient").await?, &super::read(c.reference.1, "the reference MMD's gradient").await?);
         rows.push(Check { kernels: format!("{kernels:?}"), shape, value_error, gradient_error });
     }
     serde_json::to_string(&rows).map_err(|e| fail(e.to_string()))

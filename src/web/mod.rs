@@ -15,16 +15,16 @@ use crate::evaluation::energy::energy_distance;
 use crate::evaluation::fid::{Gaussian, Moments, Quality, quality};
 use crate::io::safetensors::Tensors;
 use crate::io::weights::{load_named, named_params_async};
-use crate::method::Method;
+use crate::method::{AnyMethod, Method};
 use crate::method::precond::Condition;
 use crate::method::{flow_matching::FlowMatching, imm::Imm};
 use crate::networks::Network;
 use crate::networks::mlp::Mlp;
 use crate::networks::image::ImageNet;
-use crate::training::image_model::{ImageModel, Sampling};
+use crate::training::image_model::ImageModel;
 use crate::training::presets::{IMAGE_PRESETS, ImagePreset, Preset, image_preset, preset};
-use crate::training::trainer::{MAX_BAD_STEPS, MAX_CHUNK, Seeds, Trainer};
-use crate::{Error, ErrorKind, Labels, Rng};
+use crate::training::trainer::{LOSSES, MAX_BAD_STEPS, MAX_CHUNK, Seeds, Trainer};
+use crate::{Error, ErrorKind, Labels, Rng, floats_async};
 
 #[wasm_bindgen]
 extern "C" {
@@ -82,15 +82,13 @@ async fn device(backend: &str) -> Result<Device, JsValue> {
     }
 }
 
-async fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, JsValue> {
-    let data = t.into_data_async().await.map_err(|e| js(crate::read_error(e, "a tensor")))?;
-    data.try_into_vec::<f32>().map_err(|e| fail(format!("{e:?}")))
+async fn read<const D: usize>(t: Tensor<D>, what: &str) -> Result<Vec<f32>, JsValue> {
+    floats_async(t, what).await.map_err(js)
 }
 
-/// The values of a chunk of training steps, read asynchronously (the only read WebGPU allows).
+/// The values of a chunk of training steps.
 async fn read_chunk(values: Tensor<1>) -> Result<Vec<f32>, Error> {
-    let data = values.into_data_async().await.map_err(|e| crate::read_error(e, "the losses"))?;
-    data.try_into_vec::<f32>().map_err(|e| Error::new(format!("reading the losses: {e:?}")))
+    floats_async(values, LOSSES).await
 }
 
 /// Seconds, for the metrics records' timing.
@@ -334,8 +332,16 @@ impl Playground {
             let (n, batch) = (left.min(MAX_CHUNK), self.imm.config.batch);
             let batches: Vec<_> =
                 (0..n).map(|_| (Tensor::<2>::from_data(TensorData::new(self.data.sample(batch), [batch, 2]), &device), None)).collect();
-            self.imm.train_chunk(batches.clone(), read_chunk).await.map_err(js)?;
-            self.fm.train_chunk(batches, read_chunk).await.map_err(js)?;
+            // Both chunks are read at once; a method with a step that was not finite reads again.
+            let (imm, fm) = (self.imm.launch(batches.clone()), self.fm.launch(batches));
+            let split = imm.values.dims()[0];
+            let values = read(Tensor::cat(vec![imm.values.clone(), fm.values.clone()], 0), LOSSES).await?;
+            if let Some(rest) = self.imm.settle(imm, &values[..split]) {
+                self.imm.finish_chunk(rest, read_chunk).await.map_err(js)?;
+            }
+            if let Some(rest) = self.fm.settle(fm, &values[split..]) {
+                self.fm.finish_chunk(rest, read_chunk).await.map_err(js)?;
+            }
             self.steps += n as u64;
             left -= n;
             paused("IMM", &self.imm)?;
@@ -371,7 +377,7 @@ impl Playground {
         let fm = self.fm.method.sample_path(&self.fm.ema, z(), &none, steps, &mut rng).map_err(js)?;
         let mut out = Vec::with_capacity(2 * (steps + 1) * n * 2);
         for state in imm.into_iter().chain(fm) {
-            out.extend(read(state).await?);
+            out.extend(read(state, "samples").await?);
         }
         Ok(out)
     }
@@ -472,9 +478,9 @@ impl PageImageModel {
         let x = Tensor::<4>::from_data(TensorData::new(samples, [n, c, side, side]), &self.device);
         let mut moments = Moments::new(crate::evaluation::classifier::FEATURES);
         let features = net.features(x);
-        moments.add(&read(features.clone()).await?);
+        moments.add(&read(features.clone(), "features").await?);
         let predicted: Option<Vec<usize>> = match &labels {
-            Some(_) => Some(read(net.head(features).argmax(1).float()).await?.into_iter().map(|p| p as usize).collect()),
+            Some(_) => Some(read(net.head(features).argmax(1).float(), "predicted classes").await?.into_iter().map(|p| p as usize).collect()),
             None => None,
         };
         let pairs = labels.as_ref().zip(predicted.as_ref()).map(|(l, p)| (l.index(), p.as_slice()));
@@ -494,7 +500,7 @@ impl PageImageModel {
         // Inside rayon's pool, as `ImageTrainer::train`'s steps.
         let (model, device) = (&self.model, &self.device);
         let grid = rayon::scope(|_| model.grid(n, class, guidance, steps, seed.into(), device)).map_err(js)?;
-        let x = read(grid.x).await?;
+        let x = read(grid.x, "samples").await?;
         let (c, side) = (self.model.config.in_channels(), self.model.config.img_resolution());
         let n = x.len() / (c * side * side);
         let rgba = rgba_grid(&x, c, side, grid.columns);
@@ -527,6 +533,9 @@ impl Grid {
         std::mem::take(&mut self.rgba)
     }
 }
+
+/// The presets a person trains in the tab on the MNIST images the page carries.
+const PAGE_TRAINED: [&str; 2] = ["mnist-tiny", "mnist-cond-tiny"];
 
 /// Image training on the page: an image preset's network trained with IMM on an IDX file (the
 /// page packs a subset of MNIST), on the page's device. Its EMA weights are sampled through
@@ -579,6 +588,22 @@ impl ImageTrainer {
         Ok(ImageTrainer { device, preset, trainer, data, pace: Pace::default() })
     }
 
+    /// The networks the page trains on its MNIST images, with how they train: JSON
+    /// `[{name, conditional, method, particles, k, batch}]`.
+    pub fn presets() -> String {
+        let presets: Vec<_> = PAGE_TRAINED
+            .iter()
+            .map(|name| image_preset(name).expect("the page trains known presets"))
+            .map(|p| {
+                serde_json::json!({
+                    "name": p.name, "conditional": p.net.classes() > 0, "method": "IMM",
+                    "particles": p.imm.particles, "k": p.imm.times.k, "batch": p.train.batch,
+                })
+            })
+            .collect();
+        serde_json::to_string(&presets).expect("presets serialise")
+    }
+
     /// `steps` optimizer steps (0: as many as fit in about `budget_ms`) in chunks of the training
     /// loop; returns the metrics record (JSON) with `ms_per_step`.
     pub async fn train(&mut self, steps: u32, budget_ms: f64) -> Result<String, JsValue> {
@@ -618,7 +643,7 @@ impl ImageTrainer {
         let model = ImageModel {
             config: self.preset.net.clone(),
             net: self.trainer.ema.clone(),
-            sampling: Sampling::Imm(self.trainer.method.clone()),
+            method: AnyMethod::Imm(self.trainer.method.clone()),
             card: Some(card),
         };
         PageImageModel { device: self.device.clone(), model, last: RefCell::default() }

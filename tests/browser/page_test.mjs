@@ -102,6 +102,10 @@ if (MODEL) {
   await withPage('index.html?mode=images&steps=2&seed=3&backend=webgpu', async (page, problems) => {
     const timeout = 600_000;
     await page.waitForFunction(() => window.__imm.ready, null, { timeout });
+    const networks = await page.getByLabel('Network to train').locator('option').allTextContents();
+    check(networks.length === 2 && networks.some((n) => /class-conditional/.test(n)), `the networks to train come from Rust: ${networks.join('; ')}`);
+    const how = await page.locator('#image-train-status').textContent();
+    check(/^mnist-tiny's network, IMM with M = \d+, k = \d+, batch \d+/.test(how), `how it trains is described: "${how}"`);
     await page.getByLabel('Number of images').selectOption('16');
     await page.getByLabel('Load an image model').setInputFiles(MODEL);
     const grid = async (steps) => {
