@@ -7,7 +7,7 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::method::precond::{Condition, Parameterization, Precond, TimeInput};
-use crate::method::sampler::{Grid, pushforward};
+use crate::method::sampler::{Grid, uniform_from_one};
 use crate::method::{Method, gaussian};
 use crate::networks::Network;
 use crate::{Error, Labels, Rng, column};
@@ -145,15 +145,7 @@ impl Method for MeanFlow {
 
     /// Uniform steps from t = 1 to 0: z <- z - (t_i - t_(i+1)) u(z, t_(i+1), t_i).
     fn sample_path<N: Network>(&self, net: &N, z: Tensor<2>, condition: &Condition, steps: usize, _rng: &mut Rng) -> Result<Vec<Tensor<2>>, Error> {
-        let ts = Grid::Uniform.timesteps(self.precond.schedule, 0.0, 1.0, steps)?;
-        let mut path = vec![z.clone()];
-        pushforward(z, &ts, |x, s, t| {
-            let b = x.dims()[0];
-            let y = self.precond.f(net, x, &vec![s; b], &vec![t; b], condition);
-            path.push(y.clone());
-            y
-        });
-        Ok(path)
+        uniform_from_one(&self.precond, net, z, condition, steps)
     }
 }
 

@@ -155,7 +155,8 @@ impl AnyMethod {
                 fm.sampler = sampler.unwrap_or(fm.sampler);
             }
             AnyMethod::MeanFlow(_) | AnyMethod::Shortcut(_) if sampler.is_some_and(|s| s != Sampler::Pushforward) => {
-                return Err(Error::new(format!("{} samples with its own uniform steps (pushforward) only", self.name())));
+                let who = if matches!(self, AnyMethod::MeanFlow(_)) { "MeanFlow" } else { "A shortcut model" };
+                return Err(Error::new(format!("{who} samples with its own uniform steps (pushforward) only")));
             }
             AnyMethod::Consistency(_) if sampler.is_some_and(|s| s != Sampler::Restart) => {
                 return Err(Error::new("consistency models sample by jumping to the data and re-noising (restart) only"));

@@ -4,7 +4,9 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::method::precond::{Condition, Precond};
 use crate::method::schedule::Schedule;
+use crate::networks::Network;
 
 /// Which few-step sampler a model uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +90,24 @@ impl Grid {
 /// - output: [B, D] at time ts[N]
 pub fn pushforward(z: Tensor<2>, ts: &[f64], mut jump: impl FnMut(Tensor<2>, f64, f64) -> Tensor<2>) -> Tensor<2> {
     ts.windows(2).fold(z, |x, w| jump(x, w[1], w[0]))
+}
+
+/// Pushforward with `precond`'s map f along `steps` uniform steps from t = 1 to 0 (MeanFlow's and
+/// shortcut models' sampler): z and the state after each step.
+///
+/// # Shapes
+/// - z: [B, D]; condition: B labels or none
+/// - output: N + 1 of [B, D]
+pub fn uniform_from_one<N: Network>(precond: &Precond, net: &N, z: Tensor<2>, condition: &Condition, steps: usize) -> Result<Vec<Tensor<2>>, Error> {
+    let ts = Grid::Uniform.timesteps(precond.schedule, 0.0, 1.0, steps)?;
+    let mut path = vec![z.clone()];
+    pushforward(z, &ts, |x, s, t| {
+        let b = x.dims()[0];
+        let y = precond.f(net, x, &vec![s; b], &vec![t; b], condition);
+        path.push(y.clone());
+        y
+    });
+    Ok(path)
 }
 
 /// Restart sampling: from each t_i jump straight to the last time, then re-noise to t_{i+1} with

@@ -4,7 +4,8 @@
 //! ([`Trainer::finish_chunk`]); a step whose loss or gradients were not finite is then undone
 //! (the chunk goes back to its start and runs again up to it), skipped and counted, and
 //! [`MAX_BAD_STEPS`] of them in a row stop training. [`fit`] (the command line, the tests) and the
-//! page run the same chunks.
+//! page run the same chunks. Natively the read blocks at the chunk's end, so the device drains
+//! once per chunk (at most [`MAX_CHUNK`] steps); the page's read is asynchronous.
 
 use std::borrow::BorrowMut;
 use std::collections::HashMap;
