@@ -7,8 +7,8 @@
 //! - [`networks`]: the [`networks::Network`] trait, the 2D MLP, DDPM++ (SongUNet), DiT, the
 //!   Stable Diffusion VAE.
 //! - [`data`]: the [`data::Dataset`] trait, 2D distributions, image files, VAE latents.
-//! - [`method`]: schedule, preconditioning, losses, samplers, and the two [`method::Method`]s (IMM,
-//!   flow matching).
+//! - [`method`]: schedule, preconditioning, losses, samplers, and the [`method::Method`]s (IMM,
+//!   flow matching, MeanFlow, consistency training, shortcut models).
 //! - [`training`]: the loop (which knows a `Method`, not which one), optimizers, presets, and
 //!   trained image models with their cards; data parallelism across processes (MPI); an image
 //!   run on disk (configuration, snapshots and checkpoints, resume), sampling, latent encoding.

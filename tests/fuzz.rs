@@ -187,9 +187,9 @@ fn safetensors_and_snapshot_cards_refuse_damage() {
     });
     // A card of a method this build does not know is refused, not sampled as IMM.
     let mut unknown = valid.clone();
-    unknown.metadata.insert("imm".into(), unknown.metadata["imm"].replace("\"method\":\"imm\"", "\"method\":\"shortcut\""));
+    unknown.metadata.insert("imm".into(), unknown.metadata["imm"].replace("\"method\":\"imm\"", "\"method\":\"rectified-flow\""));
     let refused = ImageModel::load(&unknown, "file", None, &device).err().expect("refused");
-    assert!(refused.0.contains("trained with the method 'shortcut'"), "{refused}");
+    assert!(refused.0.contains("trained with the method 'rectified-flow'"), "{refused}");
     // A known method with another method's settings is refused too.
     let mut mixed = valid.clone();
     mixed.metadata.insert("imm".into(), mixed.metadata["imm"].replace("\"method\":\"imm\"", "\"method\":\"meanflow\""));

@@ -2,7 +2,8 @@
 //! papers' symbols. [`schedule`] (interpolants and time maths), [`precond`] (the parameterisation
 //! of f_{s,t}), [`loss`] (IMM's MMD loss, flow matching's regression), [`sampler`] (pushforward,
 //! restart, grids), and the [`Method`]s the trainer runs: [`imm::Imm`],
-//! [`flow_matching::FlowMatching`] and [`meanflow::MeanFlow`].
+//! [`flow_matching::FlowMatching`], [`meanflow::MeanFlow`], [`consistency::Consistency`] and
+//! [`shortcut::Shortcut`], any of which an [`AnyMethod`] holds.
 
 use burn::tensor::{Tensor, TensorData};
 use serde::Serialize;
@@ -84,7 +85,6 @@ pub(crate) fn gaussian(like: &Tensor<2>, std: f64, rng: &mut Rng) -> Tensor<2> {
     let [b, d] = like.dims();
     Tensor::from_data(TensorData::new(rng.normal_vec(b * d, std), [b, d]), &like.device())
 }
-
 
 /// One of the methods, as a card or the command line names it: what a model trains and samples
 /// with. Serialises as the method's own settings (a card's `method_config`).
