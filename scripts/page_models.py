@@ -50,11 +50,12 @@ def toy_card(toy, demo):
         tensors.update({f"{method}.{k}": v for k, v in part.items()})
         reports[method] = json.load(open(os.path.join(demo, method, "eval.json")))
     file = f"2d-{toy}.safetensors"
-    meta = {"kind": "imm-playground-2d", "card": json.dumps({"nimg": nimg, "net": net, "trained": "imm demo"})}
+    meta = {"kind": "imm-playground-2d", "card": json.dumps({"nimg": nimg, "net": net, "methods": ["imm", "fm"], "trained": "imm demo"})}
     write_safetensors_f16(os.path.join(root, "www", "models", file), tensors, meta)
     return {
         "toy": toy,
         "file": file,
+        "methods": ["imm", "fm"],
         "net": {"hidden": net["hidden"], "blocks": net["blocks"]},
         "nimg": nimg,
         "train_seconds": round(sum(r["train_seconds"] for r in reports.values()), 1),
@@ -67,6 +68,8 @@ def toy_card(toy, demo):
     }
 
 
+# The methods' names in words, as Rust's AnyMethod::TITLES.
+TITLES = {"imm": "IMM", "fm": "flow matching", "meanflow": "MeanFlow", "ct": "consistency training", "shortcut": "shortcut model"}
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 imm = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/imm-target")), "release", "imm")
 machine = os.environ.get("MACHINE", "a 2-core CPU (burn's Flex backend)")
@@ -90,7 +93,7 @@ for arg in sys.argv[1:]:
     nimg = int(os.path.basename(snapshot)[4:-12])
     data = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}[config["data"]]
     conditional = bool(config["net"].get("label_dim"))
-    title = f"{data} · " + (f"IMM (M = {particles})" if method == "imm" else "flow matching") + (" · class-conditional" if conditional else "")
+    title = f"{data} · " + (f"IMM (M = {particles})" if method == "imm" else TITLES[method]) + (" · class-conditional" if conditional else "")
     card = {
         "file": file,
         "title": title,

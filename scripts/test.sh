@@ -71,12 +71,20 @@ cargo check --release --locked --features cuda
 step "the page's two wasm builds and their bindings (scripts/web.sh build)"
 ./scripts/web.sh build
 
-step "a small image model for the page test (mnist-tiny, 128 images)"
+step "small image models for the page tests (mnist-tiny: IMM on 128 images, each other method on 32)"
 model_dir="$CARGO_TARGET_DIR/page-test-mnist"
 rm -rf "$model_dir"
 cargo run --release --locked --features mpi -q -- train --preset mnist-tiny --kimg 0.128 --device cpu --out "$model_dir" >/dev/null
 IMM_PAGE_MODEL=$(ls "$model_dir"/snapshots/ema-*.safetensors | tail -n 1)
 export IMM_PAGE_MODEL
+IMM_PAGE_METHOD_MODELS=""
+for method in fm meanflow ct shortcut; do
+  rm -rf "$model_dir-$method"
+  cargo run --release --locked --features mpi -q -- train --preset mnist-tiny --method "$method" --kimg 0.032 --device cpu \
+    --out "$model_dir-$method" >/dev/null
+  IMM_PAGE_METHOD_MODELS="$IMM_PAGE_METHOD_MODELS:$(ls "$model_dir-$method"/snapshots/ema-*.safetensors | tail -n 1)"
+done
+export IMM_PAGE_METHOD_MODELS
 
 step "browser tests (headless Chromium, WebGPU)"
 for t in tests/browser/*_test.mjs; do

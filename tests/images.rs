@@ -113,6 +113,32 @@ fn a_run_saves_resumes_exactly_and_samples() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Every method trains on images and its card samples with `imm sample`; what a method cannot do
+/// (a shortcut model's 3 steps, a consistency model's pushforward steps) is refused with the reason.
+#[test]
+fn every_method_trains_images_and_samples_from_its_card() {
+    let dir = scratch_with_data("methods");
+    for method in ["fm", "meanflow", "ct", "shortcut"] {
+        ok(&train_args(method, "0.032", &["--method", method]), &dir);
+        let snapshot = format!("{method}/snapshots/ema-000000000032.safetensors");
+        let card: serde_json::Value = serde_json::from_str(&Tensors::read(&dir.join(&snapshot)).unwrap().metadata["imm"]).unwrap();
+        assert_eq!(card["method"], method, "the card names the method");
+        let out = format!("{method}.png");
+        ok(&["sample", "--weights", &snapshot, "--steps", "2", "--n", "4", "--out", &out, "--device", "cpu"], &dir);
+        assert!(std::fs::read(dir.join(&out)).unwrap().starts_with(b"\x89PNG"), "{method} sampled a grid");
+    }
+    let sample = |method: &str, extra: &[&str], expected: &str| {
+        let snapshot = format!("{method}/snapshots/ema-000000000032.safetensors");
+        let mut args = vec!["sample", "--weights", snapshot.as_str(), "--n", "2", "--device", "cpu"];
+        args.extend_from_slice(extra);
+        fails(&args, &dir, expected);
+    };
+    sample("shortcut", &["--steps", "3"], "1, 2, 4, ... or 128 steps");
+    sample("ct", &["--sampler", "pushforward"], "(restart) only");
+    sample("meanflow", &["--sampler", "heun"], "MeanFlow samples with its own uniform steps");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 fn with_preset<'a>(mut args: Vec<&'a str>, preset: &'a str) -> Vec<&'a str> {
     args[2] = preset;
     args

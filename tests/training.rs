@@ -556,3 +556,20 @@ fn ranks_with_different_weights_are_stopped() {
         assert!(message.contains("after step 1 (64 images) the weights of rank 1 differ from rank 0's"), "{message}");
     }
 }
+
+/// Every name builds its method (the page's picker and the command line go through `named`), and
+/// an unknown one is refused with the names there are.
+#[test]
+fn every_method_is_built_by_its_name() {
+    use imm::method::AnyMethod;
+    let p = imm::training::presets::preset("moons").unwrap();
+    for name in AnyMethod::NAMES {
+        let method = AnyMethod::named(name, &p.imm, &p.fm, p.train.total_nimg).unwrap();
+        assert_eq!(method.name(), name);
+        method.validate().unwrap();
+    }
+    let titles = AnyMethod::NAMES.map(|name| AnyMethod::named(name, &p.imm, &p.fm, 1).unwrap().title());
+    assert_eq!(titles, ["IMM", "flow matching", "MeanFlow", "consistency training", "shortcut model"]);
+    let refused = AnyMethod::named("rectified-flow", &p.imm, &p.fm, 1).unwrap_err();
+    assert!(refused.0.contains("unknown method 'rectified-flow'") && refused.0.contains("shortcut"), "{refused}");
+}

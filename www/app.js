@@ -3,13 +3,16 @@
 
 const $ = (id) => document.getElementById(id);
 const DRAW = 'draw your own';
-const COLORS = { imm: '#1f6fd1', fm: '#d9661f', data: 'rgba(90, 90, 90, 0.35)' };
+const COLORS = { a: '#1f6fd1', b: '#d9661f', data: 'rgba(90, 90, 90, 0.35)' };
+const SLOTS = ['a', 'b']; // the left and the right method
 const EXTENT = 1.6; // data are standardised to std 0.5: [-1.6, 1.6]^2 holds nearly all of it
 
 // Page state; `window.__imm` lets tests read what the page shows.
 const state = {
   params: new URLSearchParams(location.search),
-  records: [], // {nimg, imm, fm}: the metrics records of the worker
+  records: [], // {nimg, a, b}: the metrics records of the worker, for the left and right method
+  methods: [], // the methods the playground trains: {name, title} (Rust's Playground.methods)
+  chosen: ['imm', 'fm'], // the names of the left and right method
   samples: null, // the last `samples` message
   sampleCount: 0, // `samples` messages so far
   loadedAt: null, // sampleCount when weights were last loaded
@@ -55,12 +58,13 @@ function deviceLost(message) {
   for (const id of ['train', 'step', 'image-train']) $(id).disabled = true;
 }
 
-// State in the URL: mode, distribution, steps, seed, the backend, and a conditional model's class
-// and guidance.
+// State in the URL: mode, distribution, the two methods, steps, seed, the backend, and a
+// conditional model's class and guidance.
 function saveUrl() {
   const p = new URLSearchParams(state.params);
   p.set('mode', mode());
   p.set('toy', $('toy').value || p.get('toy') || 'checkerboard');
+  p.set('methods', state.chosen.join(','));
   p.set('steps', $('steps').value);
   p.set('seed', $('seed').value);
   p.set('backend', $('backend').value);
@@ -118,10 +122,27 @@ function drawPlots() {
   if (!s) return;
   const i = Math.min(Number($('time').value), s.steps);
   const per = s.n * 2;
-  const path = (method, k) => s.paths.subarray(((method === 'fm' ? s.steps + 1 : 0) + k) * per, ((method === 'fm' ? s.steps + 1 : 0) + k + 1) * per);
+  // A method that cannot sample with these steps shows the data alone.
+  const path = (m, k) => (s.refused[m] === null ? s.paths.subarray((s.first[m] + k) * per, (s.first[m] + k + 1) * per) : []);
   const drawn = $('toy').value === DRAW ? state.drawn.flat() : [];
-  scatter($('imm-canvas'), s.data, path('imm', i), COLORS.imm, drawn);
-  scatter($('fm-canvas'), s.data, path('fm', i), COLORS.fm);
+  scatter($('a-canvas'), s.data, path(0, i), COLORS.a, drawn);
+  scatter($('b-canvas'), s.data, path(1, i), COLORS.b);
+}
+
+// A method's name in words.
+const titleOf = (name) => state.methods.find((m) => m.name === name)?.title ?? name;
+
+// The chosen methods in the selects, captions and settings (IMM's M and k reach IMM alone).
+function showMethods(chosen) {
+  state.chosen = chosen;
+  SLOTS.forEach((slot, m) => {
+    $(`method-${slot}`).value = chosen[m];
+    $(`title-${slot}`).textContent = titleOf(chosen[m]);
+    $(`loss-title-${slot}`).textContent = titleOf(chosen[m]);
+  });
+  for (const id of ['particles', 'k']) $(id).disabled = !chosen.includes('imm');
+  pretrained2d();
+  saveUrl();
 }
 
 // A record's loss as text; none (null) when every step since the last record was skipped.
@@ -136,9 +157,9 @@ function drawLoss() {
   const recs = state.records;
   if (recs.length < 2) return;
   const w = canvas.width / 2;
-  ['imm', 'fm'].forEach((m, panel) => {
+  SLOTS.forEach((slot, panel) => {
     const x0 = panel * w + 40, x1 = (panel + 1) * w - 10, y0 = 20, y1 = canvas.height - 20;
-    const raw = recs.map((r) => r[m].loss);
+    const raw = recs.map((r) => r[slot].loss);
     const smooth = [];
     raw.forEach((v, i) => smooth.push(i ? 0.9 * smooth[i - 1] + 0.1 * v : v));
     const lo = Math.min(...smooth), hi = Math.max(...smooth);
@@ -155,10 +176,10 @@ function drawLoss() {
       g.stroke();
     };
     line(raw, panel ? 'rgba(217,102,31,0.25)' : 'rgba(31,111,209,0.25)', 1);
-    line(smooth, panel ? COLORS.fm : COLORS.imm, 2);
+    line(smooth, COLORS[slot], 2);
     g.fillStyle = '#333';
     g.font = '12px sans-serif';
-    g.fillText(`${m === 'imm' ? 'IMM' : 'flow matching'} loss (moving average)`, x0, 14);
+    g.fillText(`${titleOf(state.chosen[panel])} loss (moving average)`, x0, 14);
     g.fillText(hi.toPrecision(3), x0 - 38, y0 + 10);
     g.fillText(lo.toPrecision(3), x0 - 38, y1);
     g.fillText(`${nmax.toLocaleString('en')} images`, x1 - 90, canvas.height - 4);
@@ -211,6 +232,10 @@ worker.onmessage = ({ data: msg }) => {
       }
       showHyper(msg.hyper);
       state.net = msg.net;
+      // The methods the playground trains are Rust's (Playground.methods).
+      state.methods = msg.methods;
+      for (const slot of SLOTS) $(`method-${slot}`).replaceChildren(...msg.methods.map((m) => new Option(m.title, m.name)));
+      showMethods(msg.chosen);
       $('image-preset').append(...msg.imagePresets.map((p) => new Option(p, p)));
       // The networks the tab trains, and how, are Rust's (ImageTrainer.presets).
       state.trainPresets = msg.trainPresets;
@@ -231,21 +256,22 @@ worker.onmessage = ({ data: msg }) => {
     case 'metrics': {
       const r = msg.record;
       // A record whose steps were all skipped (numbers not finite) has no loss to chart.
-      if (Number.isFinite(r.imm.loss) && Number.isFinite(r.fm.loss)) state.records.push({ nimg: r.imm.nimg, imm: r.imm, fm: r.fm });
-      $('nimg').textContent = r.imm.nimg.toLocaleString('en');
+      const [a, b] = r.records;
+      if (Number.isFinite(a.loss) && Number.isFinite(b.loss)) state.records.push({ nimg: a.nimg, a, b });
+      $('nimg').textContent = a.nimg.toLocaleString('en');
       $('nsteps').textContent = r.steps;
-      $('loss-imm').textContent = lossText(r.imm.loss, (l) => l.toPrecision(4));
-      $('loss-fm').textContent = lossText(r.fm.loss, (l) => l.toPrecision(4));
+      $('loss-a').textContent = lossText(a.loss, (l) => l.toPrecision(4));
+      $('loss-b').textContent = lossText(b.loss, (l) => l.toPrecision(4));
       $('ms-train').textContent = msg.msPerStep.toFixed(1);
-      $('img-s').textContent = Math.round(1000 / r.imm.sec_per_kimg).toLocaleString('en');
+      $('img-s').textContent = Math.round(1000 / a.sec_per_kimg).toLocaleString('en');
       drawLoss();
       break;
     }
     case 'samples':
       state.samples = msg;
       state.sampleCount += 1;
-      $('energy-imm').textContent = msg.energy.imm.toFixed(4);
-      $('energy-fm').textContent = msg.energy.fm.toFixed(4);
+      // A method that cannot sample with these steps says why in place of its number.
+      SLOTS.forEach((slot, m) => ($(`energy-${slot}`).textContent = msg.refused[m] ?? msg.energy[m].toFixed(4)));
       $('ms-sample').textContent = msg.msPerSampleStep.toFixed(1);
       $('time').max = msg.steps;
       timeLabel();
@@ -254,8 +280,9 @@ worker.onmessage = ({ data: msg }) => {
     case 'reset':
       state.records = [];
       showHyper(msg.hyper);
+      showMethods(msg.chosen);
       for (const id of ['nimg', 'nsteps']) $(id).textContent = '0';
-      for (const id of ['loss-imm', 'loss-fm']) $(id).textContent = '–';
+      for (const id of ['loss-a', 'loss-b']) $(id).textContent = '–';
       drawLoss();
       break;
     case 'hyper':
@@ -272,6 +299,9 @@ worker.onmessage = ({ data: msg }) => {
     }
     case 'loaded':
       showError('');
+      state.records = [];
+      showMethods(msg.chosen);
+      drawLoss();
       $('status').dataset.loaded = 'yes';
       state.loadedAt = state.sampleCount;
       break;
@@ -419,7 +449,7 @@ async function loadPretrained() {
 }
 $('image-pretrained').onchange = loadPretrained;
 
-// The 2D toy's pretrained networks (both methods), when there are some for this toy and network size.
+// The 2D toy's pretrained networks (two methods), when there are some for this toy and network size.
 function toyModel() {
   const net = state.net ?? {};
   return state.toys.find((t) => t.toy === $('toy').value && t.net.hidden === net.hidden && t.net.blocks === net.blocks);
@@ -428,7 +458,7 @@ function toyModel() {
 function pretrained2d() {
   const t = toyModel();
   $('pretrained-2d').disabled = !t;
-  $('pretrained-2d').title = t ? `IMM and flow matching trained natively on ${t.nimg.toLocaleString('en')} images each` : 'no pretrained networks for this distribution and network size';
+  $('pretrained-2d').title = t ? `${t.methods.map(titleOf).join(' and ')} trained natively on ${t.nimg.toLocaleString('en')} images each` : 'no pretrained networks for this distribution and network size';
 }
 
 $('pretrained-2d').onclick = async () => {
@@ -443,7 +473,7 @@ $('pretrained-2d').onclick = async () => {
     const q = t.quality;
     const row = (m) => Object.entries(q[m]).map(([k, v]) => `${k}: ${v.toFixed(4)}`).join(', ');
     $('pretrained-2d-info').textContent = `Pretrained: ${t.nimg.toLocaleString('en')} images per method in ${Math.round(t.train_seconds)} s on ${t.machine}. `
-      + `Energy distance there by steps (floor ${q.floor}): IMM ${row('imm')}; FM ${row('fm')}.`;
+      + `Energy distance there by steps (floor ${q.floor}): ${t.methods.map((m) => `${titleOf(m)} ${row(m)}`).join('; ')}.`;
   } catch (e) {
     showError(`${t.file} could not be downloaded (${e.message}).`);
   }
@@ -592,7 +622,7 @@ function reset() {
     return;
   }
   $('draw-row').hidden = true;
-  send({ type: 'reset', toy, backend: $('backend').value, seed: Number($('seed').value), hyper: hyperFromInputs() });
+  send({ type: 'reset', toy, backend: $('backend').value, seed: Number($('seed').value), hyper: hyperFromInputs(), methods: chosenInputs() });
   saveUrl();
 }
 
@@ -613,6 +643,15 @@ $('toy').onchange = () => {
   pretrained2d();
   $('pretrained-2d-info').textContent = '';
 };
+// Picking a method trains both from scratch; the same method on both sides swaps them.
+const chosenInputs = () => SLOTS.map((slot) => $(`method-${slot}`).value).join(',');
+for (const [slot, other] of [['a', 'b'], ['b', 'a']]) {
+  $(`method-${slot}`).onchange = () => {
+    if ($(`method-${slot}`).value === $(`method-${other}`).value) $(`method-${other}`).value = state.chosen[slot === 'a' ? 0 : 1];
+    send({ type: 'pause' });
+    reset();
+  };
+}
 $('seed').onchange = () => {
   refresh();
   saveUrl();
@@ -651,15 +690,15 @@ $('load').onchange = async () => {
 let drawing = false;
 function addPoint(e) {
   if ($('toy').value !== DRAW) return;
-  const c = $('imm-canvas');
+  const c = $('a-canvas');
   const r = c.getBoundingClientRect();
   const s = (2 * EXTENT) / r.width;
   state.drawn.push([(e.clientX - r.left) * s - EXTENT, EXTENT - (e.clientY - r.top) * s]);
   $('draw-count').textContent = state.drawn.length;
   drawPlots();
 }
-$('imm-canvas').onpointerdown = (e) => ((drawing = true), addPoint(e));
-$('imm-canvas').onpointermove = (e) => drawing && addPoint(e);
+$('a-canvas').onpointerdown = (e) => ((drawing = true), addPoint(e));
+$('a-canvas').onpointermove = (e) => drawing && addPoint(e);
 window.onpointerup = () => (drawing = false);
 $('draw-clear').onclick = () => {
   state.drawn = [];
@@ -705,7 +744,7 @@ async function start() {
   const toy = p.get('toy') && p.get('toy') !== DRAW ? p.get('toy') : 'checkerboard';
   // The network's size comes from the URL only (small ones for slow adapters): hidden, blocks.
   const net = given(['hidden', 'blocks']);
-  send({ type: 'init', toy, backend, seed: Number($('seed').value), hyper, net, view: view() });
+  send({ type: 'init', toy, backend, seed: Number($('seed').value), hyper, net, methods: p.get('methods') ?? undefined, view: view() });
   saveUrl();
 }
 

@@ -40,6 +40,7 @@ let running = false;
 let chain = Promise.resolve();
 let view = { steps: 2, seed: 0, samples: 400 };
 let net = { hidden: 0, blocks: 0 }; // 0: the preset's
+let methods = 'imm,fm'; // the two methods the playground trains
 
 const post = (msg, transfer = []) => self.postMessage(msg, transfer);
 // Lets queued messages (Pause, new settings) in between steps: on the CPU backend every await
@@ -68,19 +69,29 @@ async function trainChunk(steps = 0) {
   post({ type: 'metrics', record, msPerStep: record.ms_per_step });
 }
 
+// Both methods' sampling paths; a method that cannot take these steps (a shortcut model's 3) has
+// none, and says why in `refused`. `first[m]`: where method m's states start in `paths`.
 async function sample() {
   const { steps, seed, samples: n } = view;
+  const refused = JSON.parse(playground.stepsRefused(steps));
   const start = performance.now();
   const paths = await playground.sample(steps, n, seed);
-  const ms = (performance.now() - start) / (2 * steps);
+  const sampled = refused.filter((r) => r === null).length;
+  const ms = (performance.now() - start) / Math.max(1, sampled * steps);
   const data = playground.data(n, 1);
+  const first = [0, refused[0] === null ? steps + 1 : 0];
   const state = (i) => paths.subarray(i * n * 2, (i + 1) * n * 2);
-  const last = steps;
-  const energy = {
-    imm: wasm.energyDistance(state(last), data),
-    fm: wasm.energyDistance(state(steps + 1 + last), data),
-  };
-  post({ type: 'samples', steps, n, paths, data, energy, msPerSampleStep: ms }, [paths.buffer, data.buffer]);
+  const energy = refused.map((r, m) => (r === null ? wasm.energyDistance(state(first[m] + steps), data) : null));
+  post({ type: 'samples', steps, n, paths, data, first, refused, energy, msPerSampleStep: ms }, [paths.buffer, data.buffer]);
+}
+
+// The playground on `toy` with the current network size and methods; one that cannot be made
+// leaves the old one (if any) in place.
+async function createPlayground(msg, size = net, chosen = methods) {
+  const next = await (await lib(msg.backend)).Playground.create(msg.toy, msg.backend, msg.seed, size.hidden ?? 0, size.blocks ?? 0, chosen);
+  playground?.free();
+  playground = next;
+  methods = JSON.parse(playground.getMethods()).join(',');
 }
 
 // The current image model's grid at the view's steps, seed, size, class and guidance, with its
@@ -154,13 +165,13 @@ self.onmessage = ({ data: msg }) => {
     case 'init':
       enqueue(async () => {
         await loadWasm();
-        const { Playground } = await lib(msg.backend);
-        // A network size from the URL that Rust refuses is reported, and the preset's is used.
+        // A network size or methods from the URL that Rust refuses are reported, and the preset's
+        // network with IMM and flow matching is used.
         try {
-          playground = await Playground.create(msg.toy, msg.backend, msg.seed, msg.net.hidden ?? 0, msg.net.blocks ?? 0);
+          await createPlayground(msg, msg.net, msg.methods ?? methods);
         } catch (e) {
           report(e);
-          playground = await Playground.create(msg.toy, msg.backend, msg.seed, 0, 0);
+          await createPlayground(msg, {}, 'imm,fm');
         }
         net = JSON.parse(playground.getNet());
         // Settings from the URL that Rust refuses are reported; the preset's stay.
@@ -172,7 +183,8 @@ self.onmessage = ({ data: msg }) => {
         view = { ...view, ...msg.view };
         const limits = JSON.parse(wasm.Playground.limits());
         const trainPresets = JSON.parse(wasm.ImageTrainer.presets());
-        post({ type: 'ready', toys: wasm.Playground.toys(), imagePresets: wasm.ImageModel.presets(), trainPresets, hyper: JSON.parse(playground.getHyper()), net, limits });
+        const all = JSON.parse(wasm.Playground.methods());
+        post({ type: 'ready', toys: wasm.Playground.toys(), methods: all, chosen: methods.split(','), imagePresets: wasm.ImageModel.presets(), trainPresets, hyper: JSON.parse(playground.getHyper()), net, limits });
         await sample();
       });
       break;
@@ -197,12 +209,10 @@ self.onmessage = ({ data: msg }) => {
           playground.useDrawn(new Float32Array(msg.points));
         } else {
           // The old playground stays until the new one exists: a failed create leaves it usable.
-          const next = await (await lib(msg.backend)).Playground.create(msg.toy, msg.backend, msg.seed, net.hidden, net.blocks);
-          playground.free();
-          playground = next;
+          await createPlayground(msg, net, msg.methods ?? methods);
         }
         if (msg.hyper) playground.setHyper(JSON.stringify(msg.hyper));
-        post({ type: 'reset', hyper: JSON.parse(playground.getHyper()) });
+        post({ type: 'reset', hyper: JSON.parse(playground.getHyper()), chosen: methods.split(',') });
         await sample();
       });
       break;
@@ -225,7 +235,8 @@ self.onmessage = ({ data: msg }) => {
     case 'load':
       enqueue(async () => {
         playground.loadWeights(new Uint8Array(msg.bytes));
-        post({ type: 'loaded' });
+        methods = JSON.parse(playground.getMethods()).join(',');
+        post({ type: 'loaded', chosen: methods.split(',') });
         await sample();
       });
       break;

@@ -16,9 +16,6 @@ use crate::training::run_dir::write_json;
 use crate::training::sample::{SampleRequest, export, sample};
 use crate::{DeviceChoice, Error};
 use crate::io::safetensors::Tensors;
-use crate::method::consistency::Consistency;
-use crate::method::meanflow::MeanFlow;
-use crate::method::shortcut::Shortcut;
 use crate::method::precond::TimeInput;
 use crate::method::sampler::{Grid, Sampler};
 use crate::method::{AnyMethod, Method, flow_matching::FlowMatching, imm::Imm};
@@ -405,13 +402,8 @@ impl MethodName {
     /// The method with a preset's settings (the other methods' from their papers, on flow
     /// matching's network and times) for a run of `total_nimg` images.
     fn with(self, imm: &Imm, fm: &FlowMatching, total_nimg: u64) -> AnyMethod {
-        match self {
-            MethodName::Imm => AnyMethod::Imm(imm.clone()),
-            MethodName::Fm => AnyMethod::Fm(fm.clone()),
-            MethodName::Meanflow => AnyMethod::MeanFlow(MeanFlow::on(&fm.precond)),
-            MethodName::Ct => AnyMethod::Consistency(Consistency::on(&fm.precond, fm.t_max, fm.grid.clone(), total_nimg)),
-            MethodName::Shortcut => AnyMethod::Shortcut(Shortcut::on(&fm.precond)),
-        }
+        let name = self.to_possible_value().expect("every method has a name");
+        AnyMethod::named(name.get_name(), imm, fm, total_nimg).expect("the command line's methods are AnyMethod's")
     }
 }
 

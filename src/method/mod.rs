@@ -114,6 +114,27 @@ macro_rules! each {
 impl AnyMethod {
     /// The names [`AnyMethod::from_card`] knows.
     pub const NAMES: [&str; 5] = ["imm", "fm", "meanflow", "ct", "shortcut"];
+    /// Their names in words, as pictures and tables show them.
+    pub const TITLES: [&str; 5] = ["IMM", "flow matching", "MeanFlow", "consistency training", "shortcut model"];
+
+    /// The method called `name` (one of [`AnyMethod::NAMES`]) with a preset's IMM and flow-matching
+    /// settings; the other methods take their papers' settings on flow matching's network and
+    /// times, for a run of `total_nimg` images (consistency training's gap schedule).
+    pub fn named(name: &str, imm: &Imm, fm: &FlowMatching, total_nimg: u64) -> Result<Self, Error> {
+        Ok(match name {
+            "imm" => AnyMethod::Imm(imm.clone()),
+            "fm" => AnyMethod::Fm(fm.clone()),
+            "meanflow" => AnyMethod::MeanFlow(MeanFlow::on(&fm.precond)),
+            "ct" => AnyMethod::Consistency(Consistency::on(&fm.precond, fm.t_max, fm.grid.clone(), total_nimg)),
+            "shortcut" => AnyMethod::Shortcut(Shortcut::on(&fm.precond)),
+            other => return Err(Error::new(format!("unknown method '{other}' (one of {})", Self::NAMES.join(", ")))),
+        })
+    }
+
+    /// The method's name in words.
+    pub fn title(&self) -> &'static str {
+        Self::TITLES[Self::NAMES.iter().position(|n| *n == self.name()).expect("every method is in NAMES")]
+    }
 
     /// The method a card names (`method`) with its settings (`method_config`); `what` names the
     /// file in errors.

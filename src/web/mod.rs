@@ -16,8 +16,8 @@ use crate::evaluation::fid::{Gaussian, Moments, Quality, quality};
 use crate::io::safetensors::Tensors;
 use crate::io::weights::{load_named, named_params_async};
 use crate::method::{AnyMethod, Method};
+use crate::method::imm::Imm;
 use crate::method::precond::Condition;
-use crate::method::{flow_matching::FlowMatching, imm::Imm};
 use crate::networks::Network;
 use crate::networks::mlp::Mlp;
 use crate::networks::image::ImageNet;
@@ -204,47 +204,78 @@ pub struct Hyper {
     pub k: u32,
 }
 
-/// The 2D playground: IMM and flow matching, the same MLP, trained side by side on the same
-/// batches of one distribution.
+/// The 2D playground: two methods (IMM and flow matching unless a person picks others), the same
+/// MLP from the same initial weights, trained side by side on the same batches of one distribution.
 #[wasm_bindgen]
 pub struct Playground {
     device: Device,
     preset: Preset,
     data: PlayData,
     seed: u64,
-    imm: Trainer<Mlp, Imm>,
-    fm: Trainer<Mlp, FlowMatching>,
+    trainers: [Trainer<Mlp, AnyMethod>; 2],
+    hyper: Hyper,
     steps: u64,
     pace: Pace,
 }
 
 const WEIGHTS_KIND: &str = "imm-playground-2d";
 
-/// Both methods' trainers from `seed`'s weights stream ([`Seeds`], as the command line's).
-fn trainers(preset: &Preset, seed: u64, device: &Device) -> Result<(Trainer<Mlp, Imm>, Trainer<Mlp, FlowMatching>), Error> {
+/// The two methods named in `names` ("imm,fm"), which must differ ([`AnyMethod::named`] knows them).
+fn method_pair(names: &str) -> Result<[String; 2], Error> {
+    let names: Vec<&str> = names.split(',').map(str::trim).collect();
+    let [a, b] = names[..] else {
+        return Err(Error::new(format!("the playground trains two methods, not {}", names.len())));
+    };
+    if a == b {
+        return Err(Error::new(format!("pick two different methods (both are '{a}')")));
+    }
+    Ok([a.to_string(), b.to_string()])
+}
+
+/// Both methods' trainers from `seed`'s weights stream ([`Seeds`], as the command line's), with
+/// the preset's settings for each method.
+fn trainers(preset: &Preset, seed: u64, device: &Device, methods: &[String; 2]) -> Result<[Trainer<Mlp, AnyMethod>; 2], Error> {
     let mut config = preset.train.clone();
     config.seed = seed;
     // Same initial weights for both methods: the difference is the method alone.
-    let net = || preset.net.init(&mut Seeds::new(seed).weights, &device.clone().autodiff());
-    Ok((Trainer::new(net(), preset.imm.clone(), config.clone())?, Trainer::new(net(), preset.fm.clone(), config)?))
+    let trainer = |name: &str| {
+        let method = AnyMethod::named(name, &preset.imm, &preset.fm, config.total_nimg)?;
+        Trainer::new(preset.net.init(&mut Seeds::new(seed).weights, &device.clone().autodiff()), method, config.clone())
+    };
+    Ok([trainer(&methods[0])?, trainer(&methods[1])?])
 }
 
 #[wasm_bindgen]
 impl Playground {
     /// A playground on `toy` (a 2D preset name) on `backend` ("webgpu" or "cpu"), with an MLP of
-    /// `blocks` residual blocks of width `hidden` (0: the preset's).
-    pub async fn create(toy: String, backend: String, seed: u32, hidden: usize, blocks: usize) -> Result<Playground, JsValue> {
+    /// `blocks` residual blocks of width `hidden` (0: the preset's), training the two `methods`
+    /// ("imm,fm", see [`Playground::methods`]).
+    pub async fn create(toy: String, backend: String, seed: u32, hidden: usize, blocks: usize, methods: String) -> Result<Playground, JsValue> {
         let mut preset = preset(&toy).map_err(js)?;
         let hidden = if hidden == 0 { preset.net.hidden } else { hidden };
         let blocks = if blocks == 0 { preset.net.blocks } else { blocks };
         within("the network's width", hidden, LIMITS.hidden).map_err(js)?;
         within("the network's blocks", blocks, LIMITS.blocks).map_err(js)?;
+        let methods = method_pair(&methods).map_err(js)?;
         let device = device(&backend).await?;
         preset.net = preset.net.with_hidden(hidden).with_blocks(blocks);
         let seed = seed as u64;
-        let (imm, fm) = trainers(&preset, seed, &device).map_err(js)?;
+        let trainers = trainers(&preset, seed, &device, &methods).map_err(js)?;
+        let hyper = Hyper { particles: preset.imm.particles, batch: preset.train.batch, lr: preset.train.lr, k: preset.imm.times.k };
         let data = PlayData::Toy(ToyData::new(preset.toy, Seeds::new(seed).data));
-        Ok(Playground { device, preset, data, seed, imm, fm, steps: 0, pace: Pace::default() })
+        Ok(Playground { device, preset, data, seed, trainers, hyper, steps: 0, pace: Pace::default() })
+    }
+
+    /// The methods the playground can train, as JSON `[{name, title}]`.
+    pub fn methods() -> String {
+        let all: Vec<_> = AnyMethod::NAMES.iter().zip(AnyMethod::TITLES).map(|(name, title)| serde_json::json!({ "name": name, "title": title })).collect();
+        serde_json::Value::from(all).to_string()
+    }
+
+    /// The two methods being trained, as JSON `[name, name]`.
+    #[wasm_bindgen(js_name = getMethods)]
+    pub fn get_methods(&self) -> String {
+        serde_json::json!(self.trainers.each_ref().map(|t| t.method.name())).to_string()
     }
 
     /// Names of the toy distributions.
@@ -261,16 +292,15 @@ impl Playground {
 
     /// Fresh weights and optimizers, keeping the data and the settings.
     pub fn reset(&mut self) -> Result<(), JsValue> {
-        let hyper = self.hyper();
-        (self.imm, self.fm) = trainers(&self.preset, self.seed, &self.device).map_err(js)?;
+        self.trainers = trainers(&self.preset, self.seed, &self.device, &self.names()).map_err(js)?;
         self.steps = 0;
-        self.apply(&hyper).map_err(js)
+        self.apply(&self.hyper.clone()).map_err(js)
     }
 
     /// The current settings, as JSON `{particles, batch, lr, k}`.
     #[wasm_bindgen(js_name = getHyper)]
     pub fn get_hyper(&self) -> String {
-        serde_json::to_string(&self.hyper()).expect("settings serialise")
+        serde_json::to_string(&self.hyper).expect("settings serialise")
     }
 
     /// The network's size, as JSON `{hidden, blocks}`.
@@ -289,7 +319,7 @@ impl Playground {
     #[wasm_bindgen(js_name = setHyper)]
     pub fn set_hyper(&mut self, json: &str) -> Result<(), JsValue> {
         let bad = |e: serde_json::Error| fail(format!("bad settings: {e}"));
-        let mut merged = serde_json::to_value(self.hyper()).expect("settings serialise");
+        let mut merged = serde_json::to_value(&self.hyper).expect("settings serialise");
         let changes: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json).map_err(bad)?;
         for (key, value) in changes {
             merged[key] = value;
@@ -298,59 +328,69 @@ impl Playground {
         self.apply(&hyper).map_err(js)
     }
 
-    fn hyper(&self) -> Hyper {
-        let c = &self.imm.config;
-        Hyper { particles: self.imm.method.particles, batch: c.batch, lr: c.lr, k: self.imm.method.times.k }
+    fn names(&self) -> [String; 2] {
+        self.trainers.each_ref().map(|t| t.method.name().to_string())
     }
 
+    /// Takes the settings `h` (IMM's M and k reach IMM alone), or none of them if a method refuses.
     fn apply(&mut self, h: &Hyper) -> Result<(), Error> {
         within("IMM's particles M", h.particles, LIMITS.particles)?;
         within("the batch", h.batch, LIMITS.batch)?;
         within("the learning rate", h.lr, LIMITS.lr)?;
         within("IMM's k", h.k, LIMITS.k)?;
-        let mut imm = self.imm.method.clone();
-        (imm.particles, imm.times.k) = (h.particles, h.k);
-        imm.check_batch(h.batch)?;
-        self.imm.method = imm;
-        for config in [&mut self.imm.config, &mut self.fm.config] {
-            (config.batch, config.lr) = (h.batch, h.lr);
+        let methods = self.trainers.each_ref().map(|t| {
+            let mut method = t.method.clone();
+            if let AnyMethod::Imm(imm) = &mut method {
+                (imm.particles, imm.times.k) = (h.particles, h.k);
+            }
+            method.check_batch(h.batch).map(|()| method)
+        });
+        let [a, b] = methods;
+        for (trainer, method) in self.trainers.iter_mut().zip([a?, b?]) {
+            trainer.method = method;
+            (trainer.config.batch, trainer.config.lr) = (h.batch, h.lr);
         }
+        self.hyper = h.clone();
         Ok(())
     }
 
     /// `steps` optimizer steps of each method on the same batches (0: as many as fit in about
-    /// `budget_ms`), in chunks of the training loop; returns JSON `{steps, imm, fm, ms_per_step}`
-    /// with one metrics record per method (the time is both methods').
+    /// `budget_ms`), in chunks of the training loop; returns JSON `{steps, records, ms_per_step}`
+    /// with one metrics record per method, in the order of [`Playground::get_methods`] (the time
+    /// is both methods').
     pub async fn train(&mut self, steps: u32, budget_ms: f64) -> Result<String, JsValue> {
         let device = self.device.clone().autodiff();
         let start = now();
-        self.imm.start_clock(start);
-        self.fm.start_clock(start);
+        for trainer in &mut self.trainers {
+            trainer.start_clock(start);
+        }
         let steps = self.pace.steps(steps, budget_ms);
         let mut left = steps;
         while left > 0 {
-            let (n, batch) = (left.min(MAX_CHUNK), self.imm.config.batch);
+            let (n, batch) = (left.min(MAX_CHUNK), self.hyper.batch);
             let batches: Vec<_> =
                 (0..n).map(|_| (Tensor::<2>::from_data(TensorData::new(self.data.sample(batch), [batch, 2]), &device), None)).collect();
             // Both chunks are read at once; a method with a step that was not finite reads again.
-            let (imm, fm) = (self.imm.launch(batches.clone()), self.fm.launch(batches));
-            let split = imm.values.dims()[0];
-            let values = read(Tensor::cat(vec![imm.values.clone(), fm.values.clone()], 0), LOSSES).await?;
-            if let Some(rest) = self.imm.settle(imm, &values[..split]) {
-                self.imm.finish_chunk(rest, read_chunk).await.map_err(js)?;
-            }
-            if let Some(rest) = self.fm.settle(fm, &values[split..]) {
-                self.fm.finish_chunk(rest, read_chunk).await.map_err(js)?;
+            let [a, b] = &mut self.trainers;
+            let chunks = [a.launch(batches.clone()), b.launch(batches)];
+            let split = chunks[0].values.dims()[0];
+            let values = read(Tensor::cat(chunks.each_ref().map(|c| c.values.clone()).to_vec(), 0), LOSSES).await?;
+            let [first, second] = chunks;
+            for (trainer, chunk, values) in [(a, first, &values[..split]), (b, second, &values[split..])] {
+                if let Some(rest) = trainer.settle(chunk, values) {
+                    trainer.finish_chunk(rest, read_chunk).await.map_err(js)?;
+                }
             }
             self.steps += n as u64;
             left -= n;
-            paused("IMM", &self.imm)?;
-            paused("flow matching", &self.fm)?;
+            for trainer in &self.trainers {
+                paused(trainer.method.title(), trainer)?;
+            }
         }
         let end = now();
         let ms_per_step = self.pace.took(steps, end - start);
-        Ok(serde_json::json!({ "steps": self.steps, "imm": self.imm.record(end), "fm": self.fm.record(end), "ms_per_step": ms_per_step })
-            .to_string())
+        let records = self.trainers.each_mut().map(|t| t.record(end));
+        Ok(serde_json::json!({ "steps": self.steps, "records": records, "ms_per_step": ms_per_step }).to_string())
     }
 
     /// `n` data points (x, y pairs) drawn with `seed`, to draw under the samples.
@@ -363,55 +403,72 @@ impl Playground {
         Ok(data.sample(n))
     }
 
+    /// Why each method cannot sample with `steps` steps, as JSON `[reason or null, ...]` in the
+    /// order of [`Playground::get_methods`] (shortcut models take powers of two only).
+    #[wasm_bindgen(js_name = stepsRefused)]
+    pub fn steps_refused(&self, steps: usize) -> String {
+        serde_json::json!(self.trainers.each_ref().map(|t| t.method.check_steps(steps).err().map(|e| e.0))).to_string()
+    }
+
     /// The sampling paths of both methods' EMA weights from the same `n` noise points (`seed`):
-    /// IMM's `steps + 1` states (noise first, samples last), then flow matching's, each state `n`
-    /// x, y pairs.
+    /// the first method's `steps + 1` states (noise first, samples last), then the second's, each
+    /// state `n` x, y pairs; a method that cannot take `steps` steps ([`Playground::steps_refused`])
+    /// adds none.
     pub async fn sample(&self, steps: usize, n: usize, seed: u32) -> Result<Vec<f32>, JsValue> {
         within("the number of points", n, LIMITS.samples).map_err(js)?;
         within("the sampling steps", steps, LIMITS.steps).map_err(js)?;
         let mut rng = Rng::new(seed.into());
-        let z = rng.normal_vec(n * 2, self.imm.method.sigma_data());
+        let z = rng.normal_vec(n * 2, self.trainers[0].method.sigma_data());
         let z = || Tensor::<2>::from_data(TensorData::new(z.clone(), [n, 2]), &self.device);
         let none = Condition::none();
-        let imm = self.imm.method.sample_path(&self.imm.ema, z(), &none, steps, &mut rng).map_err(js)?;
-        let fm = self.fm.method.sample_path(&self.fm.ema, z(), &none, steps, &mut rng).map_err(js)?;
         let mut out = Vec::with_capacity(2 * (steps + 1) * n * 2);
-        for state in imm.into_iter().chain(fm) {
-            out.extend(read(state, "samples").await?);
+        for trainer in self.trainers.iter().filter(|t| t.method.check_steps(steps).is_ok()) {
+            for state in trainer.method.sample_path(&trainer.ema, z(), &none, steps, &mut rng).map_err(js)? {
+                out.extend(read(state, "samples").await?);
+            }
         }
         Ok(out)
     }
 
-    /// Both EMA networks as a safetensors file (`imm.*`, `fm.*`), with what they were trained on.
+    /// Both EMA networks as a safetensors file (tensors under each method's name: `imm.*`,
+    /// `fm.*`), with what they were trained on.
     #[wasm_bindgen(js_name = saveWeights)]
     pub async fn save_weights(&self) -> Result<Vec<u8>, JsValue> {
         let mut tensors = BTreeMap::new();
-        for (prefix, net) in [("imm.", &self.imm.ema), ("fm.", &self.fm.ema)] {
-            for (name, t) in named_params_async(net).await.map_err(js)? {
-                tensors.insert(format!("{prefix}{name}"), t);
+        for trainer in &self.trainers {
+            for (name, t) in named_params_async(&trainer.ema).await.map_err(js)? {
+                tensors.insert(format!("{}.{name}", trainer.method.name()), t);
             }
         }
-        let card = serde_json::json!({ "nimg": self.imm.nimg, "hyper": self.hyper(), "net": self.preset.net });
+        let card = serde_json::json!({ "nimg": self.trainers[0].nimg, "hyper": self.hyper, "net": self.preset.net, "methods": self.names() });
         let metadata = BTreeMap::from([("kind".to_string(), WEIGHTS_KIND.to_string()), ("card".to_string(), card.to_string())]);
         Ok(Tensors { tensors, metadata }.to_bytes())
     }
 
-    /// Loads a file of [`Playground::save_weights`] into both methods (training continues from
-    /// them with fresh optimizer moments); a wrong or damaged file is refused with the reason.
+    /// Loads a file of [`Playground::save_weights`] into the methods it holds, which the
+    /// playground then trains (continuing from the weights, with fresh optimizer moments); a
+    /// wrong or damaged file is refused with the reason.
     #[wasm_bindgen(js_name = loadWeights)]
     pub fn load_weights(&mut self, bytes: &[u8]) -> Result<(), JsValue> {
         let file = Tensors::parse(bytes, "the weights file").map_err(js)?;
         if file.metadata.get("kind").map(String::as_str) != Some(WEIGHTS_KIND) {
             return Err(fail("this is not a weights file of the 2D playground (saved with Save weights)"));
         }
-        let imm = load_named(self.imm.ema.clone(), &file, "imm.", "the weights file", None).map_err(js)?;
-        let fm = load_named(self.fm.ema.clone(), &file, "fm.", "the weights file", None).map_err(js)?;
-        let hyper = self.hyper();
-        (self.imm, self.fm) = trainers(&self.preset, self.seed, &self.device).map_err(js)?;
-        self.apply(&hyper).map_err(js)?;
-        self.imm.net = load_named(self.imm.net.clone(), &file, "imm.", "the weights file", None).map_err(js)?;
-        self.fm.net = load_named(self.fm.net.clone(), &file, "fm.", "the weights file", None).map_err(js)?;
-        (self.imm.ema, self.fm.ema) = (imm, fm);
+        let card: serde_json::Value = file.metadata.get("card").and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
+        // Files saved before the page could pick its methods hold IMM and flow matching.
+        let names = card["methods"].as_array().map_or("imm,fm".to_string(), |m| m.iter().filter_map(|n| n.as_str()).collect::<Vec<_>>().join(","));
+        let methods = method_pair(&names).map_err(|e| fail(format!("the weights file: {}", e.0)))?;
+        let mut loaded = trainers(&self.preset, self.seed, &self.device, &methods).map_err(js)?;
+        for trainer in &mut loaded {
+            let prefix = format!("{}.", trainer.method.name());
+            trainer.net = load_named(trainer.net.clone(), &file, &prefix, "the weights file", None).map_err(js)?;
+            trainer.ema = load_named(trainer.ema.clone(), &file, &prefix, "the weights file", None).map_err(js)?;
+        }
+        let previous = std::mem::replace(&mut self.trainers, loaded);
+        if let Err(e) = self.apply(&self.hyper.clone()) {
+            self.trainers = previous;
+            return Err(js(e));
+        }
         Ok(())
     }
 }

@@ -52,7 +52,7 @@ await withPage('index.html?toy=moons&steps=1&seed=0&backend=cpu', async (page, p
   await page.waitForFunction(() => Number(document.getElementById('nsteps').textContent) > 5, null, { timeout });
   await page.getByRole('button', { name: 'Pause', exact: true }).click();
   check((await page.locator('#error').textContent()) === '', 'the message goes when training goes on');
-  const losses = await page.evaluate(() => window.__imm.records.map((r) => [r.imm.loss, r.fm.loss]).flat());
+  const losses = await page.evaluate(() => window.__imm.records.map((r) => [r.a.loss, r.b.loss]).flat());
   check(losses.length > 0 && losses.every(Number.isFinite), `finite losses after Reset: ${losses.slice(-4).join(', ')}`);
   failIf(problems);
 });

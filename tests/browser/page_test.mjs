@@ -25,7 +25,7 @@ await withPage(URL, async (page, problems) => {
 
   await page.waitForFunction(() => window.__imm.ready && window.__imm.samples, null, { timeout });
   check((await text('adapter')) !== '–', `the performance panel names the adapter: ${await text('adapter')}`);
-  const before = Number(await text('energy-imm'));
+  const before = Number(await text('energy-a'));
 
   const started = Date.now();
   await page.getByRole('button', { name: 'Train', exact: true }).click();
@@ -42,14 +42,14 @@ await withPage(URL, async (page, problems) => {
   // Flow matching's regression loss falls. IMM's loss, an MMD between two of the model's own output
   // distributions, is no such signal at 200 steps: in a native replica of this run it rose for half
   // of the seeds 0 to 5 while the samples improved. IMM is checked by its samples, below.
-  const [first, last] = [mean(records.slice(0, k), 'fm'), mean(records.slice(-k), 'fm')];
+  const [first, last] = [mean(records.slice(0, k), 'b'), mean(records.slice(-k), 'b')];
   check(last < first, `fm loss fell: ${first.toPrecision(4)} -> ${last.toPrecision(4)}`);
-  check(records.every((r) => Number.isFinite(r.imm.loss) && r.imm.loss > 0), 'IMM\'s losses are finite and positive');
-  await page.waitForFunction(() => document.getElementById('energy-imm').textContent !== '–', null, { timeout });
-  const after = Number(await text('energy-imm'));
+  check(records.every((r) => Number.isFinite(r.a.loss) && r.a.loss > 0), 'IMM\'s losses are finite and positive');
+  await page.waitForFunction(() => document.getElementById('energy-a').textContent !== '–', null, { timeout });
+  const after = Number(await text('energy-a'));
   check(after < 0.7 * before, `IMM's samples moved toward the data: energy distance ${before} -> ${after}`);
 
-  const picture = () => page.locator('#imm-canvas').evaluate((c) => c.toDataURL());
+  const picture = () => page.locator('#a-canvas').evaluate((c) => c.toDataURL());
   const twoSteps = await picture();
   const slider = page.getByRole('slider', { name: 'Sampling steps' });
   const seen = await samplesSeen();
@@ -82,13 +82,13 @@ await withPage(URL, async (page, problems) => {
 await withPage('index.html?toy=moons&steps=1&seed=0&backend=cpu', async (page, problems) => {
   const timeout = 300_000;
   await page.waitForFunction(() => window.__imm.ready && window.__imm.samples && window.__imm.toys.length, null, { timeout });
-  const untrained = Number(await page.locator('#energy-imm').textContent());
+  const untrained = Number(await page.locator('#energy-a').textContent());
   const button = page.getByRole('button', { name: 'Load pretrained' });
   check(await button.isEnabled(), 'moons has pretrained networks');
   await button.click();
   await page.waitForFunction(() => window.__imm.loadedAt !== null && window.__imm.sampleCount > window.__imm.loadedAt, null, { timeout });
-  const imm = Number(await page.locator('#energy-imm').textContent());
-  const fm = Number(await page.locator('#energy-fm').textContent());
+  const imm = Number(await page.locator('#energy-a').textContent());
+  const fm = Number(await page.locator('#energy-b').textContent());
   // Untrained, both networks are the same; trained, IMM is close in 1 step and FM collapses.
   check(imm < 0.02 && fm > 5 * imm, `pretrained networks on moons at 1 step: energy distance IMM ${imm}, FM ${fm} (untrained ${untrained})`);
   check(/Pretrained: [\d,]+ images per method/.test(await page.locator('#pretrained-2d-info').textContent()), 'its card is shown');
